@@ -1,0 +1,58 @@
+// The daemon's configuration, from a TOML file (default
+// /etc/fuse-healer/fuse-healer.toml). Every key in the file must be known and
+// well-typed; errors carry file:line:column.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/model.h"
+
+namespace fh {
+
+enum class StrategySetting { Auto, Replace, Stack };
+// Returns "auto", "replace" or "stack".
+const char* to_string(StrategySetting s);
+
+enum class LogLevel { Trace, Debug, Info, Warn, Error };
+// Returns "trace", "debug", "info", "warn" or "error".
+const char* to_string(LogLevel l);
+
+inline constexpr const char* kDefaultConfigPath = "/etc/fuse-healer/fuse-healer.toml";
+
+struct Config {
+    MatchRules match;                           // [kubelet] root_dir, [match] fs_types, source_prefixes
+    StrategySetting strategy = StrategySetting::Auto;                // [heal] strategy
+    bool read_write = false;                                         // [heal] read_write
+    bool namespaces = true;                                          // [heal] namespaces
+    std::chrono::microseconds safety_scan_interval = std::chrono::seconds(30);  // [heal] "0s" = off
+    std::chrono::microseconds probe_timeout = std::chrono::seconds(2);          // [heal]
+    std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
+    LogLevel log_level = LogLevel::Info;                             // [log] level
+    std::string loaded_from;  // the file read, empty for built-in defaults
+};
+
+struct ConfigError {
+    std::string file;
+    int line = 0;    // 1-based, 0 when unknown
+    int column = 0;  // 1-based, 0 when unknown
+    std::string message;
+
+    // Returns "file:line:column: message" (line/column omitted when 0).
+    std::string to_string() const;
+};
+
+using ConfigResult = std::variant<Config, ConfigError>;
+
+// Parses config text; `file` names it in errors. Returns the config or the
+// first error found.
+ConfigResult parse_config(const std::string& text, const std::string& file);
+
+// Loads a config file. A missing file is an error, except that when
+// `missing_means_defaults` is true (the default path was not overridden) a
+// missing file yields the built-in defaults. Returns the config or an error.
+ConfigResult load_config(const std::string& path, bool missing_means_defaults);
+
+} // namespace fh

@@ -1,0 +1,127 @@
+// The heal planner: a pure function from (mount tables, liveness, origins,
+// policy) to a plan, an ordered list of actions plus a verdict per target.
+// The engine executes the FIRST action only, re-reads the table of the
+// namespace it acted in and plans again: mounts propagate between peers, so
+// a plan made before an action can be wrong after it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/model.h"
+
+namespace fh {
+
+// What the engine knows about a superblock's FUSE connection.
+enum class Liveness {
+    Unknown,       // not probed yet (or the probe is still running)
+    Alive,         // the connection answers
+    Dead,          // the connection is aborted: the daemon is gone
+    Unresponsive,  // a probe timed out: the daemon is hung, not (yet) dead
+};
+// Returns "unknown", "alive", "dead" or "unresponsive".
+const char* to_string(Liveness l);
+
+using LivenessMap = std::map<dev_t, Liveness>;
+
+enum class Strategy { Replace, Stack };
+// Returns "replace" or "stack".
+const char* to_string(Strategy s);
+
+// A mount namespace other than the daemon's own that holds a mount of a dead
+// superblock. `pid` is one process in it, `ns_inode` its /proc/<pid>/ns/mnt
+// inode (the namespace's identity).
+struct NamespaceView {
+    int pid = 0;
+    std::uint64_t ns_inode = 0;
+    MountTable table;
+};
+
+// The propagation a new mount gets before it is attached.
+enum class PropagationMode { Shared, Slave, Private };
+// Returns "shared", "slave" or "private".
+const char* to_string(PropagationMode p);
+
+// Returns the mode that keeps a replaced mount's propagation: a slave stays a
+// slave (now of the new source's peer group), a private mount stays private,
+// a shared mount joins the new source's peer group.
+PropagationMode propagation_mode_of(const Propagation& p);
+
+enum class ActionKind {
+    Replace,           // clone beneath the stale top, then detach the top
+    UnmountDeadLayer,  // detach a dead top layer (stack strategy)
+    BindOnTop,         // attach a clone on top of the dead top (stack strategy)
+};
+// Returns "replace", "unmount-dead-layer" or "bind-on-top".
+const char* to_string(ActionKind k);
+
+struct HealAction {
+    ActionKind kind = ActionKind::Replace;
+    std::string target;            // host target path this action heals
+    int ns_pid = 0;                // 0: the daemon's namespace; else a pid in the namespace
+    std::uint64_t ns_inode = 0;    // 0 for the daemon's namespace
+    std::string mountpoint;        // where to act, as seen inside that namespace
+    int expected_mount_id = 0;     // the stale mount that must still be topmost there
+    dev_t expected_device = 0;     // its (dead) superblock
+    std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
+    MountFlags flags;              // per-mount flags for the new mount
+    PropagationMode propagation = PropagationMode::Shared;
+
+    bool in_host() const { return ns_pid == 0; }
+};
+
+// Where a target stands after planning.
+enum class TargetState {
+    Healthy,       // its topmost mount is alive
+    Unresponsive,  // its topmost mount's daemon is hung
+    Unknown,       // liveness not known yet
+    Broken,        // dead, and its source is not back (waiting for a mount event)
+    Healing,       // dead, source back: actions are planned
+    Skipped,       // dead, but policy or missing data forbids healing
+};
+// Returns "healthy", "unresponsive", "unknown", "broken", "healing" or "skipped".
+const char* to_string(TargetState s);
+
+struct TargetVerdict {
+    std::string target;       // host target path
+    TargetPath where;
+    TargetState state = TargetState::Unknown;
+    dev_t device = 0;         // the topmost mount's superblock
+    std::string reason;       // why broken/skipped, human readable
+    Origin origin;            // valid when has_origin
+    bool has_origin = false;
+    bool origin_from_table = false;  // true when recovered from the table, not from state
+};
+
+struct PlanInput {
+    const MountTable* host = nullptr;
+    const Classification* classes = nullptr;  // of *host
+    const LivenessMap* liveness = nullptr;
+    const OriginMap* origins = nullptr;       // learned earlier (persisted)
+    const std::vector<NamespaceView>* namespaces = nullptr;  // may be null
+    Strategy strategy = Strategy::Replace;
+    bool read_write = false;       // [heal] read_write
+    bool heal_namespaces = true;   // [heal] namespaces
+};
+
+struct Plan {
+    std::vector<HealAction> actions;      // in execution order
+    std::vector<TargetVerdict> verdicts;  // one per target, in classification order
+    std::vector<dev_t> need_liveness;     // devices that matter and are Unknown
+};
+
+// Returns the plan for one step. Ordering: global (CSI staging) targets
+// before pod targets; for each target, copies inside other namespaces before
+// the host mount (once the last host mount of a dead peer group is detached,
+// the kernel turns the containers' slave copies private).
+Plan plan_heals(const PlanInput& in);
+
+// Returns the origins to remember from a table: for every target whose
+// topmost mount is Alive, the origin recovered from its source.
+OriginMap learn_origins(const MountTable& host, const Classification& c, const LivenessMap& liveness);
+
+} // namespace fh
