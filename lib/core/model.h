@@ -84,7 +84,7 @@ Classification classify(const MountTable& table, const MatchRules& rules);
 // superblock in the table (preferring sources outside <root_dir>), or nullopt
 // when the table holds none. Works for a live mount and for a stale one whose
 // source is still mounted.
-std::optional<Origin> origin_from_table(const MountTable& table, const Classification& c,
-                                        const Target& target);
+std::optional<Origin> origin_from_table(const Classification& c, const Target& target,
+                                        const MatchRules& rules);
 
 } // namespace fh

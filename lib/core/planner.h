@@ -70,6 +70,11 @@ struct HealAction {
     std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
     MountFlags flags;              // per-mount flags for the new mount
     PropagationMode propagation = PropagationMode::Shared;
+    // Stack strategy only: the dead top shares its peer group with a mount
+    // outside the pods tree (a dead source still at its path), so a bind on
+    // it would propagate onto the source path. Make the dead top a slave
+    // first, which stops it from propagating to its peers.
+    bool detach_from_peers = false;
 
     bool in_host() const { return ns_pid == 0; }
 };
@@ -98,6 +103,7 @@ struct TargetVerdict {
 };
 
 struct PlanInput {
+    const MatchRules* rules = nullptr;
     const MountTable* host = nullptr;
     const Classification* classes = nullptr;  // of *host
     const LivenessMap* liveness = nullptr;
@@ -122,6 +128,6 @@ Plan plan_heals(const PlanInput& in);
 
 // Returns the origins to remember from a table: for every target whose
 // topmost mount is Alive, the origin recovered from its source.
-OriginMap learn_origins(const MountTable& host, const Classification& c, const LivenessMap& liveness);
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules);
 
 } // namespace fh

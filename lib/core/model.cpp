@@ -1,0 +1,146 @@
+#include "core/model.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <set>
+
+namespace fh {
+
+const char* to_string(TargetKind kind) {
+    switch (kind) {
+    case TargetKind::GlobalMount: return "global";
+    case TargetKind::Volume: return "volume";
+    case TargetKind::Subpath: return "subpath";
+    }
+    return "?";
+}
+
+bool is_fuse_fstype(const std::string& fstype, const std::vector<std::string>& globs) {
+    return std::any_of(globs.begin(), globs.end(), [&](const std::string& g) {
+        return fnmatch(g.c_str(), fstype.c_str(), 0) == 0;
+    });
+}
+
+bool path_is_within(const std::string& path, const std::string& dir) {
+    if (dir == "/") return !path.empty() && path[0] == '/';
+    if (path.size() < dir.size() || path.compare(0, dir.size(), dir) != 0) return false;
+    return path.size() == dir.size() || path[dir.size()] == '/';
+}
+
+namespace {
+
+// Splits "a/b/c" into components, dropping empty ones.
+std::vector<std::string> split_components(const std::string& s) {
+    std::vector<std::string> out;
+    std::size_t i = 0;
+    while (i < s.size()) {
+        std::size_t j = s.find('/', i);
+        if (j == std::string::npos) j = s.size();
+        if (j > i) out.push_back(s.substr(i, j - i));
+        i = j + 1;
+    }
+    return out;
+}
+
+bool is_below(const std::string& path, const std::string& dir) {
+    return path_is_within(path, dir) && path.size() > dir.size();
+}
+
+// Returns true when `e` may be a source: a mount of the filesystem's root,
+// outside the pods tree, and under a configured prefix if any are set.
+bool is_source_candidate(const MountEntry& e, const MatchRules& rules) {
+    if (e.root != "/") return false;
+    if (path_is_within(e.mountpoint, rules.root_dir + "/pods")) return false;
+    if (rules.source_prefixes.empty()) return true;
+    // CSI staging mounts under plugins/ are never the FUSE daemon's own mount
+    // point when prefixes are configured; prefixes name where daemons mount.
+    return std::any_of(rules.source_prefixes.begin(), rules.source_prefixes.end(),
+                       [&](const std::string& p) { return path_is_within(e.mountpoint, p); });
+}
+
+} // namespace
+
+std::optional<TargetPath> parse_pod_path(const std::string& path, const std::string& root_dir) {
+    const std::string pods = root_dir + "/pods";
+    if (!is_below(path, pods)) return std::nullopt;
+    auto parts = split_components(path.substr(pods.size()));
+    // <uid>/volumes/<plugin>/<volume>[/mount]  or  <uid>/volume-subpaths/<volume>/<ctr>/<n>
+    if (parts.size() < 3) return std::nullopt;
+    for (const auto& p : parts)
+        if (p == "." || p == "..") return std::nullopt;
+    TargetPath tp;
+    tp.pod_uid = parts[0];
+    if (parts[1] == "volumes" && parts.size() >= 4) {
+        tp.kind = TargetKind::Volume;
+        tp.volume = parts[3];
+        return tp;
+    }
+    if (parts[1] == "volume-subpaths" && parts.size() >= 3) {
+        tp.kind = TargetKind::Subpath;
+        tp.volume = parts[2];
+        return tp;
+    }
+    return std::nullopt;
+}
+
+std::string Origin::clone_path() const {
+    if (root.empty() || root == "/") return source_path;
+    return source_path + root;
+}
+
+Classification classify(const MountTable& table, const MatchRules& rules) {
+    Classification c;
+    const std::string plugins = rules.root_dir + "/plugins";
+    // Devices that have a source candidate outside <root_dir>: for those, a
+    // plugins/ mount is a CSI staging mount (a target), not the source.
+    std::set<dev_t> has_outside_source;
+    for (const auto& e : table.entries()) {
+        if (!is_fuse_fstype(e.fstype, rules.fs_types)) continue;
+        if (!is_source_candidate(e, rules)) continue;
+        c.sources.push_back(&e);
+        if (!path_is_within(e.mountpoint, rules.root_dir)) has_outside_source.insert(e.device);
+    }
+    std::vector<Target> globals, pods;
+    std::set<std::string> seen;
+    for (const auto& e : table.entries()) {
+        if (!is_fuse_fstype(e.fstype, rules.fs_types)) continue;
+        if (!table.is_topmost(e) || seen.count(e.mountpoint)) continue;
+        if (auto where = parse_pod_path(e.mountpoint, rules.root_dir)) {
+            pods.push_back(Target{&e, *where, e.mountpoint});
+            seen.insert(e.mountpoint);
+        } else if (is_below(e.mountpoint, plugins) && has_outside_source.count(e.device)) {
+            globals.push_back(Target{&e, TargetPath{TargetKind::GlobalMount, {}, {}}, e.mountpoint});
+            seen.insert(e.mountpoint);
+        }
+    }
+    auto by_path = [](const Target& a, const Target& b) { return a.path < b.path; };
+    std::sort(globals.begin(), globals.end(), by_path);
+    std::sort(pods.begin(), pods.end(), by_path);
+    c.targets = std::move(globals);
+    c.targets.insert(c.targets.end(), pods.begin(), pods.end());
+    return c;
+}
+
+std::optional<Origin> origin_from_table(const Classification& c, const Target& target,
+                                        const MatchRules& rules) {
+    const MountEntry* best = nullptr;
+    for (const MountEntry* s : c.sources) {
+        if (s->device != target.mount->device || s->mountpoint == target.path) continue;
+        // A plugins/ staging mount is only a source when nothing outside the
+        // kubelet tree mounts the same superblock; prefer the latter.
+        if (!best || (path_is_within(best->mountpoint, rules.root_dir) &&
+                      !path_is_within(s->mountpoint, rules.root_dir)))
+            best = s;
+    }
+    if (!best) return std::nullopt;
+    Origin o;
+    o.source_path = best->mountpoint;
+    o.root = target.mount->root;  // source root is "/", so the target's root is relative to it
+    o.fstype = target.mount->fstype;
+    o.source = target.mount->source;
+    o.flags = target.mount->flags;
+    return o;
+}
+
+} // namespace fh

@@ -1,0 +1,235 @@
+#include "core/planner.h"
+
+#include <set>
+#include <utility>
+
+namespace fh {
+
+const char* to_string(Liveness l) {
+    switch (l) {
+    case Liveness::Unknown: return "unknown";
+    case Liveness::Alive: return "alive";
+    case Liveness::Dead: return "dead";
+    case Liveness::Unresponsive: return "unresponsive";
+    }
+    return "?";
+}
+
+const char* to_string(Strategy s) { return s == Strategy::Replace ? "replace" : "stack"; }
+
+const char* to_string(PropagationMode p) {
+    switch (p) {
+    case PropagationMode::Shared: return "shared";
+    case PropagationMode::Slave: return "slave";
+    case PropagationMode::Private: return "private";
+    }
+    return "?";
+}
+
+const char* to_string(ActionKind k) {
+    switch (k) {
+    case ActionKind::Replace: return "replace";
+    case ActionKind::UnmountDeadLayer: return "unmount-dead-layer";
+    case ActionKind::BindOnTop: return "bind-on-top";
+    }
+    return "?";
+}
+
+const char* to_string(TargetState s) {
+    switch (s) {
+    case TargetState::Healthy: return "healthy";
+    case TargetState::Unresponsive: return "unresponsive";
+    case TargetState::Unknown: return "unknown";
+    case TargetState::Broken: return "broken";
+    case TargetState::Healing: return "healing";
+    case TargetState::Skipped: return "skipped";
+    }
+    return "?";
+}
+
+PropagationMode propagation_mode_of(const Propagation& p) {
+    if (p.is_shared()) return PropagationMode::Shared;
+    if (p.is_slave()) return PropagationMode::Slave;
+    return PropagationMode::Private;
+}
+
+namespace {
+
+class Planner {
+public:
+    explicit Planner(const PlanInput& in) : in_(in) {}
+
+    Plan run() {
+        for (const Target& t : in_.classes->targets) plan_target(t);
+        plan_.need_liveness.assign(need_.begin(), need_.end());
+        return std::move(plan_);
+    }
+
+private:
+    Liveness liveness(dev_t d) const {
+        auto it = in_.liveness->find(d);
+        return it == in_.liveness->end() ? Liveness::Unknown : it->second;
+    }
+
+    // Returns the liveness of `d`, recording that it is needed when unknown.
+    Liveness require(dev_t d) {
+        Liveness l = liveness(d);
+        if (l == Liveness::Unknown) need_.insert(d);
+        return l;
+    }
+
+    void plan_target(const Target& t) {
+        TargetVerdict v;
+        v.target = t.path;
+        v.where = t.where;
+        v.device = t.mount->device;
+        switch (require(t.mount->device)) {
+        case Liveness::Alive: v.state = TargetState::Healthy; break;
+        case Liveness::Unresponsive: v.state = TargetState::Unresponsive; break;
+        case Liveness::Unknown: v.state = TargetState::Unknown; break;
+        case Liveness::Dead: plan_dead_target(t, v); break;
+        }
+        plan_.verdicts.push_back(std::move(v));
+    }
+
+    void plan_dead_target(const Target& t, TargetVerdict& v) {
+        if (auto o = origin_from_table(*in_.classes, t, *in_.rules)) {
+            v.origin = *o;
+            v.has_origin = v.origin_from_table = true;
+        } else if (auto it = in_.origins->find(t.path); it != in_.origins->end()) {
+            v.origin = it->second;
+            v.has_origin = true;
+        }
+        if (!v.has_origin) {
+            v.state = TargetState::Skipped;
+            v.reason = "no origin known: its source was never seen alive and no mount of its "
+                       "superblock remains at a source path";
+            return;
+        }
+        // The stale mount itself is the truth for its root and flags; the
+        // remembered origin contributes where the source lives.
+        v.origin.root = t.mount->root;
+        v.origin.flags = t.mount->flags;
+        if (!t.mount->flags.read_only && !in_.read_write) {
+            v.state = TargetState::Skipped;
+            v.reason = "read-write target; set [heal] read_write = true to heal it";
+            return;
+        }
+        const MountEntry* src = in_.host->topmost_at(v.origin.source_path);
+        v.state = TargetState::Broken;
+        if (!src) {
+            v.reason = "source " + v.origin.source_path + " is not mounted yet";
+            return;
+        }
+        if (src->device == t.mount->device) {
+            v.reason = "source " + v.origin.source_path + " still holds the dead filesystem";
+            return;
+        }
+        if (!is_fuse_fstype(src->fstype, in_.rules->fs_types) || src->root != "/") {
+            v.reason = "source " + v.origin.source_path + " holds a " + src->fstype +
+                       " mount that is not a FUSE filesystem root";
+            return;
+        }
+        if (src->fstype != v.origin.fstype) {
+            v.reason = "source " + v.origin.source_path + " came back as " + src->fstype +
+                       ", expected " + v.origin.fstype;
+            return;
+        }
+        switch (require(src->device)) {
+        case Liveness::Unknown: v.reason = "waiting for the new source's liveness"; return;
+        case Liveness::Dead: v.reason = "the new source is dead too"; return;
+        case Liveness::Unresponsive: v.reason = "the new source does not answer"; return;
+        case Liveness::Alive: break;
+        }
+        v.state = TargetState::Healing;
+        const std::string clone = v.origin.clone_path();
+        if (in_.heal_namespaces && in_.namespaces) {
+            for (const NamespaceView& ns : *in_.namespaces) {
+                for (const MountEntry& e : ns.table.entries()) {
+                    if (e.device != t.mount->device || e.root != t.mount->root) continue;
+                    if (!ns.table.is_topmost(e)) continue;
+                    if (!claimed_.insert({ns.ns_inode, e.mountpoint}).second) continue;
+                    add_action(t.path, ns.pid, ns.ns_inode, ns.table, e, clone);
+                }
+            }
+        }
+        add_action(t.path, 0, 0, *in_.host, *t.mount, clone);
+    }
+
+    // Appends the action that heals the dead topmost mount `top` of `table`.
+    void add_action(const std::string& target, int pid, std::uint64_t ns_inode,
+                    const MountTable& table, const MountEntry& top, const std::string& clone) {
+        HealAction a;
+        a.target = target;
+        a.ns_pid = pid;
+        a.ns_inode = ns_inode;
+        a.mountpoint = top.mountpoint;
+        a.expected_mount_id = top.mount_id;
+        a.expected_device = top.device;
+        a.clone_path = clone;
+        a.flags = top.flags;
+        a.propagation = propagation_mode_of(top.propagation);
+        // Any strategy first sheds extra dead layers (left by a stacking
+        // healer or by us on an old kernel): both layers are dead, so the
+        // pod sees ENOTCONN before and after, never an empty directory.
+        if (dead_layers_at(table, top) > 1) {
+            a.kind = ActionKind::UnmountDeadLayer;
+            a.clone_path.clear();
+        } else if (in_.strategy == Strategy::Replace) {
+            a.kind = ActionKind::Replace;
+        } else {
+            a.kind = ActionKind::BindOnTop;
+            a.detach_from_peers = pid == 0 && peers_outside_pods(table, top);
+            // A stacked layer that joined the source's peer group would send
+            // any later mount on it back onto the source path: keep it a
+            // receiver only.
+            if (a.propagation == PropagationMode::Shared) a.propagation = PropagationMode::Slave;
+        }
+        plan_.actions.push_back(std::move(a));
+    }
+
+    // Returns how many layers at top's mountpoint are dead. A layer below the
+    // top cannot be probed through the path, so unknown lower FUSE layers
+    // count as dead: they are older generations.
+    int dead_layers_at(const MountTable& table, const MountEntry& top) const {
+        int dead = 0;
+        for (const MountEntry* m : table.stack_at(top.mountpoint)) {
+            if (!is_fuse_fstype(m->fstype, in_.rules->fs_types)) continue;
+            Liveness l = liveness(m->device);
+            if (l == Liveness::Dead || (m != &top && l == Liveness::Unknown)) ++dead;
+        }
+        return dead;
+    }
+
+    // Returns true when another member of top's peer group lies outside
+    // <root_dir> (where a propagated bind would land on a source path).
+    bool peers_outside_pods(const MountTable& table, const MountEntry& top) const {
+        if (!top.propagation.is_shared()) return false;
+        for (const MountEntry& e : table.entries()) {
+            if (&e == &top || e.propagation.shared_group != top.propagation.shared_group) continue;
+            if (!path_is_within(e.mountpoint, in_.rules->root_dir)) return true;
+        }
+        return false;
+    }
+
+    const PlanInput& in_;
+    Plan plan_;
+    std::set<dev_t> need_;
+    std::set<std::pair<std::uint64_t, std::string>> claimed_;
+};
+
+} // namespace
+
+Plan plan_heals(const PlanInput& in) { return Planner(in).run(); }
+
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules) {
+    OriginMap out;
+    for (const Target& t : c.targets) {
+        auto it = liveness.find(t.mount->device);
+        if (it == liveness.end() || it->second != Liveness::Alive) continue;
+        if (auto o = origin_from_table(c, t, rules)) out.emplace(t.path, std::move(*o));
+    }
+    return out;
+}
+
+} // namespace fh

@@ -1,0 +1,100 @@
+#include "engine/cli.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/config.h"
+#include "engine/event_loop.h"
+#include "engine/logging.h"
+
+namespace fh {
+
+namespace {
+
+std::optional<LogLevel> parse_level(const std::string& s) {
+    for (LogLevel l : {LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error})
+        if (s == to_string(l)) return l;
+    return std::nullopt;
+}
+
+} // namespace
+
+int run_fuse_healerd(int argc, char** argv) {
+    CLI::App app{"fuse-healerd: heals stale FUSE mounts in Kubernetes pod volumes, the moment their FUSE "
+                 "daemon mounts again."};
+    app.set_version_flag("--version", std::string("fuse-healerd ") + FUSE_HEALER_VERSION);
+    std::string config_path;
+    bool check_only = false;
+    std::string level_text;
+    std::vector<std::string> disabled;
+    app.add_option("--config", config_path, std::string("config file (default ") + kDefaultConfigPath + ")");
+    app.add_flag("--check-config", check_only, "load and validate the config, print the result and exit");
+    app.add_option("--log-level", level_text, "trace, debug, info, warn or error (overrides [log] level)");
+    app.add_option("--disable-kernel-feature", disabled,
+                   "force the fallback for a kernel feature: open_tree, mount_setattr, move_mount_beneath, "
+                   "openat2 or fusectl (repeatable; for testing old-kernel paths)");
+    app.footer("Exit codes: 0 ok, 1 runtime failure, 64 bad command line, 78 bad config file.");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return kExitUsage;
+    }
+    std::optional<LogLevel> level_override;
+    if (!level_text.empty()) {
+        level_override = parse_level(level_text);
+        if (!level_override) {
+            std::cerr << "fuse-healerd: --log-level must be one of trace, debug, info, warn, error; got \""
+                      << level_text << "\"\n";
+            return kExitUsage;
+        }
+    }
+    std::set<std::string> disabled_set;
+    for (const auto& d : disabled) {
+        if (!is_known_kernel_feature(d)) {
+            std::cerr << "fuse-healerd: unknown kernel feature \"" << d << "\" for --disable-kernel-feature\n";
+            return kExitUsage;
+        }
+        disabled_set.insert(d);
+    }
+
+    const bool is_default = config_path.empty();
+    if (is_default) config_path = kDefaultConfigPath;
+    // SIGHUP reloads this path later; make it independent of the cwd.
+    if (config_path[0] != '/') {
+        if (char* abs = ::realpath(config_path.c_str(), nullptr)) {
+            config_path = abs;
+            std::free(abs);
+        }
+    }
+    auto loaded = load_config(config_path, is_default);
+    if (auto* err = std::get_if<ConfigError>(&loaded)) {
+        std::cerr << "fuse-healerd: config error: " << err->to_string() << "\n";
+        return kExitConfig;
+    }
+    Config config = std::get<Config>(loaded);
+    if (check_only) {
+        std::cout << "config OK: " << (config.loaded_from.empty() ? "built-in defaults (" + config_path + " absent)"
+                                                                  : config.loaded_from)
+                  << "\n";
+        return kExitOk;
+    }
+    if (level_override) config.log_level = *level_override;
+    setup_logging(config.log_level);
+
+    DaemonOptions opts;
+    opts.config_path = config_path;
+    opts.config_path_is_default = is_default;
+    opts.log_level_override = level_override;
+    opts.disabled_features = disabled_set;
+    Daemon daemon(config, opts);
+    return daemon.run();
+}
+
+} // namespace fh

@@ -1,0 +1,336 @@
+#include "engine/engine.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/proc_scan.h"
+
+namespace fh {
+
+const char* to_string(HealEvent::Kind k) {
+    switch (k) {
+    case HealEvent::Kind::Broken: return "broken";
+    case HealEvent::Kind::Healed: return "healed";
+    case HealEvent::Kind::HealFailed: return "heal-failed";
+    case HealEvent::Kind::Skipped: return "skipped";
+    case HealEvent::Kind::Unresponsive: return "unresponsive";
+    case HealEvent::Kind::Recovered: return "recovered";
+    }
+    return "?";
+}
+
+namespace {
+
+std::int64_t micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
+
+// Backoff for a target whose heal failed: 100 ms doubling to 30 s.
+Clock::duration backoff_for(int failures) {
+    auto d = std::chrono::milliseconds(100) * (1LL << std::min(failures - 1, 9));
+    return std::min<Clock::duration>(d, std::chrono::seconds(30));
+}
+
+} // namespace
+
+Engine::Engine(Config config, Strategy strategy, LivenessProber& prober, Executor& executor, StateStore& store,
+               HealObserver observer, VolumeLookup volumes, EngineSettings settings)
+    : config_(std::move(config)),
+      strategy_(strategy),
+      prober_(prober),
+      executor_(executor),
+      store_(store),
+      observer_(std::move(observer)),
+      volumes_(std::move(volumes)),
+      settings_(std::move(settings)) {
+    auto loaded = store_.load();
+    if (loaded) {
+        origins_ = std::move(*loaded);
+        spdlog::info("loaded {} origins from {}", origins_.size(), store_.path());
+    } else {
+        spdlog::warn("failed to load state, ignoring: {}; starting without remembered origins",
+                     loaded.error().message());
+    }
+}
+
+void Engine::set_config(const Config& config, Strategy strategy) {
+    config_ = config;
+    strategy_ = strategy;
+    prober_.set_probe_timeout(config.probe_timeout);
+    executor_.set_root_dir(config.match.root_dir);
+}
+
+OriginMap Engine::origins() const { return origins_; }
+
+TargetContext Engine::context_for(const Target& t) const {
+    TargetContext ctx;
+    ctx.target = t.path;
+    ctx.pod_uid = t.where.pod_uid;
+    ctx.volume = t.where.volume;
+    if (volumes_) {
+        if (auto vd = volumes_(t.path)) {
+            ctx.driver = vd->driver_name;
+            ctx.volume_handle = vd->volume_handle;
+        }
+    }
+    return ctx;
+}
+
+void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
+                  Clock::time_point now, Clock::time_point trigger) {
+    if (!observer_) return;
+    HealEvent e{kind, tr.ctx};
+    if (v && v->has_origin) {
+        e.source = v->origin.source_path;
+    }
+    e.fstype = tr.fstype;
+    e.strategy = to_string(strategy_);
+    e.outage_us = tr.in_outage ? micros(now - tr.outage_start) : 0;
+    e.heal_us = tr.heal_us;
+    e.since_event_us = trigger == Clock::time_point{} ? 0 : micros(now - trigger);
+    e.namespaces_healed = tr.ns_healed;
+    e.reason = std::move(reason);
+    observer_(e);
+}
+
+void Engine::back_off(Track& tr, Clock::time_point now) {
+    ++tr.failures;
+    tr.retry_at = now + backoff_for(tr.failures);
+}
+
+void Engine::learn(const Classification& c, const MountTable& host, const LivenessMap& liveness) {
+    bool changed = false;
+    for (auto& [path, origin] : learn_origins(c, liveness, config_.match)) {
+        auto it = origins_.find(path);
+        if (it == origins_.end() || !(it->second == origin)) {
+            origins_[path] = origin;
+            changed = true;
+        }
+    }
+    // Forget targets that are no longer mounted at all (pod deleted); a
+    // stale target stays mounted during an outage, so its origin is kept.
+    for (auto it = origins_.begin(); it != origins_.end();) {
+        if (!host.topmost_at(it->first)) {
+            it = origins_.erase(it);
+            changed = true;
+        } else {
+            ++it;
+        }
+    }
+    if (!changed) return;
+    Status s = store_.save(origins_);
+    if (!s) {
+        if (!state_save_failing_)
+            spdlog::warn("failed to save state, ignoring: {}; healing continues from memory", s.error().message());
+        state_save_failing_ = true;
+    } else if (state_save_failing_) {
+        spdlog::info("state saved again to {}", store_.path());
+        state_save_failing_ = false;
+    }
+}
+
+void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now) {
+    std::map<std::string, const Target*> by_path;
+    for (const Target& t : c.targets) by_path[t.path] = &t;
+    std::set<std::string> present;
+    for (const TargetVerdict& v : plan.verdicts) {
+        present.insert(v.target);
+        Track& tr = tracks_[v.target];
+        const Target* t = by_path[v.target];
+        if (tr.ctx.target.empty()) tr.ctx = context_for(*t);
+        tr.kind = v.where.kind;
+        tr.fstype = t->mount->fstype;
+        const bool dead = v.state == TargetState::Broken || v.state == TargetState::Healing ||
+                          v.state == TargetState::Skipped;
+        if (dead && !tr.in_outage) {
+            tr.in_outage = true;
+            tr.outage_start = now;
+            tr.heal_us = 0;
+            tr.ns_healed = 0;
+            tr.failures = 0;
+            tr.reported = false;
+            emit(HealEvent::Kind::Broken, tr, &v, v.reason, now);
+        }
+        if (v.state == TargetState::Skipped && (!tr.reported || tr.reported_reason != v.reason)) {
+            emit(HealEvent::Kind::Skipped, tr, &v, v.reason, now);
+            tr.reported = true;
+            tr.reported_reason = v.reason;
+        }
+        if (v.state == TargetState::Unresponsive && tr.state != TargetState::Unresponsive)
+            emit(HealEvent::Kind::Unresponsive, tr, &v, "probe timed out after " +
+                 std::to_string(config_.probe_timeout.count() / 1000) + " ms", now);
+        if (v.state == TargetState::Healthy && tr.in_outage) {
+            // Alive again without us (e.g. kubelet remounted it).
+            tr.in_outage = false;
+            tr.last_outage_us = micros(now - tr.outage_start);
+            emit(HealEvent::Kind::Recovered, tr, &v, "alive again without a heal", now);
+        }
+        tr.state = v.state;
+    }
+    for (auto it = tracks_.begin(); it != tracks_.end();) {
+        if (!present.count(it->first)) {
+            spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
+            it = tracks_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
+    ReconcileSummary sum;
+    std::vector<NamespaceView> namespaces;
+    bool scanned = false;
+    std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
+    int budget = -1;
+
+    for (;;) {
+        auto host = read_mountinfo(settings_.mountinfo_path);
+        if (!host) {
+            spdlog::error("failed to read the mount table, ignoring this step: {}", host.error().message());
+            sum.table_error = true;
+            break;
+        }
+        Classification c = classify(*host, config_.match);
+
+        // Liveness of every target's topmost mount and of every source a
+        // dead target may be healed from.
+        std::set<dev_t> present;
+        for (const auto& e : host->entries()) present.insert(e.device);
+        for (auto it = dead_.begin(); it != dead_.end();) it = present.count(*it) ? std::next(it) : dead_.erase(it);
+        std::vector<std::pair<dev_t, std::string>> probe;
+        LivenessMap liveness;
+        auto want = [&](const MountEntry& m) {
+            if (dead_.count(m.device)) liveness[m.device] = Liveness::Dead;
+            else probe.emplace_back(m.device, m.mountpoint);
+        };
+        for (const Target& t : c.targets) want(*t.mount);
+        for (const MountEntry* s : c.sources)
+            if (host->is_topmost(*s)) want(*s);
+        for (auto& [dev, l] : prober_.check(probe)) {
+            liveness[dev] = l;
+            if (l == Liveness::Dead) dead_.insert(dev);
+        }
+        learn(c, *host, liveness);
+
+        PlanInput in;
+        in.rules = &config_.match;
+        in.host = &*host;
+        in.classes = &c;
+        in.liveness = &liveness;
+        in.origins = &origins_;
+        in.namespaces = &namespaces;
+        in.strategy = strategy_;
+        in.read_write = config_.read_write;
+        in.heal_namespaces = config_.namespaces;
+        Plan plan = plan_heals(in);
+        const auto now = Clock::now();
+        note_verdicts(plan, c, now);
+        sum.targets = static_cast<int>(plan.verdicts.size());
+
+        if (config_.namespaces && !scanned && !plan.actions.empty()) {
+            // Containers hold copies of dead mounts the host table cannot
+            // show; find them once per step, before any host action.
+            std::set<dev_t> devs;
+            for (const auto& a : plan.actions) devs.insert(a.expected_device);
+            auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devs);
+            spdlog::debug("namespace scan: {} processes, {} namespaces, {} hold dead mounts", scan.processes,
+                          scan.distinct_namespaces, scan.namespaces.size());
+            namespaces = std::move(scan.namespaces);
+            scanned = true;
+            continue;
+        }
+        if (budget < 0) budget = static_cast<int>(plan.actions.size()) * 3 + 8;
+
+        // The first action whose target is not backing off and whose source answers.
+        const HealAction* next = nullptr;
+        for (const HealAction& a : plan.actions) {
+            Track& tr = tracks_[a.target];
+            if (tr.failures > 0 && now < tr.retry_at) continue;
+            if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
+                Status s = prober_.probe_path(a.clone_path);
+                if (!s) {
+                    back_off(tr, now);
+                    const auto* v = &*std::find_if(plan.verdicts.begin(), plan.verdicts.end(),
+                                                   [&](const TargetVerdict& x) { return x.target == a.target; });
+                    emit(HealEvent::Kind::HealFailed, tr, v, "the new source does not serve " + a.clone_path +
+                         ": " + s.error().message(), now, trigger);
+                    continue;
+                }
+                ready_sources.insert(a.clone_path);
+            }
+            next = &a;
+            break;
+        }
+        if (!next || budget-- == 0) {
+            if (next) spdlog::error("reconcile step did not converge; stopping it here");
+            break;
+        }
+
+        const HealAction a = *next;
+        Track& tr = tracks_[a.target];
+        const auto t0 = Clock::now();
+        Status s = executor_.execute(a);
+        const auto t1 = Clock::now();
+        ++sum.actions;
+        tr.heal_us += micros(t1 - t0);
+        spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
+                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
+                      s ? "ok" : s.error().message());
+        const TargetVerdict* v = nullptr;
+        for (const auto& x : plan.verdicts)
+            if (x.target == a.target) v = &x;
+        if (!s) {
+            if (s.error().err == ESTALE) continue;  // the table moved under us: plan again
+            ++sum.failures;
+            back_off(tr, t1);
+            emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
+            continue;
+        }
+        if (!a.in_host()) {
+            ++tr.ns_healed;
+            // Re-read the namespace we changed; drop it when its process is gone.
+            for (auto it = namespaces.begin(); it != namespaces.end(); ++it) {
+                if (it->ns_inode != a.ns_inode) continue;
+                auto t = read_mountinfo(settings_.proc_root + "/" + std::to_string(a.ns_pid) + "/mountinfo");
+                if (t) it->table = std::move(*t);
+                else namespaces.erase(it);
+                break;
+            }
+            continue;
+        }
+        if (a.kind == ActionKind::UnmountDeadLayer) continue;
+        ++sum.healed;
+        ++tr.heals;
+        tr.failures = 0;
+        tr.last_outage_us = micros(t1 - tr.outage_start);
+        emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
+        tr.in_outage = false;
+        tr.heal_us = 0;
+        tr.ns_healed = 0;
+        tr.state = TargetState::Healthy;
+    }
+
+    std::vector<TargetStatus> snapshot;
+    for (const auto& [path, tr] : tracks_)
+        snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reported_reason, tr.heals,
+                                        tr.last_outage_us});
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status_ = std::move(snapshot);
+    return sum;
+}
+
+std::optional<Clock::time_point> Engine::next_retry() const {
+    std::optional<Clock::time_point> best;
+    for (const auto& [path, tr] : tracks_)
+        if (tr.in_outage && tr.failures > 0 && (!best || tr.retry_at < *best)) best = tr.retry_at;
+    return best;
+}
+
+std::vector<TargetStatus> Engine::status() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return status_;
+}
+
+} // namespace fh

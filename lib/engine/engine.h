@@ -1,0 +1,149 @@
+// The engine: one reconcile step reads the mount table, learns origins,
+// checks liveness, plans and carries out heals one action at a time. It is
+// synchronous and owns no loop: the daemon calls reconcile() from its heal
+// worker thread whenever an event arrives; tests call it directly.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/planner.h"
+#include "core/voldata.h"
+#include "engine/executor.h"
+#include "engine/kernel_features.h"
+#include "engine/liveness.h"
+#include "engine/state_store.h"
+
+namespace fh {
+
+using Clock = std::chrono::steady_clock;
+
+// Who a target belongs to, for logs.
+struct TargetContext {
+    std::string target;
+    std::string pod_uid;
+    std::string volume;
+    std::string driver;         // from vol_data.json when known
+    std::string volume_handle;  // from vol_data.json when known
+};
+
+// One event of a target's story, reported to the observer.
+struct HealEvent {
+    enum class Kind { Broken, Healed, HealFailed, Skipped, Unresponsive, Recovered };
+    Kind kind;
+    TargetContext ctx;
+    std::string source;        // source path (origin)
+    std::string fstype;
+    std::string strategy;      // "replace" / "stack"
+    std::int64_t outage_us = 0;      // since the outage was first seen
+    std::int64_t heal_us = 0;        // time spent acting on this target (all its mounts)
+    std::int64_t since_event_us = 0; // from the event that started the reconcile to healed
+    int namespaces_healed = 0;       // container copies healed with it
+    std::string reason;        // why broken/failed/skipped
+};
+// Returns "broken", "healed", "heal-failed", "skipped", "unresponsive" or "recovered".
+const char* to_string(HealEvent::Kind k);
+
+// Receives heal events; the daemon logs them, tests record them.
+using HealObserver = std::function<void(const HealEvent&)>;
+
+// Looks up vol_data.json facts for a target path (empty when unknown).
+using VolumeLookup = std::function<std::optional<VolumeData>(const std::string& target)>;
+
+struct TargetStatus {
+    TargetContext ctx;
+    TargetKind kind = TargetKind::Volume;
+    std::string fstype;
+    TargetState state = TargetState::Unknown;
+    std::string reason;
+    int heals = 0;
+    std::int64_t last_outage_us = 0;
+};
+
+struct ReconcileSummary {
+    int actions = 0;          // actions carried out
+    int failures = 0;         // actions that failed
+    int healed = 0;           // targets healed
+    int targets = 0;          // targets tracked after the step
+    bool table_error = false; // the host mountinfo could not be read
+};
+
+struct EngineSettings {
+    std::string mountinfo_path = "/proc/self/mountinfo";
+    std::string proc_root = "/proc";
+};
+
+class Engine {
+public:
+    Engine(Config config, Strategy strategy, LivenessProber& prober, Executor& executor, StateStore& store,
+           HealObserver observer, VolumeLookup volumes = {}, EngineSettings settings = {});
+
+    // Runs one reconcile step; `trigger` is when the event that asked for it
+    // arrived. Returns what was done.
+    ReconcileSummary reconcile(Clock::time_point trigger);
+
+    // Returns the earliest time a backed-off target may be retried, if any.
+    std::optional<Clock::time_point> next_retry() const;
+
+    // Returns a snapshot of every tracked target (thread-safe).
+    std::vector<TargetStatus> status() const;
+
+    // Applies a reloaded config (strategy as resolved by the caller).
+    void set_config(const Config& config, Strategy strategy);
+
+    // Returns the origins known now (learned or loaded).
+    OriginMap origins() const;
+
+    // Returns the strategy in use.
+    Strategy strategy() const { return strategy_; }
+
+private:
+    struct Track {  // per-target memory across steps
+        TargetState state = TargetState::Unknown;
+        Clock::time_point outage_start{};
+        bool in_outage = false;
+        bool reported = false;      // the current state was reported
+        std::string reported_reason;
+        int heals = 0;
+        std::int64_t last_outage_us = 0;
+        int failures = 0;
+        Clock::time_point retry_at{};
+        std::int64_t heal_us = 0;   // action time accumulated in this heal
+        int ns_healed = 0;
+        std::string fstype;
+        TargetKind kind = TargetKind::Volume;
+        TargetContext ctx;
+    };
+
+    TargetContext context_for(const Target& t) const;
+    void note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now);
+    void emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
+              Clock::time_point now, Clock::time_point trigger = {});
+    void back_off(Track& tr, Clock::time_point now);
+    void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
+
+    Config config_;
+    Strategy strategy_;
+    LivenessProber& prober_;
+    Executor& executor_;
+    StateStore& store_;
+    HealObserver observer_;
+    VolumeLookup volumes_;
+    EngineSettings settings_;
+
+    OriginMap origins_;
+    bool state_save_failing_ = false;
+    std::set<dev_t> dead_;  // aborted connections stay aborted while mounted
+    std::map<std::string, Track> tracks_;
+    mutable std::mutex status_mu_;
+    std::vector<TargetStatus> status_;
+};
+
+} // namespace fh

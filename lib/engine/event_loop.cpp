@@ -1,0 +1,290 @@
+#include "engine/event_loop.h"
+
+#include <libmount/libmount.h>
+#include <systemd/sd-daemon.h>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/logging.h"
+
+namespace fh {
+
+namespace {
+
+template <typename Handle>
+Daemon* self(Handle* h) {
+    return static_cast<Daemon*>(h->data);
+}
+
+std::uint64_t to_ms(std::chrono::microseconds d) { return static_cast<std::uint64_t>(d.count() / 1000); }
+
+} // namespace
+
+Result<Strategy> resolve_strategy(StrategySetting s, const KernelFeatures& f) {
+    switch (s) {
+    case StrategySetting::Auto: return f.move_mount_beneath ? Strategy::Replace : Strategy::Stack;
+    case StrategySetting::Stack: return Strategy::Stack;
+    case StrategySetting::Replace:
+        if (!f.move_mount_beneath)
+            return Error{"strategy replace", {}, ENOSYS,
+                         "this kernel lacks move_mount MOVE_MOUNT_BENEATH (Linux 6.5) or open_tree; "
+                         "use strategy = \"auto\" or \"stack\""};
+        return Strategy::Replace;
+    }
+    return Strategy::Stack;
+}
+
+Daemon::Daemon(Config config, DaemonOptions options) : config_(std::move(config)), options_(std::move(options)) {}
+
+Daemon::~Daemon() {
+    if (monitor_) mnt_unref_monitor(monitor_);
+}
+
+void Daemon::request_reconcile(Clock::time_point trigger) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!pending_ || trigger < pending_trigger_) pending_trigger_ = trigger;
+    pending_ = true;
+    cv_.notify_all();
+}
+
+void Daemon::worker_main() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+        cv_.wait(lock, [&] { return stopping_ || pending_ || pending_config_; });
+        if (stopping_) return;
+        if (pending_config_) {
+            Config c = std::move(*pending_config_);
+            pending_config_.reset();
+            auto strategy = resolve_strategy(c.strategy, features_);
+            lock.unlock();
+            engine_->set_config(c, strategy ? *strategy : engine_->strategy());
+            lock.lock();
+            pending_ = true;
+            pending_trigger_ = Clock::now();
+            continue;
+        }
+        const auto trigger = pending_trigger_;
+        pending_ = false;
+        worker_busy_ = true;
+        lock.unlock();
+        ReconcileSummary sum = engine_->reconcile(trigger);
+        auto retry = engine_->next_retry();
+        lock.lock();
+        worker_busy_ = false;
+        last_summary_ = sum;
+        next_retry_ = retry;
+        cv_.notify_all();
+        uv_async_send(&worker_done_);
+    }
+}
+
+void Daemon::on_mount_event() {
+    const auto now = Clock::now();
+    // Drain the monitor; one reconcile covers every change read here.
+    const char* filename = nullptr;
+    int type = 0;
+    while (mnt_monitor_next_change(monitor_, &filename, &type) == 0) {
+    }
+    ++mount_events_;
+    request_reconcile(now);
+}
+
+void Daemon::on_pods_event() {
+    if (pods_) pods_->handle_events();
+}
+
+void Daemon::on_safety_timer() {
+    spdlog::debug("safety reconcile");
+    if (pods_ && (pods_->degraded() || pods_->watches() == 0)) pods_->rescan();
+    request_reconcile(Clock::now());
+}
+
+void Daemon::arm_retry_timer() {
+    std::optional<Clock::time_point> retry;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        retry = next_retry_;
+    }
+    uv_timer_stop(&retry_timer_);
+    if (!retry) return;
+    auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*retry - Clock::now()).count();
+    uv_timer_start(&retry_timer_, [](uv_timer_t* t) { self(t)->request_reconcile(Clock::now()); },
+                   static_cast<std::uint64_t>(std::max<long long>(delay, 0)) + 1, 0);
+}
+
+void Daemon::on_reconcile_done() {
+    ++reconciles_;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        healed_total_ += last_summary_.healed;
+    }
+    arm_retry_timer();
+    notify_status();
+}
+
+void Daemon::notify_status() {
+    int broken = 0, tracked = 0;
+    for (const auto& t : engine_->status()) {
+        ++tracked;
+        if (t.state == TargetState::Broken || t.state == TargetState::Healing || t.state == TargetState::Unresponsive)
+            ++broken;
+    }
+    sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
+               broken, healed_total_, to_string(engine_->strategy()), prober_->method());
+}
+
+void Daemon::on_reload() {
+    sd_notify(0, "RELOADING=1");
+    auto loaded = load_config(options_.config_path, options_.config_path_is_default);
+    if (auto* err = std::get_if<ConfigError>(&loaded)) {
+        spdlog::error("failed to reload the config, keeping the old one: {}", err->to_string());
+        sd_notify(0, "READY=1");
+        return;
+    }
+    Config c = std::get<Config>(loaded);
+    if (auto s = resolve_strategy(c.strategy, features_); !s) {
+        spdlog::error("failed to reload the config, keeping the old one: {}", s.error().message());
+        sd_notify(0, "READY=1");
+        return;
+    }
+    if (options_.log_level_override) c.log_level = *options_.log_level_override;
+    set_log_level(c.log_level);
+    if (c.match.root_dir != config_.match.root_dir) {
+        uv_poll_stop(&pods_poll_);
+        pods_ = std::make_unique<PodIndex>(c.match.root_dir);
+        pods_->rescan();
+        if (pods_->fd() >= 0) {
+            uv_poll_init(&loop_, &pods_poll_, pods_->fd());
+            pods_poll_.data = this;
+            uv_poll_start(&pods_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_pods_event(); });
+        }
+    }
+    uv_timer_stop(&safety_timer_);
+    if (c.safety_scan_interval.count() > 0)
+        uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },
+                       to_ms(c.safety_scan_interval), to_ms(c.safety_scan_interval));
+    config_ = c;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        pending_config_ = c;
+        cv_.notify_all();
+    }
+    spdlog::info("config reloaded from {}", c.loaded_from.empty() ? "built-in defaults" : c.loaded_from);
+    sd_notify(0, "READY=1");
+}
+
+void Daemon::on_stop(int signum) {
+    spdlog::info("received {}, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    sd_notify(0, "STOPPING=1");
+    uv_stop(&loop_);
+}
+
+int Daemon::run() {
+    features_ = detect_kernel_features(options_.disabled_features, options_.fusectl_dir, true);
+    auto strategy = resolve_strategy(config_.strategy, features_);
+    if (!strategy) {
+        spdlog::error("{}", strategy.error().message());
+        return 78;
+    }
+    strategy_ = *strategy;
+    if (uv_loop_init(&loop_) != 0) {
+        spdlog::error("failed to initialise the event loop");
+        return 1;
+    }
+    uv_async_init(&loop_, &wakeup_, [](uv_async_t* a) { self(a)->request_reconcile(Clock::now()); });
+    wakeup_.data = this;
+    prober_ = std::make_unique<LivenessProber>(features_, config_.probe_timeout, [this] { uv_async_send(&wakeup_); });
+    executor_ = std::make_unique<Executor>(features_, config_.match.root_dir);
+    store_ = std::make_unique<StateStore>(config_.state_dir);
+    pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
+    pods_->rescan();
+    engine_ = std::make_unique<Engine>(
+        config_, strategy_, *prober_, *executor_, *store_, [](const HealEvent& e) { log_heal_event(e); },
+        [this](const std::string& target) { return pods_->lookup(target); });
+    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} kernel: {}",
+                 FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), prober_->method(),
+                 features_.describe());
+
+    // Mount events: libmount's kernel monitor wakes on POLLPRI of
+    // /proc/self/mountinfo, ~30 us after any mount or unmount.
+    monitor_ = mnt_new_monitor();
+    int mfd = -1;
+    if (!monitor_ || mnt_monitor_enable_kernel(monitor_, 1) != 0 || (mfd = mnt_monitor_get_fd(monitor_)) < 0) {
+        spdlog::error("failed to set up the mount table monitor");
+        return 1;
+    }
+    uv_poll_init(&loop_, &mount_poll_, mfd);
+    mount_poll_.data = this;
+    uv_poll_start(&mount_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_mount_event(); });
+
+    if (pods_->fd() >= 0) {
+        uv_poll_init(&loop_, &pods_poll_, pods_->fd());
+        pods_poll_.data = this;
+        uv_poll_start(&pods_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_pods_event(); });
+    }
+
+    uv_timer_init(&loop_, &safety_timer_);
+    safety_timer_.data = this;
+    if (config_.safety_scan_interval.count() > 0)
+        uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },
+                       to_ms(config_.safety_scan_interval), to_ms(config_.safety_scan_interval));
+    uv_timer_init(&loop_, &retry_timer_);
+    retry_timer_.data = this;
+
+    uv_timer_init(&loop_, &watchdog_timer_);
+    watchdog_timer_.data = this;
+    std::uint64_t watchdog_usec = 0;
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+        // Ping at half the interval, from the loop itself: a stalled loop
+        // stops the pings and systemd restarts us.
+        std::uint64_t every = std::max<std::uint64_t>(watchdog_usec / 2000, 1);
+        uv_timer_start(&watchdog_timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, every, every);
+    }
+
+    uv_async_init(&loop_, &worker_done_, [](uv_async_t* a) { self(a)->on_reconcile_done(); });
+    worker_done_.data = this;
+    for (auto [h, sig] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
+        uv_signal_init(&loop_, h);
+        h->data = this;
+        if (sig == SIGHUP)
+            uv_signal_start(h, [](uv_signal_t* s, int) { self(s)->on_reload(); }, sig);
+        else
+            uv_signal_start(h, [](uv_signal_t* s, int signum) { self(s)->on_stop(signum); }, sig);
+    }
+
+    worker_ = std::thread([this] { worker_main(); });
+    request_reconcile(Clock::now());
+    sd_notify(0, "READY=1");
+    spdlog::info("ready: watching the mount table{}", pods_->fd() >= 0 ? " and the pods tree" : "");
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+
+    {
+        std::unique_lock<std::mutex> lock(mu_);
+        stopping_ = true;
+        cv_.notify_all();
+        // A reconcile in progress finishes its current action; one stuck on
+        // a hung FUSE filesystem must not hold up the stop (systemd expects
+        // us gone promptly), so give it a second and then leave without it.
+        if (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return !worker_busy_; })) {
+            spdlog::warn("heal worker still busy after 1 s, exiting without waiting for it");
+            spdlog::default_logger()->flush();
+            std::_Exit(exit_code_);
+        }
+    }
+    worker_.join();
+    // The prober's late-result callback targets the loop: drop it before
+    // the loop goes away.
+    engine_.reset();
+    prober_.reset();
+    // Close every handle so the loop can be closed cleanly.
+    uv_walk(&loop_, [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+    }, nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    spdlog::info("stopped");
+    return exit_code_;
+}
+
+} // namespace fh

@@ -1,0 +1,106 @@
+// The daemon's event loop (libuv). Callbacks only gather input and call a
+// step function; all heal work runs on one heal worker thread through
+// Engine::reconcile, so the loop never waits on a FUSE filesystem.
+//
+// Event sources: the libmount kernel monitor of /proc/self/mountinfo (a mount
+// or unmount anywhere in our namespace), inotify on the pods tree, a safety
+// reconcile timer, a retry timer for backed-off heals, the systemd watchdog
+// timer, SIGTERM/SIGINT (exit) and SIGHUP (reload the config).
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "core/config.h"
+#include "engine/engine.h"
+#include "engine/kernel_features.h"
+#include "engine/pod_index.h"
+
+struct libmnt_monitor;
+
+namespace fh {
+
+struct DaemonOptions {
+    std::string config_path;          // the file to (re)load on SIGHUP
+    bool config_path_is_default = true;
+    std::optional<LogLevel> log_level_override;  // --log-level wins over the file
+    std::set<std::string> disabled_features;
+    std::string fusectl_dir = "/sys/fs/fuse/connections";
+};
+
+// Returns the strategy to use: `replace` when asked for or when `auto` and
+// the kernel has MOVE_MOUNT_BENEATH, else `stack`; an Error when `replace`
+// is asked for on a kernel without it.
+Result<Strategy> resolve_strategy(StrategySetting s, const KernelFeatures& f);
+
+class Daemon {
+public:
+    Daemon(Config config, DaemonOptions options);
+    ~Daemon();
+
+    // Arms every event source, tells systemd READY=1, runs until SIGTERM or
+    // SIGINT. Returns the process exit code (0 on a clean stop).
+    int run();
+
+private:
+    // Step functions: called by the libuv callbacks.
+    void on_mount_event();
+    void on_pods_event();
+    void on_safety_timer();
+    void on_reconcile_done();
+    void on_reload();
+    void on_stop(int signum);
+
+    void request_reconcile(Clock::time_point trigger);
+    void arm_retry_timer();
+    void worker_main();
+    void notify_status();
+
+    Config config_;
+    DaemonOptions options_;
+    KernelFeatures features_;
+    Strategy strategy_ = Strategy::Replace;
+
+    uv_loop_t loop_{};
+    uv_poll_t mount_poll_{};
+    uv_poll_t pods_poll_{};
+    uv_timer_t safety_timer_{};
+    uv_timer_t retry_timer_{};
+    uv_timer_t watchdog_timer_{};
+    uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+    uv_async_t worker_done_{};
+    uv_async_t wakeup_{};  // a late probe result or anything else asking for a reconcile
+    libmnt_monitor* monitor_ = nullptr;
+
+    std::unique_ptr<LivenessProber> prober_;
+    std::unique_ptr<Executor> executor_;
+    std::unique_ptr<StateStore> store_;
+    std::unique_ptr<PodIndex> pods_;
+    std::unique_ptr<Engine> engine_;
+
+    // Shared with the heal worker.
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool pending_ = false;
+    Clock::time_point pending_trigger_{};
+    std::optional<Config> pending_config_;
+    bool stopping_ = false;
+    bool worker_busy_ = false;
+    std::optional<Clock::time_point> next_retry_;
+    ReconcileSummary last_summary_{};
+    std::thread worker_;
+    int exit_code_ = 0;
+    std::uint64_t mount_events_ = 0;
+    std::uint64_t reconciles_ = 0;
+    int healed_total_ = 0;
+};
+
+} // namespace fh

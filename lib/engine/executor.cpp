@@ -1,0 +1,159 @@
+#include "engine/executor.h"
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "core/model.h"
+#include "engine/sys.h"
+
+namespace fh {
+
+namespace {
+
+std::uint64_t attr_bits(const MountFlags& f) {
+    return (f.read_only ? sys::kMountAttrRdonly : 0) | (f.nosuid ? sys::kMountAttrNosuid : 0) |
+           (f.nodev ? sys::kMountAttrNodev : 0) | (f.noexec ? sys::kMountAttrNoexec : 0);
+}
+
+unsigned long ms_propagation(PropagationMode p) {
+    switch (p) {
+    case PropagationMode::Shared: return MS_SHARED;
+    case PropagationMode::Slave: return MS_SLAVE;
+    case PropagationMode::Private: return MS_PRIVATE;
+    }
+    return MS_PRIVATE;
+}
+
+unsigned long ms_flags(const MountFlags& f) {
+    return (f.read_only ? MS_RDONLY : 0) | (f.nosuid ? MS_NOSUID : 0) | (f.nodev ? MS_NODEV : 0) |
+           (f.noexec ? MS_NOEXEC : 0);
+}
+
+// Returns the path of fd's magic link: "/proc/self/fd/N" in the host, and
+// "N" inside another namespace, where the worker thread's cwd is the
+// daemon's /proc/self/fd (a container may not have /proc mounted, and its
+// own /proc would show other processes).
+std::string fd_path(int fd, bool in_host) {
+    return in_host ? "/proc/self/fd/" + std::to_string(fd) : std::to_string(fd);
+}
+
+} // namespace
+
+Executor::Executor(KernelFeatures features, std::string root_dir)
+    : features_(std::move(features)), root_dir_(std::move(root_dir)) {}
+
+Status Executor::execute(const HealAction& a) {
+    if (!a.in_host()) return execute_in_namespace(a);
+    if (!path_is_within(a.mountpoint, root_dir_) || a.mountpoint == root_dir_)
+        return Error{"refuse", a.mountpoint, EPERM, "outside " + root_dir_};
+    sys::UniqueFd clone;
+    if (a.kind != ActionKind::UnmountDeadLayer && features_.open_tree) {
+        auto c = sys::open_tree_clone(a.clone_path);
+        if (!c) return c.error();
+        clone = std::move(*c);
+    }
+    return act_at(a, clone.get(), true);
+}
+
+Status Executor::execute_in_namespace(const HealAction& a) {
+    if (!features_.open_tree)
+        return Error{"heal in namespace", a.mountpoint, ENOSYS,
+                     "needs open_tree (Linux 5.2) to carry a clone into the namespace"};
+    // Pin the namespace: the pid may exit and be reused between the scan and
+    // now; the pidfd proves the same process still runs when we open its
+    // ns/mnt, and the inode proves it is the same namespace.
+    auto pidfd = sys::pidfd_open(a.ns_pid);
+    if (!pidfd) return pidfd.error();
+    const std::string ns_path = "/proc/" + std::to_string(a.ns_pid) + "/ns/mnt";
+    sys::UniqueFd ns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns_fd.valid()) return errno_error("open", ns_path);
+    struct stat st {};
+    if (::fstat(ns_fd.get(), &st) != 0) return errno_error("fstat", ns_path);
+    if (st.st_ino != a.ns_inode) return Error{"pin namespace", ns_path, ESTALE, "pid now in another namespace"};
+    if (::syscall(SYS_pidfd_send_signal, pidfd->get(), 0, nullptr, 0) != 0)
+        return errno_error("pin namespace", "pid " + std::to_string(a.ns_pid));
+
+    sys::UniqueFd proc_fd(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!proc_fd.valid()) return errno_error("open", "/proc/self/fd");
+    sys::UniqueFd clone;
+    if (a.kind != ActionKind::UnmountDeadLayer) {
+        auto c = sys::open_tree_clone(a.clone_path);  // made here, in the host namespace
+        if (!c) return c.error();
+        clone = std::move(*c);
+    }
+    if (!ns_worker_) ns_worker_ = std::make_unique<NamespaceWorker>();
+    return ns_worker_->run_in(ns_fd.get(), [&]() -> Status {
+        // This thread has its own fs_struct (see NamespaceWorker), so the
+        // cwd change is invisible to the rest of the daemon.
+        if (::fchdir(proc_fd.get()) != 0) return errno_error("fchdir", "/proc/self/fd");
+        return act_at(a, clone.get(), false);
+    });
+}
+
+Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
+    auto target = sys::open_path_nofollow(a.mountpoint, features_.openat2);
+    if (!target) return target.error();
+    auto id = sys::fd_mount_id(target->get());
+    if (!id) return id.error();
+    if (*id != a.expected_mount_id)
+        return Error{"re-check", a.mountpoint, ESTALE,
+                     "mount " + std::to_string(a.expected_mount_id) + " is no longer the topmost mount there (found " +
+                         std::to_string(*id) + ")"};
+    const std::string top = fd_path(target->get(), in_host);
+    const std::string where = in_host ? a.mountpoint : a.mountpoint + " (ns pid " + std::to_string(a.ns_pid) + ")";
+
+    if (a.kind == ActionKind::UnmountDeadLayer) {
+        if (::umount2(top.c_str(), MNT_DETACH) != 0) return errno_error("umount dead layer", where);
+        return {};
+    }
+
+    const MountFlags& f = a.flags;
+    bool attrs_applied = false;
+    if (clone_fd >= 0 && features_.mount_setattr) {
+        // Flags and propagation go on the detached clone before it is
+        // attached, so the mount is never visible with the wrong ones.
+        sys::MountAttr attr;
+        attr.attr_set = attr_bits(f);
+        attr.attr_clr = attr_bits(MountFlags{true, true, true, true}) & ~attr.attr_set;
+        attr.propagation = ms_propagation(a.propagation);
+        if (Status s = sys::mount_setattr_fd(clone_fd, attr, a.clone_path); !s) return s;
+        attrs_applied = true;
+    }
+
+    if (a.kind == ActionKind::Replace) {
+        if (!features_.move_mount_beneath || clone_fd < 0)
+            return Error{"replace", where, ENOSYS, "needs move_mount MOVE_MOUNT_BENEATH (Linux 6.5)"};
+        if (Status s = sys::move_mount_fd(clone_fd, target->get(), true, where); !s) return s;
+        if (::umount2(top.c_str(), MNT_DETACH) != 0) return errno_error("detach stale top", where);
+        return {};
+    }
+
+    // BindOnTop.
+    {
+        if (a.detach_from_peers && ::mount(nullptr, top.c_str(), nullptr, MS_SLAVE, nullptr) != 0)
+            return errno_error("make dead layer a slave", where);
+        std::string fresh;  // name under /proc/self/fd of the new mount
+        sys::UniqueFd fresh_fd;
+        if (clone_fd >= 0) {
+            if (Status s = sys::move_mount_fd(clone_fd, target->get(), false, where); !s) return s;
+            fresh = fd_path(clone_fd, in_host);
+        } else {
+            // Kernels before 5.2: a classic bind onto the stale top.
+            if (::mount(a.clone_path.c_str(), top.c_str(), nullptr, MS_BIND, nullptr) != 0)
+                return errno_error("bind on top", where);
+            auto opened = sys::open_path_nofollow(a.mountpoint, features_.openat2);
+            if (!opened) return opened.error();
+            fresh_fd = std::move(*opened);
+            fresh = fd_path(fresh_fd.get(), in_host);
+        }
+        if (!attrs_applied) {
+            if (::mount(nullptr, fresh.c_str(), nullptr, MS_REMOUNT | MS_BIND | ms_flags(f), nullptr) != 0)
+                return errno_error("remount flags", where);
+            if (::mount(nullptr, fresh.c_str(), nullptr, ms_propagation(a.propagation), nullptr) != 0)
+                return errno_error("set propagation", where);
+        }
+        return {};
+    }
+}
+
+} // namespace fh

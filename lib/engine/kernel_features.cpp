@@ -1,0 +1,93 @@
+#include "engine/kernel_features.h"
+
+#include <sys/mount.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "engine/sys.h"
+
+namespace fh {
+
+namespace {
+
+constexpr long kFusectlSuperMagic = 0x65735543;  // FUSE_CTL_SUPER_MAGIC
+
+bool syscall_exists(long rc) { return !(rc < 0 && errno == ENOSYS); }
+
+bool probe_open_tree() {
+    // An empty path without AT_EMPTY_PATH fails with ENOENT once the
+    // syscall exists.
+    return syscall_exists(::syscall(SYS_open_tree, -1, "", 0));
+}
+
+bool probe_mount_setattr() {
+    // A NULL attr with size 0 fails with EINVAL/EBADF when the call exists.
+    return syscall_exists(::syscall(SYS_mount_setattr, -1, "", AT_EMPTY_PATH, nullptr, 0));
+}
+
+bool probe_move_mount_beneath() {
+    // move_mount rejects unknown flags with EINVAL before looking at its
+    // descriptors; with known flags and fd -1 it fails with EBADF instead.
+    long rc = ::syscall(SYS_move_mount, -1, "", -1, "",
+                        sys::kMoveMountFEmptyPath | sys::kMoveMountTEmptyPath | sys::kMoveMountBeneath);
+    return rc < 0 && errno == EBADF;
+}
+
+bool probe_openat2() {
+    sys::OpenHow how;
+    how.flags = O_PATH | O_CLOEXEC;
+    long rc = ::syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof(how));
+    if (rc >= 0) {
+        ::close(static_cast<int>(rc));
+        return true;
+    }
+    return false;
+}
+
+bool is_fusectl_mounted(const std::string& dir) {
+    struct statfs sf {};
+    return ::statfs(dir.c_str(), &sf) == 0 && static_cast<long>(sf.f_type) == kFusectlSuperMagic;
+}
+
+} // namespace
+
+bool is_known_kernel_feature(const std::string& name) {
+    return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
+           name == kFeatureOpenat2 || name == kFeatureFusectl;
+}
+
+KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
+                                      bool mount_fusectl) {
+    KernelFeatures f;
+    f.disabled = disabled;
+    auto on = [&](const char* name, bool present) { return present && !disabled.count(name); };
+    f.open_tree = on(kFeatureOpenTree, probe_open_tree());
+    f.mount_setattr = on(kFeatureMountSetattr, probe_mount_setattr());
+    // BENEATH is only useful with a detached clone to move.
+    f.move_mount_beneath = f.open_tree && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
+    f.openat2 = on(kFeatureOpenat2, probe_openat2());
+    if (!disabled.count(kFeatureFusectl)) {
+        bool mounted = is_fusectl_mounted(fusectl_dir);
+        if (!mounted && mount_fusectl)
+            mounted = ::mount("fusectl", fusectl_dir.c_str(), "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                              nullptr) == 0 ||
+                      is_fusectl_mounted(fusectl_dir);
+        f.fusectl = mounted;
+        if (mounted) f.fusectl_dir = fusectl_dir;
+    }
+    return f;
+}
+
+std::string KernelFeatures::describe() const {
+    auto item = [&](const char* name, bool v) {
+        return std::string(name) + "=" + (v ? "yes" : (disabled.count(name) ? "no(disabled)" : "no"));
+    };
+    return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
+           item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
+           item(kFeatureFusectl, fusectl);
+}
+
+} // namespace fh

@@ -1,0 +1,43 @@
+// Kernel features detected at run time. Nodes run kernels from 4.18 (RHEL 8)
+// to 6.x, so every feature has a fallback, and a switch forces the fallback
+// so both paths are tested on a new kernel.
+#pragma once
+
+#include <set>
+#include <string>
+
+namespace fh {
+
+// Names accepted by --disable-kernel-feature.
+inline constexpr const char* kFeatureOpenTree = "open_tree";                  // 5.2
+inline constexpr const char* kFeatureMountSetattr = "mount_setattr";          // 5.12
+inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  // 6.5
+inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
+inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
+
+struct KernelFeatures {
+    bool open_tree = false;
+    bool mount_setattr = false;
+    bool move_mount_beneath = false;
+    bool openat2 = false;
+    bool fusectl = false;            // the fuse control filesystem is mounted and usable
+    std::string fusectl_dir;         // e.g. /sys/fs/fuse/connections
+    std::set<std::string> disabled;  // forced off by the operator
+
+    // Returns a one-line summary, e.g.
+    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes".
+    std::string describe() const;
+};
+
+// Returns the features this kernel offers, minus `disabled`. Probes are
+// side-effect free: each syscall is called with arguments that fail with
+// EBADF/EFAULT when it exists and with ENOSYS/EINVAL when it does not. When
+// fusectl is not mounted at `fusectl_dir` and `mount_fusectl` is true, mounts
+// it there (the daemon's job on a host; tests pass their own namespace).
+KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
+                                      bool mount_fusectl);
+
+// Returns true when `name` is one of the feature names above.
+bool is_known_kernel_feature(const std::string& name);
+
+} // namespace fh

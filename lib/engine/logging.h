@@ -1,0 +1,26 @@
+// Log setup: the systemd journal when stderr is connected to it (systemd
+// sets JOURNAL_STREAM to stderr's "dev:inode"), else stderr with timestamps.
+#pragma once
+
+#include <string>
+
+#include "core/config.h"
+#include "engine/engine.h"
+
+namespace fh {
+
+// Installs the default logger. Returns "journal" or "stderr".
+std::string setup_logging(LogLevel level);
+
+// Changes the level of the default logger.
+void set_log_level(LogLevel level);
+
+// Returns true when stderr is the journal stream systemd gave us.
+bool stderr_is_journal();
+
+// Logs one heal event as one line with every field an operator needs:
+// target, pod uid, volume, source, fstype, strategy, outage so far and heal
+// duration in microseconds.
+void log_heal_event(const HealEvent& e);
+
+} // namespace fh

@@ -1,0 +1,178 @@
+#include "engine/pod_index.h"
+
+#include <dirent.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "core/model.h"
+#include "engine/sys.h"
+
+namespace fh {
+
+namespace {
+
+constexpr const char* kCsiPlugin = "kubernetes.io~csi";
+// Depth below pods/: 0 pods/, 1 <uid>, 2 volumes, 3 kubernetes.io~csi, 4 <vol>.
+constexpr int kVolumeDirDepth = 4;
+constexpr uint32_t kDirEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
+                                IN_CLOSE_WRITE | IN_ONLYDIR;
+
+// Returns true when the entry `name` at `depth` (the depth of its parent) is
+// a directory this index descends into.
+bool descends(const std::string& name, int parent_depth) {
+    switch (parent_depth) {
+    case 0: return true;                   // <uid>
+    case 1: return name == "volumes";
+    case 2: return name == kCsiPlugin;
+    case 3: return true;                   // <vol>
+    default: return false;                 // never into <vol>/mount
+    }
+}
+
+} // namespace
+
+PodIndex::PodIndex(std::string root_dir) : root_dir_(std::move(root_dir)), pods_dir_(root_dir_ + "/pods") {
+    fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd_ < 0) spdlog::warn("failed to set up inotify, ignoring: {}; pods are indexed on rescans only",
+                              std::strerror(errno));
+}
+
+PodIndex::~PodIndex() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+std::size_t PodIndex::volumes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return volumes_.size();
+}
+
+void PodIndex::add_watch(const std::string& path, int depth) {
+    if (fd_ < 0 || path_to_wd_.count(path)) return;
+    // The watch mask here includes IN_CLOSE_WRITE only where vol_data.json lives.
+    uint32_t mask = depth == kVolumeDirDepth ? (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF)
+                                             : (kDirEvents & ~IN_CLOSE_WRITE);
+    int wd = ::inotify_add_watch(fd_, path.c_str(), mask | IN_DONT_FOLLOW);
+    if (wd < 0) {
+        if (errno == ENOSPC && !degraded_) {
+            spdlog::warn("failed to watch {}, ignoring: the inotify watch limit is reached "
+                         "(fs.inotify.max_user_watches); the pod index is degraded to rescans", path);
+            degraded_ = true;
+        }
+        return;
+    }
+    wd_to_path_[wd] = {path, depth};
+    path_to_wd_[path] = wd;
+}
+
+void PodIndex::load_vol_data(const std::string& vol_dir) {
+    const std::string file = vol_dir + "/vol_data.json";
+    auto text = sys::read_small_file(file);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!text) {
+        volumes_.erase(vol_dir);
+        return;
+    }
+    auto vd = parse_vol_data(*text, file);
+    if (!vd) {
+        spdlog::warn("failed to read {}, ignoring: {}", file, vd.error().message());
+        volumes_.erase(vol_dir);
+        return;
+    }
+    volumes_[vol_dir] = *vd;
+}
+
+void PodIndex::scan_dir(const std::string& path, int depth) {
+    // Watch first, then list: an entry created between the two is then
+    // either listed or reported by the watch (mkdir -p races a late watch).
+    add_watch(path, depth);
+    if (depth == kVolumeDirDepth) {
+        load_vol_data(path);
+        return;
+    }
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return;
+    std::vector<std::string> subdirs;
+    while (struct dirent* de = ::readdir(d)) {
+        std::string name = de->d_name;
+        if (name == "." || name == "..") continue;
+        // d_type comes from the parent directory (the node's disk), so this
+        // never stats a mountpoint.
+        if (de->d_type != DT_DIR) continue;
+        if (descends(name, depth)) subdirs.push_back(path + "/" + name);
+    }
+    ::closedir(d);
+    for (const auto& s : subdirs) scan_dir(s, depth + 1);
+}
+
+void PodIndex::rescan() {
+    if (fd_ >= 0) {
+        for (const auto& [wd, p] : wd_to_path_) ::inotify_rm_watch(fd_, wd);
+    }
+    wd_to_path_.clear();
+    path_to_wd_.clear();
+    degraded_ = false;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        volumes_.clear();
+    }
+    scan_dir(pods_dir_, 0);
+}
+
+int PodIndex::handle_events() {
+    if (fd_ < 0) return 0;
+    alignas(struct inotify_event) char buf[16384];
+    int handled = 0;
+    for (;;) {
+        ssize_t n = ::read(fd_, buf, sizeof(buf));
+        if (n <= 0) break;
+        for (char* p = buf; p < buf + n;) {
+            auto* ev = reinterpret_cast<struct inotify_event*>(p);
+            p += sizeof(struct inotify_event) + ev->len;
+            ++handled;
+            if (ev->mask & IN_Q_OVERFLOW) {
+                spdlog::warn("inotify queue overflowed; rescanning {}", pods_dir_);
+                rescan();
+                return handled;
+            }
+            auto it = wd_to_path_.find(ev->wd);
+            if (it == wd_to_path_.end()) continue;
+            const auto [dir, depth] = it->second;
+            if (ev->mask & (IN_IGNORED | IN_DELETE_SELF)) {
+                if (ev->mask & IN_IGNORED) {
+                    path_to_wd_.erase(dir);
+                    wd_to_path_.erase(ev->wd);
+                }
+                if (depth == kVolumeDirDepth) {
+                    std::lock_guard<std::mutex> lock(mu_);
+                    volumes_.erase(dir);
+                }
+                continue;
+            }
+            const std::string name = ev->len ? ev->name : "";
+            if (depth == kVolumeDirDepth) {
+                if (name == "vol_data.json") load_vol_data(dir);
+                continue;
+            }
+            if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR) && descends(name, depth))
+                scan_dir(dir + "/" + name, depth + 1);
+        }
+    }
+    return handled;
+}
+
+std::optional<VolumeData> PodIndex::lookup(const std::string& target) const {
+    auto where = parse_pod_path(target, root_dir_);
+    if (!where) return std::nullopt;
+    const std::string vol_dir = pods_dir_ + "/" + where->pod_uid + "/volumes/" + kCsiPlugin + "/" + where->volume;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = volumes_.find(vol_dir);
+    if (it == volumes_.end()) return std::nullopt;
+    return it->second;
+}
+
+} // namespace fh

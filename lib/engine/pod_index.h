@@ -1,0 +1,66 @@
+// An index of pods and their CSI volumes under <root_dir>/pods, kept current
+// with inotify, so heal logs can name the driver and volume handle behind a
+// target. Watches: pods/, pods/<uid>/, pods/<uid>/volumes/,
+// pods/<uid>/volumes/kubernetes.io~csi/ and each CSI volume dir (where
+// kubelet writes vol_data.json). It never descends into a volume's `mount`
+// directory or stats it: that is the FUSE mountpoint, and a hung FUSE daemon
+// would block the call.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "core/voldata.h"
+
+namespace fh {
+
+class PodIndex {
+public:
+    explicit PodIndex(std::string root_dir);
+    ~PodIndex();
+    PodIndex(const PodIndex&) = delete;
+    PodIndex& operator=(const PodIndex&) = delete;
+
+    // Returns the inotify fd to poll (readable when events are pending), or
+    // -1 when inotify could not be set up (the index then rescans on the
+    // safety timer only).
+    int fd() const { return fd_; }
+
+    // Reads pending inotify events and updates the index; rescans everything
+    // on IN_Q_OVERFLOW. Returns the number of events handled.
+    int handle_events();
+
+    // Rebuilds the whole index from the tree (also (re)adding watches).
+    void rescan();
+
+    // Returns the vol_data.json of the CSI volume a target path belongs to:
+    // pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount -> that volume's file;
+    // pods/<uid>/volume-subpaths/<vol>/... -> the volume named <vol> of pod <uid>.
+    std::optional<VolumeData> lookup(const std::string& target) const;
+
+    // Returns how many CSI volumes are indexed and watches are held.
+    std::size_t volumes() const;
+    std::size_t watches() const { return wd_to_path_.size(); }
+
+    // Returns true when a watch could not be added (e.g. the inotify watch
+    // limit was reached): the index is incomplete and rescans are the fallback.
+    bool degraded() const { return degraded_; }
+
+private:
+    void scan_dir(const std::string& path, int depth);
+    void add_watch(const std::string& path, int depth);
+    void load_vol_data(const std::string& vol_dir);
+
+    std::string root_dir_;
+    std::string pods_dir_;
+    int fd_ = -1;
+    bool degraded_ = false;
+    std::map<int, std::pair<std::string, int>> wd_to_path_;  // wd -> (dir, depth below pods/)
+    std::map<std::string, int> path_to_wd_;
+    mutable std::mutex mu_;
+    std::map<std::string, VolumeData> volumes_;  // key: CSI volume dir
+};
+
+} // namespace fh

@@ -1,0 +1,299 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+#include <toml++/toml.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace fh {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kShippedConfig = FH_TEST_DATA_DIR "/../../conf/fuse-healer.toml";
+
+Config parsed(const std::string& text) {
+    ConfigResult result = parse_config(text, "test.toml");
+    if (const auto* error = std::get_if<ConfigError>(&result)) {
+        ADD_FAILURE() << "unexpected error: " << error->to_string();
+        return {};
+    }
+    return std::get<Config>(result);
+}
+
+// Returns the error's "file:line:column: message".
+std::string error_of(const ConfigResult& result) {
+    if (const auto* error = std::get_if<ConfigError>(&result)) return error->to_string();
+    ADD_FAILURE() << "parsed, expected an error";
+    return {};
+}
+
+// Compares every field that comes from the file (not loaded_from).
+void expect_same_settings(const Config& actual, const Config& expected) {
+    EXPECT_EQ(actual.match.root_dir, expected.match.root_dir);
+    EXPECT_EQ(actual.match.fs_types, expected.match.fs_types);
+    EXPECT_EQ(actual.match.source_prefixes, expected.match.source_prefixes);
+    EXPECT_EQ(actual.strategy, expected.strategy);
+    EXPECT_EQ(actual.read_write, expected.read_write);
+    EXPECT_EQ(actual.namespaces, expected.namespaces);
+    EXPECT_EQ(actual.safety_scan_interval, expected.safety_scan_interval);
+    EXPECT_EQ(actual.probe_timeout, expected.probe_timeout);
+    EXPECT_EQ(actual.state_dir, expected.state_dir);
+    EXPECT_EQ(actual.log_level, expected.log_level);
+}
+
+// A fresh temporary directory, removed with its files.
+class TempDir {
+public:
+    TempDir() {
+        path_ = std::filesystem::temp_directory_path() / "config_test.XXXXXX";
+        if (::mkdtemp(path_.data()) == nullptr) ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
+    }
+    ~TempDir() { std::filesystem::remove_all(path_); }
+    std::string write(const std::string& name, const std::string& text) const {
+        const std::string file = path_ + "/" + name;
+        std::ofstream(file) << text;
+        return file;
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+TEST(Config, BuiltInDefaults) {
+    const Config c;
+    EXPECT_EQ(c.match.root_dir, "/var/lib/kubelet");
+    EXPECT_EQ(c.match.fs_types, (std::vector<std::string>{"fuse", "fuse.*"}));
+    EXPECT_TRUE(c.match.source_prefixes.empty());
+    EXPECT_EQ(c.strategy, StrategySetting::Auto);
+    EXPECT_FALSE(c.read_write);
+    EXPECT_TRUE(c.namespaces);
+    EXPECT_EQ(c.safety_scan_interval, 30s);
+    EXPECT_EQ(c.probe_timeout, 2s);
+    EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
+    EXPECT_EQ(c.log_level, LogLevel::Info);
+    EXPECT_EQ(c.loaded_from, "");
+}
+
+TEST(Config, MissingKeysTakeDefaults) {
+    expect_same_settings(parsed(""), Config{});
+    expect_same_settings(parsed("# nothing set\n"), Config{});
+    expect_same_settings(parsed("[kubelet]\n[match]\n[heal]\n[state]\n[log]\n"), Config{});
+    EXPECT_EQ(parsed("").loaded_from, "");
+}
+
+TEST(Config, FullFile) {
+    const Config c = parsed(R"(
+[kubelet]
+root_dir = "/data/kubelet/"
+[match]
+fs_types = ["fuse.juicefs", "fuse.s3*"]
+source_prefixes = ["/var/lib/juicefs//", "/mnt"]
+[heal]
+strategy = "stack"
+read_write = true
+namespaces = false
+safety_scan_interval = "5m"
+probe_timeout = "500ms"
+[state]
+dir = "/run/fuse-healer/"
+[log]
+level = "debug"
+)");
+    EXPECT_EQ(c.match.root_dir, "/data/kubelet");
+    EXPECT_EQ(c.match.fs_types, (std::vector<std::string>{"fuse.juicefs", "fuse.s3*"}));
+    EXPECT_EQ(c.match.source_prefixes, (std::vector<std::string>{"/var/lib/juicefs", "/mnt"}));
+    EXPECT_EQ(c.strategy, StrategySetting::Stack);
+    EXPECT_TRUE(c.read_write);
+    EXPECT_FALSE(c.namespaces);
+    EXPECT_EQ(c.safety_scan_interval, 5min);
+    EXPECT_EQ(c.probe_timeout, 500ms);
+    EXPECT_EQ(c.state_dir, "/run/fuse-healer");
+    EXPECT_EQ(c.log_level, LogLevel::Debug);
+}
+
+TEST(Config, DottedKeysAndInlineTables) {
+    const Config c = parsed("heal.strategy = \"replace\"\nlog = { level = \"error\" }\n");
+    EXPECT_EQ(c.strategy, StrategySetting::Replace);
+    EXPECT_EQ(c.log_level, LogLevel::Error);
+}
+
+TEST(Config, SafetyScanZeroDisablesAndOneSecondIsTheMinimum) {
+    EXPECT_EQ(parsed("[heal]\nsafety_scan_interval = \"0s\"\n").safety_scan_interval, 0s);
+    EXPECT_EQ(parsed("[heal]\nsafety_scan_interval = \"0ms\"\n").safety_scan_interval, 0s);
+    EXPECT_EQ(parsed("[heal]\nsafety_scan_interval = \"1000ms\"\n").safety_scan_interval, 1s);
+    EXPECT_EQ(parsed("[heal]\nprobe_timeout = \"1us\"\n").probe_timeout, 1us);
+}
+
+TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
+    for (StrategySetting s :
+         {StrategySetting::Auto, StrategySetting::Replace, StrategySetting::Stack}) {
+        EXPECT_EQ(parsed(std::string("[heal]\nstrategy = \"") + to_string(s) + "\"\n").strategy, s);
+    }
+    for (LogLevel l :
+         {LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error}) {
+        EXPECT_EQ(parsed(std::string("[log]\nlevel = \"") + to_string(l) + "\"\n").log_level, l);
+    }
+}
+
+TEST(Config, ShippedFileIsTheDefaults) {
+    const ConfigResult result = load_config(kShippedConfig, false);
+    ASSERT_TRUE(std::holds_alternative<Config>(result)) << error_of(result);
+    expect_same_settings(std::get<Config>(result), Config{});
+    EXPECT_EQ(std::get<Config>(result).loaded_from, kShippedConfig);
+}
+
+TEST(Config, ShippedFileSetsEveryKey) {
+    const toml::table file = toml::parse_file(kShippedConfig);
+    const std::vector<std::pair<std::string, std::vector<std::string>>> layout = {
+        {"kubelet", {"root_dir"}},
+        {"match", {"fs_types", "source_prefixes"}},
+        {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
+        {"state", {"dir"}},
+        {"log", {"level"}},
+    };
+    for (const auto& [section, keys] : layout) {
+        for (const std::string& key : keys) {
+            EXPECT_TRUE(file[section][key]) << "[" << section << "] " << key;
+        }
+    }
+}
+
+TEST(ConfigError, ToStringOmitsUnknownPosition) {
+    EXPECT_EQ((ConfigError{"a.toml", 3, 7, "bad"}).to_string(), "a.toml:3:7: bad");
+    EXPECT_EQ((ConfigError{"a.toml", 3, 0, "bad"}).to_string(), "a.toml:3: bad");
+    EXPECT_EQ((ConfigError{"a.toml", 0, 0, "bad"}).to_string(), "a.toml: bad");
+}
+
+struct ErrorCase {
+    const char* name;
+    const char* text;
+    const char* error; // expected "file:line:column: message"
+};
+
+class ConfigErrors : public testing::TestWithParam<ErrorCase> {};
+
+TEST_P(ConfigErrors, PointAtTheOffendingKeyOrValue) {
+    EXPECT_EQ(error_of(parse_config(GetParam().text, "test.toml")), GetParam().error);
+}
+
+const ErrorCase kErrorCases[] = {
+    // TOML syntax.
+    {"MissingValue", "[heal]\nstrategy =\n",
+     "test.toml:2:11: invalid TOML: Error while parsing key-value pair: expected value, saw '\\n'"},
+    {"DuplicateKey", "[heal]\nread_write = true\nread_write = false\n",
+     "test.toml:3:14: invalid TOML: Error while parsing key-value pair: "
+     "cannot redefine existing boolean 'read_write'"},
+    // Layout.
+    {"UnknownTable", "[heal]\n\n[healing]\n", "test.toml:3:2: unknown table [healing]"},
+    {"UnknownKey", "[heal]\nread_write = true\n  stratgy = \"auto\"\n",
+     "test.toml:3:3: unknown key \"stratgy\" in [heal]"},
+    {"UnknownSubtable", "[heal.extra]\n", "test.toml:1:7: unknown table [heal.extra]"},
+    {"TopLevelKey", "strategy = \"auto\"\n",
+     "test.toml:1:1: unknown key \"strategy\" outside any table"},
+    {"SectionNotATable", "log = \"info\"\n", "test.toml:1:7: \"log\" must be a table, got string"},
+    {"SectionIsAnArrayOfTables", "[[log]]\nlevel = \"info\"\n",
+     "test.toml:1:1: \"log\" must be a table, got array"},
+    // Types.
+    {"DurationNotAString", "[heal]\nprobe_timeout = 2\n",
+     "test.toml:2:17: [heal] probe_timeout: expected a duration string such as \"2s\", got integer"},
+    {"BooleanNotABoolean", "[heal]\nread_write = \"yes\"\n",
+     "test.toml:2:14: [heal] read_write: expected a boolean (true or false), got string"},
+    {"PathNotAString", "[kubelet]\nroot_dir = 1.5\n",
+     "test.toml:2:12: [kubelet] root_dir: expected an absolute path string, got float"},
+    {"EnumNotAString", "[log]\nlevel = 3\n",
+     "test.toml:2:9: [log] level: "
+     "expected a string (one of trace, debug, info, warn, error), got integer"},
+    {"ArrayNotAnArray", "[match]\nfs_types = \"fuse\"\n",
+     "test.toml:2:12: [match] fs_types: expected an array of strings, got string"},
+    {"ArrayElementNotAString", "[match]\nfs_types = [\"fuse\", true]\n",
+     "test.toml:2:21: [match] fs_types[1]: expected a string, got boolean"},
+    {"PathElementNotAString", "[match]\nsource_prefixes = [[\"/a\"]]\n",
+     "test.toml:2:20: [match] source_prefixes[0]: expected an absolute path string, got array"},
+    // Values.
+    {"UnknownStrategy", "[heal]\nstrategy = \"fast\"\n",
+     "test.toml:2:12: [heal] strategy must be one of auto, replace, stack, got \"fast\""},
+    {"UnknownLevel", "[log]\nlevel = \"INFO\"\n",
+     "test.toml:2:9: [log] level must be one of trace, debug, info, warn, error, got \"INFO\""},
+    {"RelativeRootDir", "[kubelet]\nroot_dir = \"var/lib/kubelet\"\n",
+     "test.toml:2:12: [kubelet] root_dir must be an absolute path, got \"var/lib/kubelet\""},
+    {"EmptyRootDir", "[kubelet]\nroot_dir = \"\"\n",
+     "test.toml:2:12: [kubelet] root_dir must be an absolute path, got \"\""},
+    {"RootDirIsSlash", "[kubelet]\nroot_dir = \"//\"\n",
+     "test.toml:2:12: [kubelet] root_dir must not be \"/\""},
+    {"RootDirDotDot", "[kubelet]\nroot_dir = \"/var/lib/kubelet/..\"\n",
+     "test.toml:2:12: [kubelet] root_dir must not contain empty, \".\" or \"..\" components, got "
+     "\"/var/lib/kubelet/..\""},
+    {"StateDirDot", "[state]\ndir = \"/var/./lib\"\n",
+     "test.toml:2:7: [state] dir must not contain empty, \".\" or \"..\" components, "
+     "got \"/var/./lib\""},
+    {"StateDirEmptyComponent", "[state]\ndir = \"/var//lib\"\n",
+     "test.toml:2:7: [state] dir must not contain empty, \".\" or \"..\" components, "
+     "got \"/var//lib\""},
+    {"RelativeSourcePrefix", "[match]\nsource_prefixes = [\"/mnt\", \"mnt\"]\n",
+     "test.toml:2:28: [match] source_prefixes[1] must be an absolute path, got \"mnt\""},
+    {"EmptyFsTypes", "[match]\nfs_types = []\n", "test.toml:2:12: [match] fs_types must not be empty"},
+    {"EmptyFsType", "[match]\nfs_types = [\"\"]\n",
+     "test.toml:2:13: [match] fs_types[0] must not be empty"},
+    {"DurationWithoutUnit", "[heal]\nprobe_timeout = \"2\"\n",
+     "test.toml:2:17: [heal] probe_timeout must be a whole number followed by "
+     "one of us, ms, s, m, h, such as \"2s\", got \"2\""},
+    {"FractionalDuration", "[heal]\nsafety_scan_interval = \"1.5s\"\n",
+     "test.toml:2:24: [heal] safety_scan_interval must be a whole number followed by "
+     "one of us, ms, s, m, h, such as \"30s\", got \"1.5s\""},
+    {"NegativeDuration", "[heal]\nsafety_scan_interval = \"-1s\"\n",
+     "test.toml:2:24: [heal] safety_scan_interval must be a whole number followed by "
+     "one of us, ms, s, m, h, such as \"30s\", got \"-1s\""},
+    {"ZeroProbeTimeout", "[heal]\nprobe_timeout = \"0ms\"\n",
+     "test.toml:2:17: [heal] probe_timeout must be greater than 0s"},
+    {"SubSecondSafetyScan", "[heal]\nsafety_scan_interval = \"999ms\"\n",
+     "test.toml:2:24: [heal] safety_scan_interval must be at least 1s, "
+     "or \"0s\" to disable it, got \"999ms\""},
+};
+
+INSTANTIATE_TEST_SUITE_P(Config, ConfigErrors, testing::ValuesIn(kErrorCases),
+                         [](const testing::TestParamInfo<ErrorCase>& param_info) {
+                             return param_info.param.name;
+                         });
+
+TEST(LoadConfig, MissingFileMeansDefaultsOnlyWhenAllowed) {
+    const TempDir dir;
+    const std::string path = dir.path() + "/absent.toml";
+
+    const ConfigResult defaults = load_config(path, true);
+    ASSERT_TRUE(std::holds_alternative<Config>(defaults)) << error_of(defaults);
+    expect_same_settings(std::get<Config>(defaults), Config{});
+    EXPECT_EQ(std::get<Config>(defaults).loaded_from, "");
+
+    EXPECT_EQ(error_of(load_config(path, false)),
+              path + ": cannot read config file: No such file or directory");
+}
+
+TEST(LoadConfig, UnreadablePathIsAnErrorEvenWhenMissingMeansDefaults) {
+    const TempDir dir;
+    EXPECT_EQ(error_of(load_config(dir.path(), true)),
+              dir.path() + ": cannot read config file: Is a directory");
+}
+
+TEST(LoadConfig, ReadsTheFileAndNamesItInErrors) {
+    const TempDir dir;
+    const std::string good = dir.write("good.toml", "[log]\nlevel = \"warn\"\n");
+    const ConfigResult result = load_config(good, false);
+    ASSERT_TRUE(std::holds_alternative<Config>(result)) << error_of(result);
+    EXPECT_EQ(std::get<Config>(result).log_level, LogLevel::Warn);
+    EXPECT_EQ(std::get<Config>(result).loaded_from, good);
+
+    const std::string bad = dir.write("bad.toml", "[log]\nlevel = \"loud\"\n");
+    EXPECT_EQ(error_of(load_config(bad, true)),
+              bad + ":2:9: [log] level must be one of trace, debug, info, warn, error, got \"loud\"");
+}
+
+} // namespace
+} // namespace fh
