@@ -71,12 +71,12 @@ std::optional<TargetPath> parse_pod_path(const std::string& path, const std::str
         if (p == "." || p == "..") return std::nullopt;
     TargetPath tp;
     tp.pod_uid = parts[0];
-    if (parts[1] == "volumes" && parts.size() >= 4) {
+    if (parts[1] == "volumes" && (parts.size() == 4 || (parts.size() == 5 && parts[4] == "mount"))) {
         tp.kind = TargetKind::Volume;
         tp.volume = parts[3];
         return tp;
     }
-    if (parts[1] == "volume-subpaths" && parts.size() >= 3) {
+    if (parts[1] == "volume-subpaths" && parts.size() == 5) {
         tp.kind = TargetKind::Subpath;
         tp.volume = parts[2];
         return tp;
@@ -89,30 +89,31 @@ std::string Origin::clone_path() const {
     return source_path + root;
 }
 
-Classification classify(const MountTable& table, const MatchRules& rules) {
+Classification classify(const MountTable& table, const MatchRules& rules, const OriginMap* remembered) {
     Classification c;
     const std::string plugins = rules.root_dir + "/plugins";
     // Devices that have a source candidate outside <root_dir>: for those, a
     // plugins/ mount is a CSI staging mount (a target), not the source.
     std::set<dev_t> has_outside_source;
-    for (const auto& e : table.entries()) {
-        if (!is_fuse_fstype(e.fstype, rules.fs_types)) continue;
-        if (!is_source_candidate(e, rules)) continue;
-        c.sources.push_back(&e);
-        if (!path_is_within(e.mountpoint, rules.root_dir)) has_outside_source.insert(e.device);
-    }
+    for (const auto& e : table.entries())
+        if (is_fuse_fstype(e.fstype, rules.fs_types) && is_source_candidate(e, rules) &&
+            !path_is_within(e.mountpoint, rules.root_dir))
+            has_outside_source.insert(e.device);
+    auto is_staging_target = [&](const MountEntry& e) {
+        return is_below(e.mountpoint, plugins) &&
+               (has_outside_source.count(e.device) || (remembered && remembered->count(e.mountpoint)));
+    };
     std::vector<Target> globals, pods;
-    std::set<std::string> seen;
     for (const auto& e : table.entries()) {
         if (!is_fuse_fstype(e.fstype, rules.fs_types)) continue;
-        if (!table.is_topmost(e) || seen.count(e.mountpoint)) continue;
-        if (auto where = parse_pod_path(e.mountpoint, rules.root_dir)) {
+        const bool staging = is_staging_target(e);
+        if (is_source_candidate(e, rules) && !staging) c.sources.push_back(&e);
+        // Only the mount a path walk reaches counts: the top of the stack.
+        if (table.topmost_at(e.mountpoint) != &e) continue;
+        if (auto where = parse_pod_path(e.mountpoint, rules.root_dir))
             pods.push_back(Target{&e, *where, e.mountpoint});
-            seen.insert(e.mountpoint);
-        } else if (is_below(e.mountpoint, plugins) && has_outside_source.count(e.device)) {
+        else if (staging)
             globals.push_back(Target{&e, TargetPath{TargetKind::GlobalMount, {}, {}}, e.mountpoint});
-            seen.insert(e.mountpoint);
-        }
     }
     auto by_path = [](const Target& a, const Target& b) { return a.path < b.path; };
     std::sort(globals.begin(), globals.end(), by_path);

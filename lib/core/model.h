@@ -42,8 +42,10 @@ bool is_fuse_fstype(const std::string& fstype, const std::vector<std::string>& g
 // "/a/bc" is not below "/a/b").
 bool path_is_within(const std::string& path, const std::string& dir);
 
-// Returns where a pod-tree path sits: a Volume or Subpath under
-// <root_dir>/pods/<uid>/, or nullopt. GlobalMount is never returned here:
+// Returns where a pod-tree path sits: a Volume
+// (<root_dir>/pods/<uid>/volumes/<plugin>/<vol>[/mount]) or a Subpath
+// (<root_dir>/pods/<uid>/volume-subpaths/<vol>/<container>/<index>), or
+// nullopt for any other path, deeper ones included. GlobalMount is never returned here:
 // whether a plugins/ mount is a target depends on the table (see classify).
 std::optional<TargetPath> parse_pod_path(const std::string& path, const std::string& root_dir);
 
@@ -75,10 +77,12 @@ struct Classification {
 };
 
 // Returns the targets and sources of a host table. A target is the topmost
-// FUSE mount at a path under <root_dir>/pods/<uid>/{volumes,volume-subpaths}/,
-// or under <root_dir>/plugins/ when a source of the same superblock exists
-// outside <root_dir> (otherwise that plugins mount is the source itself).
-Classification classify(const MountTable& table, const MatchRules& rules);
+// FUSE mount at a pod volume path (see parse_pod_path), or at a path under
+// <root_dir>/plugins/ when a source of the same superblock exists outside
+// <root_dir> or `remembered` holds an origin for that path (a staging mount
+// whose source was lazily unmounted during an outage is still a target);
+// otherwise that plugins mount is the source itself.
+Classification classify(const MountTable& table, const MatchRules& rules, const OriginMap* remembered = nullptr);
 
 // Returns the origin of `target` recovered from a source mount of the same
 // superblock in the table (preferring sources outside <root_dir>), or nullopt

@@ -9,8 +9,9 @@
 //   marker (dentry_path()) when the dentry the mount shows was unlinked, e.g. a
 //   bind-mounted subPath directory removed through the filesystem. We keep the
 //   root raw: it is not a path that exists, and "/a//deleted" is never mistaken
-//   for a live "/a". Unlinks done behind a FUSE filesystem's back (on its
-//   backing store or another client) leave no marker.
+//   for a live "/a". An unlink done behind a FUSE filesystem's back (on its
+//   backing store, by another client) shows no marker until a lookup through
+//   the mount finds the entry gone and the kernel drops the dentry.
 // - It keeps a mountpoint ending in " (deleted)". That suffix is what
 //   /proc/mounts appends to an unlinked mountpoint; mountinfo never appends
 //   it, so such a mountpoint is really named so. Older libmount stripped it
@@ -40,8 +41,8 @@ namespace fh {
 
 // glibc's <sys/sysmacros.h> defines major() and minor() as function-like
 // macros; the parentheses keep them from rewriting these member names.
-unsigned(MountEntry::major)() const { return major(device); }
-unsigned(MountEntry::minor)() const { return minor(device); }
+unsigned (MountEntry::major)() const { return major(device); }
+unsigned (MountEntry::minor)() const { return minor(device); }
 
 namespace {
 
@@ -266,9 +267,10 @@ Result<MountTable> parse_mountinfo(std::istream& in, const std::string& name) {
 }
 
 Result<MountTable> read_mountinfo(const std::string& path) {
-    // For paths under /proc/ libmount reads the file whole with read() and
-    // poll(), and reads again if the table changed meanwhile, so the snapshot
-    // never shows a mount twice or misses one that stayed mounted.
+    // Like any mountinfo reader, this is not atomic: the kernel prints the
+    // table across several read() calls, and a mount attached or detached in
+    // between may or may not show. A change also marks the open file POLLPRI
+    // (proc(5)), the cue to read the table again.
     return parse_with(path, [&](libmnt_table* tb) { return mnt_table_parse_file(tb, path.c_str()); });
 }
 

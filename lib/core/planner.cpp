@@ -110,6 +110,14 @@ private:
         // remembered origin contributes where the source lives.
         v.origin.root = t.mount->root;
         v.origin.flags = t.mount->flags;
+        constexpr std::string_view kDeleted = "//deleted";
+        if (v.origin.root.size() >= kDeleted.size() &&
+            v.origin.root.compare(v.origin.root.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
+            v.state = TargetState::Skipped;
+            v.reason = "its directory " + v.origin.root.substr(0, v.origin.root.size() - kDeleted.size()) +
+                       " was deleted from the filesystem; there is nothing to clone";
+            return;
+        }
         if (!t.mount->flags.read_only && !in_.read_write) {
             v.state = TargetState::Skipped;
             v.reason = "read-write target; set [heal] read_write = true to heal it";
@@ -179,7 +187,7 @@ private:
             a.kind = ActionKind::Replace;
         } else {
             a.kind = ActionKind::BindOnTop;
-            a.detach_from_peers = pid == 0 && peers_outside_pods(table, top);
+            a.detach_from_peers = pid == 0 && has_peers(table, top);
             // A stacked layer that joined the source's peer group would send
             // any later mount on it back onto the source path: keep it a
             // receiver only.
@@ -201,14 +209,13 @@ private:
         return dead;
     }
 
-    // Returns true when another member of top's peer group lies outside
-    // <root_dir> (where a propagated bind would land on a source path).
-    bool peers_outside_pods(const MountTable& table, const MountEntry& top) const {
+    // Returns true when top shares its peer group with another mount of
+    // the table: a bind on top would be copied onto every peer (other pods'
+    // volumes, with this target's flags, or a dead source under its new mount).
+    bool has_peers(const MountTable& table, const MountEntry& top) const {
         if (!top.propagation.is_shared()) return false;
-        for (const MountEntry& e : table.entries()) {
-            if (&e == &top || e.propagation.shared_group != top.propagation.shared_group) continue;
-            if (!path_is_within(e.mountpoint, in_.rules->root_dir)) return true;
-        }
+        for (const MountEntry& e : table.entries())
+            if (&e != &top && e.propagation.shared_group == top.propagation.shared_group) return true;
         return false;
     }
 

@@ -70,10 +70,11 @@ struct HealAction {
     std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
     MountFlags flags;              // per-mount flags for the new mount
     PropagationMode propagation = PropagationMode::Shared;
-    // Stack strategy only: the dead top shares its peer group with a mount
-    // outside the pods tree (a dead source still at its path), so a bind on
-    // it would propagate onto the source path. Make the dead top a slave
-    // first, which stops it from propagating to its peers.
+    // Stack strategy only: the dead top shares its peer group with other
+    // mounts (other pods' volumes, a dead source still at its path), so a
+    // bind on it would be copied onto all of them. Make the dead top a slave
+    // first, which stops it from propagating to its peers; containers that
+    // relied on that propagation get their own action in their namespace.
     bool detach_from_peers = false;
 
     bool in_host() const { return ns_pid == 0; }

@@ -192,7 +192,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             sum.table_error = true;
             break;
         }
-        Classification c = classify(*host, config_.match);
+        Classification c = classify(*host, config_.match, &origins_);
 
         // Liveness of every target's topmost mount and of every source a
         // dead target may be healed from.

@@ -29,13 +29,14 @@ unsigned long ms_flags(const MountFlags& f) {
            (f.noexec ? MS_NOEXEC : 0);
 }
 
-// Returns the path of fd's magic link: "/proc/self/fd/N" in the host, and
-// "N" inside another namespace, where the worker thread's cwd is the
-// daemon's /proc/self/fd (a container may not have /proc mounted, and its
-// own /proc would show other processes).
-std::string fd_path(int fd, bool in_host) {
-    return in_host ? "/proc/self/fd/" + std::to_string(fd) : std::to_string(fd);
-}
+// Returns the daemon's /proc/self as seen by the calling thread: the real
+// path in the host, and "." inside another namespace, where the worker
+// thread's cwd is the daemon's /proc/self (a container may not have /proc
+// mounted, and its own /proc would show other processes).
+std::string proc_self(bool in_host) { return in_host ? "/proc/self" : "."; }
+
+// Returns the path of fd's magic link, which reaches the mount the fd holds.
+std::string fd_path(int fd, bool in_host) { return proc_self(in_host) + "/fd/" + std::to_string(fd); }
 
 } // namespace
 
@@ -73,8 +74,8 @@ Status Executor::execute_in_namespace(const HealAction& a) {
     if (::syscall(SYS_pidfd_send_signal, pidfd->get(), 0, nullptr, 0) != 0)
         return errno_error("pin namespace", "pid " + std::to_string(a.ns_pid));
 
-    sys::UniqueFd proc_fd(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!proc_fd.valid()) return errno_error("open", "/proc/self/fd");
+    sys::UniqueFd proc_fd(::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!proc_fd.valid()) return errno_error("open", "/proc/self");
     sys::UniqueFd clone;
     if (a.kind != ActionKind::UnmountDeadLayer) {
         auto c = sys::open_tree_clone(a.clone_path);  // made here, in the host namespace
@@ -85,7 +86,7 @@ Status Executor::execute_in_namespace(const HealAction& a) {
     return ns_worker_->run_in(ns_fd.get(), [&]() -> Status {
         // This thread has its own fs_struct (see NamespaceWorker), so the
         // cwd change is invisible to the rest of the daemon.
-        if (::fchdir(proc_fd.get()) != 0) return errno_error("fchdir", "/proc/self/fd");
+        if (::fchdir(proc_fd.get()) != 0) return errno_error("fchdir", "/proc/self");
         return act_at(a, clone.get(), false);
     });
 }
@@ -93,7 +94,7 @@ Status Executor::execute_in_namespace(const HealAction& a) {
 Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
     auto target = sys::open_path_nofollow(a.mountpoint, features_.openat2);
     if (!target) return target.error();
-    auto id = sys::fd_mount_id(target->get());
+    auto id = sys::fd_mount_id(target->get(), proc_self(in_host));
     if (!id) return id.error();
     if (*id != a.expected_mount_id)
         return Error{"re-check", a.mountpoint, ESTALE,
@@ -130,7 +131,12 @@ Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
 
     // BindOnTop.
     {
-        if (a.detach_from_peers && ::mount(nullptr, top.c_str(), nullptr, MS_SLAVE, nullptr) != 0)
+        // Without open_tree (Linux < 5.2) no clone can be carried into a
+        // container, so propagation from the dead top is the only way to
+        // reach HostToContainer copies: keep it, and rely on planning one
+        // bind per peer group (the next plan sees the peers covered).
+        if (a.detach_from_peers && features_.open_tree &&
+            ::mount(nullptr, top.c_str(), nullptr, MS_SLAVE, nullptr) != 0)
             return errno_error("make dead layer a slave", where);
         std::string fresh;  // name under /proc/self/fd of the new mount
         sys::UniqueFd fresh_fd;

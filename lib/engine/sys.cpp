@@ -74,8 +74,8 @@ Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2) {
     return cur;
 }
 
-Result<int> fd_mount_id(int fd) {
-    const std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+Result<int> fd_mount_id(int fd, const std::string& proc_self) {
+    const std::string path = proc_self + "/fdinfo/" + std::to_string(fd);
     auto text = read_small_file(path);
     if (!text) return text.error();
     std::istringstream in(*text);

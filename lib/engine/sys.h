@@ -107,9 +107,10 @@ Status move_mount_fd(int from_fd, int to_fd, bool beneath, const std::string& to
 Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2);
 
 // Returns the mount id of the mount an fd refers to, read from
-// /proc/self/fdinfo (which never calls into the filesystem, so it cannot hang
-// on a FUSE mount).
-Result<int> fd_mount_id(int fd);
+// <proc_self>/fdinfo/<fd> (which never calls into the filesystem, so it
+// cannot hang on a FUSE mount). `proc_self` is "/proc/self", or "." for a
+// thread whose cwd is the daemon's /proc/self (inside another namespace).
+Result<int> fd_mount_id(int fd, const std::string& proc_self = "/proc/self");
 
 // Returns the whole content of a small file (sysfs, procfs, config).
 Result<std::string> read_small_file(const std::string& path);

@@ -1,5 +1,6 @@
 #include "harness.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -99,15 +100,17 @@ std::optional<int> wait_with_timeout(pid_t pid, std::chrono::milliseconds timeou
     }
 }
 
-// SIGKILL + blocking reap.
-int kill_and_reap(pid_t pid) {
+// SIGKILL and reap within `timeout`. Returns the wait status, or nullopt when
+// the process did not go away: a thread blocked in a FUSE request that the
+// daemon has already read waits uninterruptibly (even through SIGKILL) until
+// the daemon answers, dies, or the connection is aborted.
+std::optional<int> kill_and_reap(pid_t pid, std::chrono::milliseconds timeout) {
     kill(pid, SIGKILL);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return -1;
-    }
-    return status;
+    return wait_with_timeout(pid, timeout);
 }
+
+constexpr auto kReapTimeout = 5000ms;     // for processes that should die at once
+constexpr auto kDestroyTimeout = 500ms;   // in destructors, before leaving it to the Sandbox
 
 void require_private_namespace(const char* who) {
     if (!g_in_private_namespace)
@@ -376,6 +379,32 @@ std::string errno_name(int err) {
     return n ? n : "E" + std::to_string(err);
 }
 
+std::string describe_process(pid_t pid) {
+    std::string out;
+    std::string base = "/proc/" + std::to_string(pid);
+    auto cmd = read_file(base + "/cmdline");
+    if (!cmd) return "pid " + std::to_string(pid) + ": gone\n";
+    std::replace(cmd->begin(), cmd->end(), '\0', ' ');
+    out += "pid " + std::to_string(pid) + ": " + *cmd + "\n";
+    DIR* d = opendir((base + "/task").c_str());
+    if (!d) return out;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::string t = base + "/task/" + e->d_name;
+        std::string state = "?";
+        if (auto st = read_file(t + "/stat")) {
+            auto paren = st->rfind(')');
+            if (paren != std::string::npos && paren + 2 < st->size()) state = st->substr(paren + 2, 1);
+        }
+        std::string wchan = read_file(t + "/wchan").value_or("?");
+        std::string stack = read_file(t + "/stack").value_or("");
+        std::replace(stack.begin(), stack.end(), '\n', ' ');
+        out += "  tid " + std::string(e->d_name) + " " + state + " " + wchan + " [" + stack + "]\n";
+    }
+    closedir(d);
+    return out;
+}
+
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
                 std::chrono::microseconds poll) {
     auto deadline = Clock::now() + timeout;
@@ -505,10 +534,27 @@ Sandbox::Sandbox() {
 }
 
 Sandbox::~Sandbox() {
-    for (pid_t pid : children_) kill_and_reap(pid);
+    // Kill everything first, then abort the FUSE connections mounted here: a
+    // process stuck in a request to a stopped daemon cannot exit before that.
+    for (pid_t pid : children_) kill(pid, SIGKILL);
+    if (mounted_) abort_fuse_connections();
+    for (pid_t pid : children_)
+        if (!wait_with_timeout(pid, kReapTimeout))
+            std::fprintf(stderr, "fh::test::Sandbox: child %d did not exit after SIGKILL\n", static_cast<int>(pid));
     children_.clear();
     if (mounted_) umount2(root_.c_str(), MNT_DETACH);
     if (!root_.empty()) rmdir(root_.c_str());
+}
+
+int Sandbox::abort_fuse_connections() {
+    int n = 0;
+    std::set<std::string> devices;
+    for (const auto& m : read_mount_lines())
+        if ((m.fstype == "fuse" || starts_with(m.fstype, "fuse.")) && starts_with(m.mountpoint, root_ + "/"))
+            devices.insert(m.device);
+    for (const auto& d : devices)
+        if (fusectl_abort(d) == 0) n++;
+    return n;
 }
 
 std::string Sandbox::pod_volume_path(const std::string& uid, const std::string& vol) const {
@@ -583,14 +629,13 @@ FuseDaemon::~FuseDaemon() {
 
 void FuseDaemon::reap(int sig) {
     if (pid_ <= 0) return;
-    if (sig == SIGKILL) {
-        kill_and_reap(pid_);
-    } else {
+    if (sig != SIGKILL) {
         kill(pid_, sig);
         kill(pid_, SIGCONT);
-        if (!wait_with_timeout(pid_, 5000ms)) kill_and_reap(pid_);
     }
-    sb_.untrack(pid_);
+    bool reaped = (sig != SIGKILL && wait_with_timeout(pid_, kReapTimeout)) || kill_and_reap(pid_, kReapTimeout);
+    if (reaped) sb_.untrack(pid_);  // else the Sandbox retries
+    else std::fprintf(stderr, "fh::test::FuseDaemon: pid %d did not exit after SIGKILL\n", static_cast<int>(pid_));
     pid_ = -1;
 }
 
@@ -677,11 +722,11 @@ int FuseDaemon::terminate() {
     if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
     kill(pid_, SIGCONT);
-    auto st = wait_with_timeout(pid_, 5000ms);
-    int status = st ? *st : kill_and_reap(pid_);
-    sb_.untrack(pid_);
+    auto st = wait_with_timeout(pid_, kReapTimeout);
+    if (!st) st = kill_and_reap(pid_, kReapTimeout);
+    if (st) sb_.untrack(pid_);
     pid_ = -1;
-    return exit_code_of(status);
+    return st ? exit_code_of(*st) : -1;
 }
 
 void FuseDaemon::stop() {
@@ -766,10 +811,7 @@ std::vector<std::string> ContainerEvent::listing() const {
 Container::Container(Sandbox& sb) : sb_(sb) {}
 
 Container::~Container() {
-    if (pid_ > 0) {
-        kill_and_reap(pid_);
-        sb_.untrack(pid_);
-    }
+    if (pid_ > 0 && kill_and_reap(pid_, kDestroyTimeout)) sb_.untrack(pid_);
     if (out_fd_ >= 0) close(out_fd_);
     if (in_fd_ >= 0) close(in_fd_);
 }
@@ -840,10 +882,10 @@ void Container::start(const std::string& volume_path, ContainerPropagation propa
             }
         }
         if (eof || left <= 0) {
-            int status = kill_and_reap(pid_);
-            sb_.untrack(pid_);
+            auto status = kill_and_reap(pid_, kReapTimeout);
+            if (status) sb_.untrack(pid_);
             pid_ = -1;
-            throw std::runtime_error(join(cmd) + (eof ? " exited (" + std::to_string(exit_code_of(status)) + ")"
+            throw std::runtime_error(join(cmd) + (eof ? " exited (" + std::to_string(exit_code_of(status.value_or(-1))) + ")"
                                                       : " did not print ready in 5 s") +
                                      ": " + tail_of(log()));
         }
@@ -855,8 +897,10 @@ bool Container::read_available(int timeout_ms) {
     if (out_fd_ < 0) return false;
     bool got = false;
     pollfd p{out_fd_, POLLIN, 0};
-    if (poll(&p, 1, timeout_ms) <= 0) return false;
-    for (;;) {
+    // Lines may already be buffered (start() reads past "ready"): parse those
+    // whether or not more data arrives.
+    bool readable = buf_.find('\n') == std::string::npos ? poll(&p, 1, timeout_ms) > 0 : true;
+    while (readable) {
         char tmp[4096];
         ssize_t n = read(out_fd_, tmp, sizeof tmp);
         if (n > 0) {
@@ -906,7 +950,9 @@ std::optional<ContainerEvent> Container::wait_for_state(const std::function<bool
         for (; checked < events_.size(); checked++)
             if (pred(events_[checked])) return events_[checked];
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) return std::nullopt;
+        if (left <= 0) {
+            return std::nullopt;
+        }
         read_available(static_cast<int>(std::min<long long>(left, 50)));
     }
 }
@@ -920,19 +966,20 @@ std::vector<std::string> Container::state_sequence() {
 
 std::string Container::log() const { return read_file(log_path_).value_or(""); }
 
-int Container::stop() {
+int Container::stop(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) return -1;
     read_available(0);
     if (in_fd_ >= 0) {
         close(in_fd_);
         in_fd_ = -1;
     }
-    auto st = wait_with_timeout(pid_, 2000ms);
-    int status = st ? *st : kill_and_reap(pid_);
+    auto st = wait_with_timeout(pid_, timeout);
+    if (!st) st = kill_and_reap(pid_, timeout);
+    if (!st) return -1;  // stuck in a FUSE request: still running(), stop() again later
     sb_.untrack(pid_);
     pid_ = -1;
     read_available(0);
-    return status;
+    return *st;
 }
 
 // ---- Daemon --------------------------------------------------------------------------------
@@ -940,10 +987,7 @@ int Container::stop() {
 Daemon::Daemon(Sandbox& sb, std::string binary) : sb_(sb), binary_(std::move(binary)) {}
 
 Daemon::~Daemon() {
-    if (pid_ > 0) {
-        kill_and_reap(pid_);
-        sb_.untrack(pid_);
-    }
+    if (pid_ > 0 && kill_and_reap(pid_, kDestroyTimeout)) sb_.untrack(pid_);
 }
 
 void DaemonTest::SetUp() {
@@ -990,8 +1034,7 @@ void Daemon::start(const std::string& extra_toml, const std::vector<std::string>
 
 void Daemon::kill9() {
     if (pid_ <= 0) return;
-    kill_and_reap(pid_);
-    sb_.untrack(pid_);
+    if (kill_and_reap(pid_, kReapTimeout)) sb_.untrack(pid_);  // else the Sandbox retries
     pid_ = -1;
 }
 
@@ -999,10 +1042,10 @@ int Daemon::terminate(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
     auto st = wait_with_timeout(pid_, timeout);
-    int status = st ? *st : kill_and_reap(pid_);
-    sb_.untrack(pid_);
+    if (!st) st = kill_and_reap(pid_, kReapTimeout);
+    if (st) sb_.untrack(pid_);  // else the Sandbox retries
     pid_ = -1;
-    return exit_code_of(status);
+    return st ? exit_code_of(*st) : -1;
 }
 
 std::optional<int> Daemon::poll_exit() {

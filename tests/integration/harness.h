@@ -18,7 +18,9 @@
 // Lifetime: FuseDaemon, Container and Daemon keep a reference to their
 // Sandbox and must be destroyed before it (declare them after it). Each kills
 // its own process when destroyed; the Sandbox also kills (SIGKILL + waitpid)
-// whatever of its children is still running before it lazily unmounts.
+// whatever of its children is still running, aborts the FUSE connections
+// mounted in it (a process blocked in a request that a SIGSTOPped daemon has
+// already read cannot die until then), reaps, and lazily unmounts.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -121,6 +123,10 @@ int read_errno(const std::string& path);
 // Returns "ENOTCONN" etc. for an errno.
 std::string errno_name(int err);
 
+// One line per thread of pid: "tid state wchan [kernel stack]" (kernel stack
+// needs root), for diagnosing hangs in test failure messages.
+std::string describe_process(pid_t pid);
+
 // Polls `cond` every `poll` until it is true or `timeout` passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
                 std::chrono::microseconds poll = 1ms);
@@ -157,6 +163,10 @@ public:
     // Child-process bookkeeping, used by FuseDaemon/Container/Daemon.
     void track(pid_t pid) { children_.insert(pid); }
     void untrack(pid_t pid) { children_.erase(pid); }
+
+    // Writes to fusectl "abort" of every FUSE mount under root(); returns how
+    // many were aborted. The destructor does this after SIGKILLing children.
+    int abort_fuse_connections();
 
     // Returns a fresh unique name ("name-1", "name-2", ...) for files in runtime/.
     std::string unique(const std::string& name);
@@ -303,9 +313,12 @@ public:
     // What the container's stderr said.
     std::string log() const;
 
-    // Closes stdin (the tool exits on EOF), waits up to 2 s, then SIGKILLs.
-    // Returns the wait status, -1 when not running.
-    int stop();
+    // Closes stdin (the tool exits on EOF), waits up to `timeout`, then
+    // SIGKILLs and waits up to `timeout` again. Returns the wait status; -1
+    // when not running, or when the process could not exit because a probe is
+    // stuck in a FUSE request that a stopped daemon has already read (then it
+    // stays running(): continue or kill the daemon and stop() again).
+    int stop(std::chrono::milliseconds timeout = 2000ms);
 
 private:
     bool read_available(int timeout_ms);

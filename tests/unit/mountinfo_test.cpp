@@ -291,7 +291,8 @@ TEST(Mountinfo, DeletedRootsKeepTheMarker) {
     EXPECT_EQ(fuse_gone->root, "/gone//deleted");
     EXPECT_EQ(fuse_gone->device, dev(0, 40));
     EXPECT_EQ(fuse_gone->fstype, "fuse");
-    // Removed behind FUSE's back: the kernel never saw the unlink.
+    // Removed behind FUSE's back, and not looked up since: the kernel has not
+    // noticed.
     EXPECT_EQ(t.find_id(68)->root, "/gone-remote");
 }
 
@@ -455,9 +456,12 @@ TEST(MountinfoErrors, GarbageLine) {
 }
 
 TEST(MountinfoErrors, GarbageFirstLine) {
-    // libmount would read the whole file as an fstab.
-    std::string text = "garbage here\n" + file_text("kubelet-live.mountinfo");
-    expect_parse_error(text, "the first line is not in mountinfo format");
+    const std::string mountinfo = file_text("kubelet-live.mountinfo");
+    expect_parse_error("garbage here\n" + mountinfo, "line 1");
+    // A first line that is valid fstab makes libmount read the file as an
+    // fstab; its second line then fails as one, but the first is to blame.
+    expect_parse_error("/dev/sda1 / ext4 rw 0 0\n" + mountinfo,
+                       "the first line is not in mountinfo format");
     expect_parse_error("/dev/sda1 / ext4 rw 0 0\n", "the first line is not in mountinfo format");
 }
 
