@@ -60,7 +60,16 @@ public:
     explicit Planner(const PlanInput& in) : in_(in) {}
 
     Plan run() {
+        if (in_.heal_namespaces && in_.namespaces) {
+            // Index the namespaces' topmost mounts once: matching each dead
+            // target against every namespace's table would be quadratic.
+            for (const NamespaceView& ns : *in_.namespaces)
+                for (const MountEntry& e : ns.table.entries())
+                    if (ns.table.is_topmost(e)) ns_copies_[{e.device, e.root}].emplace_back(&ns, &e);
+        }
         for (const Target& t : in_.classes->targets) plan_target(t);
+        if (in_.heal_namespaces && in_.namespaces && in_.healed)
+            for (const HealedTarget& h : *in_.healed) plan_namespace_copies(h.target, h.device, h.root, h.clone_path);
         plan_.need_liveness.assign(need_.begin(), need_.end());
         return std::move(plan_);
     }
@@ -151,17 +160,21 @@ private:
         }
         v.state = TargetState::Healing;
         const std::string clone = v.origin.clone_path();
-        if (in_.heal_namespaces && in_.namespaces) {
-            for (const NamespaceView& ns : *in_.namespaces) {
-                for (const MountEntry& e : ns.table.entries()) {
-                    if (e.device != t.mount->device || e.root != t.mount->root) continue;
-                    if (!ns.table.is_topmost(e)) continue;
-                    if (!claimed_.insert({ns.ns_inode, e.mountpoint}).second) continue;
-                    add_action(t.path, ns.pid, ns.ns_inode, ns.table, e, clone);
-                }
-            }
-        }
+        if (in_.heal_namespaces && in_.namespaces)
+            plan_namespace_copies(t.path, t.mount->device, t.mount->root, clone);
         add_action(t.path, 0, 0, *in_.host, *t.mount, clone);
+    }
+
+    // Appends actions for every topmost mount of (device, root) in the
+    // other namespaces, each claimed once.
+    void plan_namespace_copies(const std::string& target, dev_t device, const std::string& root,
+                               const std::string& clone) {
+        auto it = ns_copies_.find({device, root});
+        if (it == ns_copies_.end()) return;
+        for (const auto& [ns, e] : it->second) {
+            if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
+            add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone);
+        }
     }
 
     // Appends the action that heals the dead topmost mount `top` of `table`.
@@ -223,6 +236,9 @@ private:
     Plan plan_;
     std::set<dev_t> need_;
     std::set<std::pair<std::uint64_t, std::string>> claimed_;
+    // (device, root) -> topmost mounts of it in other namespaces, in scan order.
+    std::map<std::pair<dev_t, std::string>, std::vector<std::pair<const NamespaceView*, const MountEntry*>>>
+        ns_copies_;
 };
 
 } // namespace

@@ -103,6 +103,16 @@ struct TargetVerdict {
     bool origin_from_table = false;  // true when recovered from the table, not from state
 };
 
+// A host target healed earlier whose dead superblock may still be held by
+// containers that the namespace scan of that heal did not see (e.g. started
+// during the outage). Its copies are healed from the same clone path.
+struct HealedTarget {
+    std::string target;
+    dev_t device = 0;        // the dead superblock
+    std::string root;        // the target's root in it
+    std::string clone_path;
+};
+
 struct PlanInput {
     const MatchRules* rules = nullptr;
     const MountTable* host = nullptr;
@@ -110,6 +120,7 @@ struct PlanInput {
     const LivenessMap* liveness = nullptr;
     const OriginMap* origins = nullptr;       // learned earlier (persisted)
     const std::vector<NamespaceView>* namespaces = nullptr;  // may be null
+    const std::vector<HealedTarget>* healed = nullptr;       // may be null
     Strategy strategy = Strategy::Replace;
     bool read_write = false;       // [heal] read_write
     bool heal_namespaces = true;   // [heal] namespaces
@@ -124,7 +135,8 @@ struct Plan {
 // Returns the plan for one step. Ordering: global (CSI staging) targets
 // before pod targets; for each target, copies inside other namespaces before
 // the host mount (once the last host mount of a dead peer group is detached,
-// the kernel turns the containers' slave copies private).
+// the kernel turns the containers' slave copies private); last, copies of
+// already healed targets (`healed`) still found in namespaces.
 Plan plan_heals(const PlanInput& in);
 
 // Returns the origins to remember from a table: for every target whose

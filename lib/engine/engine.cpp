@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/proc_scan.h"
+#include "engine/sys.h"
 
 namespace fh {
 
@@ -178,41 +179,86 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
     }
 }
 
+std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& devices) {
+    const auto t0 = Clock::now();
+    auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devices);
+    spdlog::debug("namespace walk: {} processes, {} namespaces, {} hold dead mounts ({} us)", scan.processes,
+                  scan.distinct_namespaces, scan.namespaces.size(), micros(Clock::now() - t0));
+    known_namespaces_.clear();
+    for (const auto& ns : scan.namespaces) known_namespaces_.emplace_back(ns.pid, ns.ns_inode);
+    known_namespaces_devices_ = devices;
+    return std::move(scan.namespaces);
+}
+
+std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>& devices) {
+    std::vector<NamespaceView> out;
+    for (const auto& [pid, inode] : known_namespaces_) {
+        auto id = sys::mount_ns_id(settings_.proc_root, pid);
+        if (!id || id->second != inode) continue;  // gone, or the pid was reused
+        auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(pid) + "/mountinfo");
+        if (!table) continue;
+        bool wanted = false;
+        for (const auto& e : table->entries()) wanted = wanted || devices.count(e.device);
+        if (wanted) out.push_back(NamespaceView{pid, inode, std::move(*table)});
+    }
+    return out;
+}
+
+LivenessMap Engine::check_liveness(const MountTable& host, const Classification& c) {
+    // Liveness of every target's topmost mount and of every source a dead
+    // target may be healed from. Aborted connections stay aborted while any
+    // mount of them exists, so a device once dead is not probed again.
+    std::set<dev_t> present;
+    for (const auto& e : host.entries()) present.insert(e.device);
+    for (auto it = dead_.begin(); it != dead_.end();) it = present.count(*it) ? std::next(it) : dead_.erase(it);
+    std::vector<std::pair<dev_t, std::string>> probe;
+    LivenessMap liveness;
+    auto want = [&](const MountEntry& m) {
+        if (dead_.count(m.device)) liveness[m.device] = Liveness::Dead;
+        else probe.emplace_back(m.device, m.mountpoint);
+    };
+    for (const Target& t : c.targets) want(*t.mount);
+    for (const MountEntry* s : c.sources)
+        if (host.is_topmost(*s)) want(*s);
+    for (auto& [dev, l] : prober_.check(probe)) {
+        liveness[dev] = l;
+        if (l == Liveness::Dead) dead_.insert(dev);
+    }
+    return liveness;
+}
+
 ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     ReconcileSummary sum;
     std::vector<NamespaceView> namespaces;
-    bool scanned = false;
+    bool views_loaded = false;  // `namespaces` is current for this step
+    bool walked = false;        // a full /proc walk ran in this step
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
 
-    for (;;) {
-        auto host = read_mountinfo(settings_.mountinfo_path);
-        if (!host) {
-            spdlog::error("failed to read the mount table, ignoring this step: {}", host.error().message());
-            sum.table_error = true;
-            break;
-        }
-        Classification c = classify(*host, config_.match, &origins_);
+    // The host's table, its classification and liveness; re-read after
+    // every action in the host namespace. An action inside a container's
+    // namespace cannot change the host's table (container copies are slaves
+    // or private), so the host view is kept across those.
+    std::optional<MountTable> host;
+    Classification c;
+    LivenessMap liveness;
+    bool host_stale = true;
 
-        // Liveness of every target's topmost mount and of every source a
-        // dead target may be healed from.
-        std::set<dev_t> present;
-        for (const auto& e : host->entries()) present.insert(e.device);
-        for (auto it = dead_.begin(); it != dead_.end();) it = present.count(*it) ? std::next(it) : dead_.erase(it);
-        std::vector<std::pair<dev_t, std::string>> probe;
-        LivenessMap liveness;
-        auto want = [&](const MountEntry& m) {
-            if (dead_.count(m.device)) liveness[m.device] = Liveness::Dead;
-            else probe.emplace_back(m.device, m.mountpoint);
-        };
-        for (const Target& t : c.targets) want(*t.mount);
-        for (const MountEntry* s : c.sources)
-            if (host->is_topmost(*s)) want(*s);
-        for (auto& [dev, l] : prober_.check(probe)) {
-            liveness[dev] = l;
-            if (l == Liveness::Dead) dead_.insert(dev);
+    for (;;) {
+        const auto step_start = Clock::now();
+        if (host_stale) {
+            auto table = read_mountinfo(settings_.mountinfo_path);
+            if (!table) {
+                spdlog::error("failed to read the mount table, ignoring this step: {}", table.error().message());
+                sum.table_error = true;
+                break;
+            }
+            host = std::move(*table);
+            c = classify(*host, config_.match, &origins_);
+            liveness = check_liveness(*host, c);
+            learn(c, *host, liveness);
+            host_stale = false;
         }
-        learn(c, *host, liveness);
 
         PlanInput in;
         in.rules = &config_.match;
@@ -221,25 +267,40 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.liveness = &liveness;
         in.origins = &origins_;
         in.namespaces = &namespaces;
+        in.healed = &healed_;
         in.strategy = strategy_;
         in.read_write = config_.read_write;
         in.heal_namespaces = config_.namespaces;
         Plan plan = plan_heals(in);
         const auto now = Clock::now();
+        spdlog::trace("step: {} mounts, {} targets, {} actions planned, {} us since the event, {} us in this step",
+                      host->size(), c.targets.size(), plan.actions.size(), micros(now - trigger),
+                      micros(now - step_start));
         note_verdicts(plan, c, now);
         sum.targets = static_cast<int>(plan.verdicts.size());
 
-        if (config_.namespaces && !scanned && !plan.actions.empty()) {
-            // Containers hold copies of dead mounts the host table cannot
-            // show; find them once per step, before any host action.
-            std::set<dev_t> devs;
-            for (const auto& a : plan.actions) devs.insert(a.expected_device);
-            auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devs);
-            spdlog::debug("namespace scan: {} processes, {} namespaces, {} hold dead mounts", scan.processes,
-                          scan.distinct_namespaces, scan.namespaces.size());
-            namespaces = std::move(scan.namespaces);
-            scanned = true;
-            continue;
+        if (config_.namespaces) {
+            std::set<dev_t> dead_devices;
+            for (const auto& v : plan.verdicts)
+                if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead_devices.insert(v.device);
+            const bool known = std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
+                                             dead_devices.begin(), dead_devices.end());
+            if (!dead_devices.empty() && !known && !walked) {
+                // An outage we have not looked for in containers yet: walk
+                // /proc now, while waiting for the source, not at heal time.
+                namespaces = scan_all_namespaces(dead_devices);
+                views_loaded = walked = true;
+                continue;
+            }
+            if (!views_loaded && !plan.actions.empty()) {
+                // Containers hold copies of dead mounts the host table cannot
+                // show; they are healed before the host mount.
+                std::set<dev_t> devs;
+                for (const auto& a : plan.actions) devs.insert(a.expected_device);
+                namespaces = reread_known_namespaces(devs);
+                views_loaded = true;
+                continue;
+            }
         }
         if (budget < 0) budget = static_cast<int>(plan.actions.size()) * 3 + 8;
 
@@ -263,6 +324,18 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             next = &a;
             break;
         }
+        if (!next && !healed_.empty() && config_.namespaces && !walked) {
+            // Heals done from remembered namespaces: walk /proc once more for
+            // containers started during the outage that still hold a copy.
+            std::set<dev_t> devs;
+            for (const auto& h : healed_) devs.insert(h.device);
+            namespaces = scan_all_namespaces(devs);
+            walked = true;
+            if (!namespaces.empty()) {
+                budget = -1;
+                continue;
+            }
+        }
         if (!next || budget-- == 0) {
             if (next) spdlog::error("reconcile step did not converge; stopping it here");
             break;
@@ -270,6 +343,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
 
         const HealAction a = *next;
         Track& tr = tracks_[a.target];
+        if (a.in_host()) host_stale = true;
         const auto t0 = Clock::now();
         Status s = executor_.execute(a);
         const auto t1 = Clock::now();
@@ -282,7 +356,10 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         for (const auto& x : plan.verdicts)
             if (x.target == a.target) v = &x;
         if (!s) {
-            if (s.error().err == ESTALE) continue;  // the table moved under us: plan again
+            if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
+                host_stale = true;
+                continue;
+            }
             ++sum.failures;
             back_off(tr, t1);
             emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
@@ -301,6 +378,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             continue;
         }
         if (a.kind == ActionKind::UnmountDeadLayer) continue;
+        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, a.clone_path});
         ++sum.healed;
         ++tr.heals;
         tr.failures = 0;
@@ -311,6 +389,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         tr.ns_healed = 0;
         tr.state = TargetState::Healthy;
     }
+
+    if (walked) healed_.clear();  // the walk saw every namespace after those heals
 
     std::vector<TargetStatus> snapshot;
     for (const auto& [path, tr] : tracks_)

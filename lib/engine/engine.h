@@ -128,6 +128,13 @@ private:
               Clock::time_point now, Clock::time_point trigger = {});
     void back_off(Track& tr, Clock::time_point now);
     void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
+    // Returns the liveness of the targets' and the sources' superblocks.
+    LivenessMap check_liveness(const MountTable& host, const Classification& c);
+    // Walks /proc for namespaces holding `devices` and remembers them.
+    std::vector<NamespaceView> scan_all_namespaces(const std::set<dev_t>& devices);
+    // Re-reads the remembered namespaces still holding `devices` (much
+    // cheaper than a walk of /proc, so it is what the heal path uses).
+    std::vector<NamespaceView> reread_known_namespaces(const std::set<dev_t>& devices);
 
     Config config_;
     Strategy strategy_;
@@ -141,6 +148,13 @@ private:
     OriginMap origins_;
     bool state_save_failing_ = false;
     std::set<dev_t> dead_;  // aborted connections stay aborted while mounted
+    // Namespaces found by the last /proc walk, and the dead devices it
+    // looked for. The walk runs when an outage is first seen, so the heal
+    // itself only re-reads these; a final walk after the heal catches
+    // containers started in between (see healed_).
+    std::vector<std::pair<int, std::uint64_t>> known_namespaces_;  // (pid, ns inode)
+    std::set<dev_t> known_namespaces_devices_;
+    std::vector<HealedTarget> healed_;  // host targets healed since the last walk
     std::map<std::string, Track> tracks_;
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;

@@ -42,7 +42,10 @@ Daemon::~Daemon() {
 
 void Daemon::request_reconcile(Clock::time_point trigger) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!pending_ || trigger < pending_trigger_) pending_trigger_ = trigger;
+    // Coalesced requests keep the latest event: a heal is caused by the last
+    // mount event before it (the source coming back), not by the unmount
+    // that preceded it, so heal latency is measured from that one.
+    if (!pending_ || trigger > pending_trigger_) pending_trigger_ = trigger;
     pending_ = true;
     cv_.notify_all();
 }
