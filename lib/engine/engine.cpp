@@ -234,6 +234,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     bool walked = false;        // a full /proc walk ran in this step
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
+    const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
 
     // The host's table, its classification and liveness; re-read after
     // every action in the host namespace. An action inside a container's
@@ -270,7 +271,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.healed = &healed_;
         in.strategy = strategy_;
         in.read_write = config_.read_write;
-        in.heal_namespaces = config_.namespaces;
+        in.heal_namespaces = heal_namespaces;
         Plan plan = plan_heals(in);
         const auto now = Clock::now();
         spdlog::trace("step: {} mounts, {} targets, {} actions planned, {} us since the event, {} us in this step",
@@ -279,7 +280,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         note_verdicts(plan, c, now);
         sum.targets = static_cast<int>(plan.verdicts.size());
 
-        if (config_.namespaces) {
+        if (heal_namespaces) {
             std::set<dev_t> dead_devices;
             for (const auto& v : plan.verdicts)
                 if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead_devices.insert(v.device);
@@ -324,7 +325,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             next = &a;
             break;
         }
-        if (!next && !healed_.empty() && config_.namespaces && !walked) {
+        if (!next && !healed_.empty() && heal_namespaces && !walked) {
             // Heals done from remembered namespaces: walk /proc once more for
             // containers started during the outage that still hold a copy.
             std::set<dev_t> devs;

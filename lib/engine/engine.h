@@ -78,6 +78,10 @@ struct ReconcileSummary {
 struct EngineSettings {
     std::string mountinfo_path = "/proc/self/mountinfo";
     std::string proc_root = "/proc";
+    // False on kernels without open_tree (< 5.2): no clone can be carried
+    // into another namespace, so copies in containers are left to
+    // propagation (HostToContainer) and never planned.
+    bool namespace_heals_supported = true;
 };
 
 class Engine {

@@ -203,7 +203,11 @@ int Daemon::run() {
     pods_->rescan();
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [](const HealEvent& e) { log_heal_event(e); },
-        [this](const std::string& target) { return pods_->lookup(target); });
+        [this](const std::string& target) { return pods_->lookup(target); },
+        EngineSettings{"/proc/self/mountinfo", "/proc", features_.open_tree});
+    if (config_.namespaces && !features_.open_tree)
+        spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
+                     "Linux < 5.2): only HostToContainer copies are reached, through propagation");
     spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), prober_->method(),
                  features_.describe());

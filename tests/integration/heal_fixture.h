@@ -46,6 +46,18 @@ inline std::vector<MountLine> fuse_mounts(const std::string& mountinfo = kSelfMo
     return out;
 }
 
+// Waits until the daemon has learned (and saved) the origin of `target`: a
+// crash before that leaves it nothing to heal from once the stale source is
+// lazily unmounted, as it would a real node.
+inline bool daemon_learned(const Sandbox& sb, const std::string& target, std::chrono::milliseconds timeout = 5000ms) {
+    return wait_until(
+        [&] {
+            auto s = read_file(sb.state() + "/origins.json");
+            return s && s->find("\"" + target + "\"") != std::string::npos;
+        },
+        timeout);
+}
+
 // Waits until reading `path` gives `want`.
 inline bool host_reads(const std::string& path, const std::string& want, std::chrono::milliseconds timeout = 5000ms) {
     return wait_until([&] { return read_file(path) == want; }, timeout);

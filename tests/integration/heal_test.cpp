@@ -31,6 +31,7 @@ protected:
         for (Container* c : containers()) ASSERT_TRUE(container_reads(*c, c == &sub_slave || c == &sub_private ? inner_file(1) : gen_file(1)));
         daemon.start();
         ASSERT_TRUE(daemon.wait_for_log("ready")) << daemon.log();
+        ASSERT_TRUE(daemon_learned(sb, volume) && daemon_learned(sb, subpath)) << daemon.log();
     }
 
     std::vector<Container*> containers() { return {&vol_slave, &vol_private, &sub_slave, &sub_private}; }
@@ -147,7 +148,7 @@ TEST_F(HealTest, HealsOnTheMountEventWithTheSafetyScanOff) {
     daemon.terminate();
     Daemon quiet{sb};
     quiet.start("[heal]\nsafety_scan_interval = \"0s\"\n");
-    ASSERT_TRUE(quiet.wait_for_log("ready"));
+    ASSERT_TRUE(quiet.wait_for_log("loaded 2 origins")) << quiet.log();
     fuse.kill9();
     ASSERT_TRUE(container_broken(vol_private));
     fuse.supervisor_restart(2);
