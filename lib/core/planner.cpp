@@ -159,6 +159,7 @@ private:
         case Liveness::Alive: break;
         }
         v.state = TargetState::Healing;
+        v.reason = "the source is back";
         const std::string clone = v.origin.clone_path();
         if (in_.heal_namespaces && in_.namespaces)
             plan_namespace_copies(t.path, t.mount->device, t.mount->root, clone);

@@ -173,7 +173,9 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
         const std::string want = std::to_string(gen) + "\n";
         EXPECT_TRUE(host_reads(vol + "/generation", want)) << d.log();
         EXPECT_TRUE(container_reads(slave, want)) << d.log();
-        if (v.private_container_heals) EXPECT_TRUE(container_reads(priv, want)) << d.log();
+        if (v.private_container_heals) {
+            EXPECT_TRUE(container_reads(priv, want)) << d.log();
+        }
         // Stacking leaves at most one dead layer under the live one; replace none.
         auto stack = stack_at(vol);
         EXPECT_LE(stack.size(), std::string(v.strategy) == "stack" ? 2u : 1u) << d.log();
@@ -181,7 +183,9 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
         EXPECT_EQ(count_mounts_at(fuse.source()), 1) << "nothing is ever mounted on the source path";
         ASSERT_FALSE(HasFailure()) << "generation " << gen;
     }
-    if (!v.private_container_heals) EXPECT_TRUE(priv.last() && priv.last()->is_error());
+    if (!v.private_container_heals) {
+        EXPECT_TRUE(priv.last() && priv.last()->is_error());
+    }
     for (Container* c : {&slave, &priv})
         EXPECT_EQ(bad_states(*c, {"1\n", "2\n", "3\n", "4\n"}), std::vector<std::string>{}) << c->pid();
 }

@@ -340,7 +340,7 @@ TEST(Planner, ReadWriteTargetNeedsReadWritePolicy) {
     v = verdict(p, VOL_U2);
     ASSERT_NE(v, nullptr);
     EXPECT_EQ(v->state, TargetState::Healing);
-    EXPECT_TRUE(v->reason.empty());
+    EXPECT_EQ(v->reason, "the source is back");
     ASSERT_EQ(summary(p), (std::vector<std::string>{"replace@" + VOL_U1, "replace@" + VOL_U2}));
     EXPECT_EQ(p.actions[1].flags, (MountFlags{.read_only = false, .nosuid = true}));
 }
