@@ -112,6 +112,12 @@ LivenessMap LivenessProber::check(const std::vector<std::pair<dev_t, std::string
     const auto deadline = std::chrono::steady_clock::now() + timeout();
     for (auto& [dev, job] : jobs) {
         std::unique_lock<std::mutex> l(job->mu);
+        // A probe that already timed out once is still stuck: the daemon is
+        // hung, and waiting for it again would delay every other heal.
+        if (job->waited_out && !job->done) {
+            out[dev] = Liveness::Unresponsive;
+            continue;
+        }
         if (!job->cv.wait_until(l, deadline, [&] { return job->done; })) {
             job->waited_out = true;
             out[dev] = Liveness::Unresponsive;
@@ -125,7 +131,7 @@ LivenessMap LivenessProber::check(const std::vector<std::pair<dev_t, std::string
 Status LivenessProber::probe_path(const std::string& path) {
     auto job = start_statx("path:" + path, path);
     std::unique_lock<std::mutex> l(job->mu);
-    if (!job->cv.wait_for(l, timeout(), [&] { return job->done; })) {
+    if ((job->waited_out && !job->done) || !job->cv.wait_for(l, timeout(), [&] { return job->done; })) {
         job->waited_out = true;
         return Error{"probe", path, ETIMEDOUT, "the FUSE daemon did not answer within the probe timeout"};
     }
