@@ -76,14 +76,12 @@ std::shared_ptr<LivenessProber::Job> LivenessProber::start_statx(const std::stri
             notify = job->waited_out;
         }
         job->cv.notify_all();
-        std::function<void()> late;
-        {
-            std::lock_guard<std::mutex> l(reg->mu);
-            if (auto it = reg->inflight.find(key); it != reg->inflight.end() && it->second == job)
-                reg->inflight.erase(it);
-            if (notify) late = reg->on_late_result;
-        }
-        if (late) late();
+        std::lock_guard<std::mutex> l(reg->mu);
+        if (auto it = reg->inflight.find(key); it != reg->inflight.end() && it->second == job)
+            reg->inflight.erase(it);
+        // Called under the lock, so it cannot race the prober's destructor
+        // clearing it; the callback only wakes the loop (uv_async_send).
+        if (notify && reg->on_late_result) reg->on_late_result();
     }).detach();
     return job;
 }

@@ -22,10 +22,13 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
         if (pid <= 0 || *end != '\0') continue;
         ++out.processes;
         auto ns = sys::mount_ns_id(proc_root, static_cast<int>(pid));
-        if (!ns || !seen.insert(*ns).second) continue;
-        ++out.distinct_namespaces;
+        if (!ns || seen.count(*ns)) continue;
         auto table = read_mountinfo(proc_root + "/" + de->d_name + "/mountinfo");
-        if (!table) continue;  // the process exited meanwhile
+        // The process exited meanwhile: another process may still show the
+        // namespace, so it is not marked as seen.
+        if (!table) continue;
+        seen.insert(*ns);
+        ++out.distinct_namespaces;
         bool wanted = false;
         for (const auto& e : table->entries())
             if (devices.count(e.device)) {

@@ -52,7 +52,9 @@ Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2) {
         if (p == "." || p == "..") return Error{"resolve", path, EINVAL, "path has . or .. components"};
     if (use_openat2) {
         OpenHow how;
-        how.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
+        // No O_NOFOLLOW: with O_PATH it would return an fd of a final
+        // symlink itself; RESOLVE_NO_SYMLINKS alone refuses it with ELOOP.
+        how.flags = O_PATH | O_CLOEXEC;
         how.resolve = kResolveNoSymlinks | kResolveNoMagiclinks;
         int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof(how)));
         if (fd < 0) return errno_error("openat2 (no symlinks)", path);
@@ -110,7 +112,10 @@ Status write_file_atomically(const std::string& path, const std::string& content
     auto slash = path.rfind('/');
     const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
     const std::string tmp = path + ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    // A temp file left by a crash is removed; O_EXCL|O_NOFOLLOW then make
+    // sure we write a file we created, not something planted at that name.
+    ::unlink(tmp.c_str());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd.valid()) return errno_error("create", tmp);
     std::size_t off = 0;
     while (off < content.size()) {
