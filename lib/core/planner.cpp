@@ -101,29 +101,49 @@ private:
         plan_.verdicts.push_back(std::move(v));
     }
 
-    void plan_dead_target(const Target& t, TargetVerdict& v) {
-        if (auto o = origin_from_table(*in_.classes, t, *in_.rules)) {
-            v.origin = *o;
-            v.has_origin = v.origin_from_table = true;
-        } else if (auto it = in_.origins->find(t.path); it != in_.origins->end()) {
-            v.origin = it->second;
-            v.has_origin = true;
+    // Returns why `origin`'s source cannot serve a heal of `stale` yet, or
+    // "" when a live FUSE mount of the same fstype is the topmost mount at
+    // the source path.
+    std::string source_not_ready(const Origin& origin, const MountEntry& stale) {
+        const MountEntry* src = in_.host->topmost_at(origin.source_path);
+        if (!src) return "source " + origin.source_path + " is not mounted yet";
+        if (src->device == stale.device) return "source " + origin.source_path + " still holds the dead filesystem";
+        if (!is_fuse_fstype(src->fstype, in_.rules->fs_types) || src->root != "/")
+            return "source " + origin.source_path + " holds a " + src->fstype +
+                   " mount that is not a FUSE filesystem root";
+        if (src->fstype != origin.fstype)
+            return "source " + origin.source_path + " came back as " + src->fstype + ", expected " + origin.fstype;
+        switch (require(src->device)) {
+        case Liveness::Unknown: return "waiting for the new source's liveness";
+        case Liveness::Dead: return "the new source is dead too";
+        case Liveness::Unresponsive: return "the new source does not answer";
+        case Liveness::Alive: break;
         }
-        if (!v.has_origin) {
+        return "";
+    }
+
+    void plan_dead_target(const Target& t, TargetVerdict& v) {
+        // Candidate origins: the one the table shows now (a source mount of
+        // the dead superblock), then the remembered one. The table can show
+        // a stale copy of the dataset outside the pods tree (a second
+        // consumer's bind) that never comes back, while the remembered
+        // source is back: the first candidate whose source is ready wins.
+        std::vector<std::pair<Origin, bool>> candidates;  // (origin, from table)
+        if (auto o = origin_from_table(*in_.classes, t, *in_.rules)) candidates.emplace_back(*o, true);
+        if (auto it = in_.origins->find(t.path); it != in_.origins->end())
+            if (candidates.empty() || candidates[0].first.source_path != it->second.source_path)
+                candidates.emplace_back(it->second, false);
+        if (candidates.empty()) {
             v.state = TargetState::Skipped;
             v.reason = "no origin known: its source was never seen alive and no mount of its "
                        "superblock remains at a source path";
             return;
         }
-        // The stale mount itself is the truth for its root and flags; the
-        // remembered origin contributes where the source lives.
-        v.origin.root = t.mount->root;
-        v.origin.flags = t.mount->flags;
         constexpr std::string_view kDeleted = "//deleted";
-        if (v.origin.root.size() >= kDeleted.size() &&
-            v.origin.root.compare(v.origin.root.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
+        const std::string& root = t.mount->root;
+        if (root.size() >= kDeleted.size() && root.compare(root.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
             v.state = TargetState::Skipped;
-            v.reason = "its directory " + v.origin.root.substr(0, v.origin.root.size() - kDeleted.size()) +
+            v.reason = "its directory " + root.substr(0, root.size() - kDeleted.size()) +
                        " was deleted from the filesystem; there is nothing to clone";
             return;
         }
@@ -132,32 +152,26 @@ private:
             v.reason = "read-write target; set [heal] read_write = true to heal it";
             return;
         }
-        const MountEntry* src = in_.host->topmost_at(v.origin.source_path);
         v.state = TargetState::Broken;
-        if (!src) {
-            v.reason = "source " + v.origin.source_path + " is not mounted yet";
-            return;
+        v.has_origin = true;
+        bool ready = false;
+        for (auto& [origin, from_table] : candidates) {
+            // The stale mount itself is the truth for its root and flags; an
+            // origin contributes where the source lives.
+            origin.root = t.mount->root;
+            origin.flags = t.mount->flags;
+            std::string why = source_not_ready(origin, *t.mount);
+            if (&origin == &candidates[0].first || why.empty()) {
+                v.origin = origin;
+                v.origin_from_table = from_table;
+                v.reason = why;
+            }
+            if (why.empty()) {
+                ready = true;
+                break;
+            }
         }
-        if (src->device == t.mount->device) {
-            v.reason = "source " + v.origin.source_path + " still holds the dead filesystem";
-            return;
-        }
-        if (!is_fuse_fstype(src->fstype, in_.rules->fs_types) || src->root != "/") {
-            v.reason = "source " + v.origin.source_path + " holds a " + src->fstype +
-                       " mount that is not a FUSE filesystem root";
-            return;
-        }
-        if (src->fstype != v.origin.fstype) {
-            v.reason = "source " + v.origin.source_path + " came back as " + src->fstype +
-                       ", expected " + v.origin.fstype;
-            return;
-        }
-        switch (require(src->device)) {
-        case Liveness::Unknown: v.reason = "waiting for the new source's liveness"; return;
-        case Liveness::Dead: v.reason = "the new source is dead too"; return;
-        case Liveness::Unresponsive: v.reason = "the new source does not answer"; return;
-        case Liveness::Alive: break;
-        }
+        if (!ready) return;
         v.state = TargetState::Healing;
         v.reason = "the source is back";
         const std::string clone = v.origin.clone_path();
@@ -201,7 +215,7 @@ private:
             a.kind = ActionKind::Replace;
         } else {
             a.kind = ActionKind::BindOnTop;
-            a.detach_from_peers = pid == 0 && has_peers(table, top);
+            a.make_private_first = pid == 0 && top.propagation.is_shared();
             // A stacked layer that joined the source's peer group would send
             // any later mount on it back onto the source path: keep it a
             // receiver only.
@@ -221,16 +235,6 @@ private:
             if (l == Liveness::Dead || (m != &top && l == Liveness::Unknown)) ++dead;
         }
         return dead;
-    }
-
-    // Returns true when top shares its peer group with another mount of
-    // the table: a bind on top would be copied onto every peer (other pods'
-    // volumes, with this target's flags, or a dead source under its new mount).
-    bool has_peers(const MountTable& table, const MountEntry& top) const {
-        if (!top.propagation.is_shared()) return false;
-        for (const MountEntry& e : table.entries())
-            if (&e != &top && e.propagation.shared_group == top.propagation.shared_group) return true;
-        return false;
     }
 
     const PlanInput& in_;

@@ -70,12 +70,14 @@ struct HealAction {
     std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
     MountFlags flags;              // per-mount flags for the new mount
     PropagationMode propagation = PropagationMode::Shared;
-    // Stack strategy only: the dead top shares its peer group with other
-    // mounts (other pods' volumes, a dead source still at its path), so a
-    // bind on it would be copied onto all of them. Make the dead top a slave
-    // first, which stops it from propagating to its peers; containers that
-    // relied on that propagation get their own action in their namespace.
-    bool detach_from_peers = false;
+    // Stack strategy only: the dead top is shared, so a bind on it would be
+    // copied onto its peers (other pods' volumes, with this target's flags,
+    // or a dead source under its new mount) and onto the group's slaves, and
+    // a later unmount of the layer would propagate to theirs (removing
+    // layers healed there). Make the dead top private first: nothing done on
+    // it propagates any more. Containers that relied on that propagation get
+    // their own action in their namespace.
+    bool make_private_first = false;
 
     bool in_host() const { return ns_pid == 0; }
 };

@@ -135,9 +135,9 @@ Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
         // container, so propagation from the dead top is the only way to
         // reach HostToContainer copies: keep it, and rely on planning one
         // bind per peer group (the next plan sees the peers covered).
-        if (a.detach_from_peers && features_.open_tree &&
-            ::mount(nullptr, top.c_str(), nullptr, MS_SLAVE, nullptr) != 0)
-            return errno_error("make dead layer a slave", where);
+        if (a.make_private_first && features_.open_tree &&
+            ::mount(nullptr, top.c_str(), nullptr, MS_PRIVATE, nullptr) != 0)
+            return errno_error("make dead layer private", where);
         std::string fresh;  // name under /proc/self/fd of the new mount
         sys::UniqueFd fresh_fd;
         if (clone_fd >= 0) {

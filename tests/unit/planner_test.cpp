@@ -221,7 +221,7 @@ TEST(Planner, DeadTargetWithNewSourceIsReplaced) {
     EXPECT_EQ(a.clone_path, SRC);
     EXPECT_EQ(a.flags, RO_FLAGS);
     EXPECT_EQ(a.propagation, PropagationMode::Shared);
-    EXPECT_FALSE(a.detach_from_peers);
+    EXPECT_FALSE(a.make_private_first);
     EXPECT_TRUE(p.need_liveness.empty());
 }
 
@@ -552,7 +552,7 @@ TEST(PlannerStack, OneDeadLayerIsCoveredByABind) {
     EXPECT_EQ(a.clone_path, SRC);
     EXPECT_EQ(a.flags, RO_FLAGS);
     EXPECT_EQ(a.propagation, PropagationMode::Slave);  // shared:6 kept as a receiver only
-    EXPECT_FALSE(a.detach_from_peers);
+    EXPECT_TRUE(a.make_private_first);  // a shared dead top could gain peers or slaves: isolate it
 }
 
 TEST(PlannerStack, SlaveAndPrivateTopsKeepTheirMode) {
@@ -569,11 +569,11 @@ TEST(PlannerStack, SlaveAndPrivateTopsKeepTheirMode) {
     ASSERT_EQ(summary(p), (std::vector<std::string>{"bind-on-top@" + VOL_U1, "bind-on-top@" + VOL_U2}));
     EXPECT_EQ(p.actions[0].propagation, PropagationMode::Slave);
     EXPECT_EQ(p.actions[1].propagation, PropagationMode::Private);
-    EXPECT_FALSE(p.actions[0].detach_from_peers);
-    EXPECT_FALSE(p.actions[1].detach_from_peers);
+    EXPECT_FALSE(p.actions[0].make_private_first);
+    EXPECT_FALSE(p.actions[1].make_private_first);
 }
 
-TEST(PlannerStack, DetachFromPeersWhenTheDeadSourceIsAPeer) {
+TEST(PlannerStack, PrivateFirstWhenTheDeadSourceIsAPeer) {
     // The dead source (shared:6) is still at SRC under the new one: a bind on
     // the dead top would propagate onto SRC.
     World w(restarted_source());
@@ -582,13 +582,13 @@ TEST(PlannerStack, DetachFromPeersWhenTheDeadSourceIsAPeer) {
     Plan p = w.plan();
     ASSERT_EQ(p.actions.size(), 1u);
     EXPECT_EQ(p.actions[0].kind, ActionKind::BindOnTop);
-    EXPECT_TRUE(p.actions[0].detach_from_peers);
+    EXPECT_TRUE(p.actions[0].make_private_first);
     EXPECT_EQ(p.actions[0].propagation, PropagationMode::Slave);
 }
 
 // Any peer of the dead top (here the staging mount) would receive a copy of
-// the bind, so the top is made a slave first.
-TEST(PlannerStack, DetachWheneverTheDeadTopHasPeers) {
+// the bind, so the top is made private first.
+TEST(PlannerStack, PrivateFirstWheneverTheDeadTopIsShared) {
     World w(table({
         {.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC, .optional = "shared:5"},
         {.id = 130, .parent = 90, .minor_no = NEW, .mp = SRC, .optional = "shared:9"},
@@ -599,11 +599,11 @@ TEST(PlannerStack, DetachWheneverTheDeadTopHasPeers) {
     w.strategy = Strategy::Stack;
     Plan p = w.plan();
     ASSERT_EQ(summary(p), (std::vector<std::string>{"bind-on-top@" + GLOBAL, "bind-on-top@" + VOL_U1}));
-    EXPECT_TRUE(p.actions[0].detach_from_peers);
-    EXPECT_TRUE(p.actions[1].detach_from_peers);
+    EXPECT_TRUE(p.actions[0].make_private_first);
+    EXPECT_TRUE(p.actions[1].make_private_first);
 }
 
-TEST(PlannerStack, NamespaceBindNeverDetaches) {
+TEST(PlannerStack, NamespaceBindNeverGoesPrivateFirst) {
     World w(restarted_source());
     w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
     w.strategy = Strategy::Stack;
@@ -616,10 +616,10 @@ TEST(PlannerStack, NamespaceBindNeverDetaches) {
     Plan p = w.plan();
     ASSERT_EQ(summary(p), (std::vector<std::string>{"bind-on-top@/data[4242]", "bind-on-top@/mirror[4242]",
                                                      "bind-on-top@" + VOL_U1}));
-    EXPECT_FALSE(p.actions[0].detach_from_peers);
-    EXPECT_FALSE(p.actions[1].detach_from_peers);
+    EXPECT_FALSE(p.actions[0].make_private_first);
+    EXPECT_FALSE(p.actions[1].make_private_first);
     EXPECT_EQ(p.actions[0].propagation, PropagationMode::Slave);
-    EXPECT_TRUE(p.actions[2].detach_from_peers);
+    EXPECT_TRUE(p.actions[2].make_private_first);
 }
 
 // Two dead layers at VOL_U1: 98 (OLD) under 140 (MID), and the source SRC
@@ -842,8 +842,8 @@ TEST(PlannerCapture, StaleTreeHealsFromTheRestartedSource) {
 // a peer (shared:6) of a read-only volume of another pod. A bind on it
 // propagates a copy onto every peer, and the copy onto the read-only volume
 // is read-write (the kubelet-stacked capture shows exactly this), yet
-// detach_from_peers is false because no peer lies outside root_dir.
-TEST(PlannerStack, DetachFromPeersWhenOtherPodVolumesArePeers) {
+// make_private_first is false because no peer lies outside root_dir.
+TEST(PlannerStack, PrivateFirstWhenOtherPodVolumesArePeers) {
     World w(table({
         {.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"},
         {.id = 98, .minor_no = OLD, .mp = VOL_U1, .vfs = "rw,nosuid,nodev", .optional = "shared:6"},
@@ -856,8 +856,8 @@ TEST(PlannerStack, DetachFromPeersWhenOtherPodVolumesArePeers) {
     w.read_write = true;
     Plan p = w.plan();
     ASSERT_EQ(summary(p), (std::vector<std::string>{"bind-on-top@" + VOL_U1, "bind-on-top@" + VOL_U2}));
-    EXPECT_TRUE(p.actions[0].detach_from_peers);
-    EXPECT_TRUE(p.actions[1].detach_from_peers);
+    EXPECT_TRUE(p.actions[0].make_private_first);
+    EXPECT_TRUE(p.actions[1].make_private_first);
 }
 
 // A subPath whose directory was removed through the FUSE mount shows root
