@@ -69,7 +69,10 @@ public:
         }
         for (const Target& t : in_.classes->targets) plan_target(t);
         if (in_.heal_namespaces && in_.namespaces && in_.healed)
-            for (const HealedTarget& h : *in_.healed) plan_namespace_copies(h.target, h.device, h.root, h.clone_path);
+            for (const HealedTarget& h : *in_.healed)
+                plan_namespace_copies(h.target, MountEntry{.device = h.device, .root = h.root, .fstype = h.fstype,
+                                                           .source = h.source},
+                                      h.clone_path);
         plan_.need_liveness.assign(need_.begin(), need_.end());
         return std::move(plan_);
     }
@@ -176,17 +179,18 @@ private:
         v.reason = "the source is back";
         const std::string clone = v.origin.clone_path();
         if (in_.heal_namespaces && in_.namespaces)
-            plan_namespace_copies(t.path, t.mount->device, t.mount->root, clone);
+            plan_namespace_copies(t.path, *t.mount, clone);
         add_action(t.path, 0, 0, *in_.host, *t.mount, clone);
     }
 
-    // Appends actions for every topmost mount of (device, root) in the
-    // other namespaces, each claimed once.
-    void plan_namespace_copies(const std::string& target, dev_t device, const std::string& root,
-                               const std::string& clone) {
-        auto it = ns_copies_.find({device, root});
+    // Appends actions for every topmost mount in the other namespaces that
+    // is a copy of `stale` (same device and root, and same fstype and mount
+    // source), each claimed once.
+    void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone) {
+        auto it = ns_copies_.find({stale.device, stale.root});
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
+            if (e->fstype != stale.fstype || e->source != stale.source) continue;
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
             add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone);
         }

@@ -112,6 +112,8 @@ struct HealedTarget {
     std::string target;
     dev_t device = 0;        // the dead superblock
     std::string root;        // the target's root in it
+    std::string fstype;      // its fstype and mount source: once the last host
+    std::string source;      // mount is gone, the device number can be reused
     std::string clone_path;
 };
 

@@ -379,7 +379,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             continue;
         }
         if (a.kind == ActionKind::UnmountDeadLayer) continue;
-        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, a.clone_path});
+        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
+                                              v->origin.source, a.clone_path});
         ++sum.healed;
         ++tr.heals;
         tr.failures = 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "core/model.h"
+#include "engine/liveness.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -44,6 +45,16 @@ Executor::Executor(KernelFeatures features, std::string root_dir)
     : features_(std::move(features)), root_dir_(std::move(root_dir)) {}
 
 Status Executor::execute(const HealAction& a) {
+    // A mount id and a device number can both be reused once the dead
+    // superblock's last mount is gone: where fusectl tells, require the
+    // connection to still be the aborted one, so a live mount is never
+    // touched. (Checked here, in the daemon's namespace: a container has no
+    // fusectl of its own.)
+    if (features_.fusectl) {
+        FusectlReading r = read_fusectl(features_.fusectl_dir, a.expected_device);
+        if (!r.present || !r.aborted)
+            return Error{"re-check", a.mountpoint, ESTALE, "its FUSE connection is no longer the dead one"};
+    }
     if (!a.in_host()) return execute_in_namespace(a);
     if (!path_is_within(a.mountpoint, root_dir_) || a.mountpoint == root_dir_)
         return Error{"refuse", a.mountpoint, EPERM, "outside " + root_dir_};

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -19,32 +21,13 @@
 namespace fh {
 namespace {
 
+using testing_support::spit;
+using testing_support::TempDir;
+
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/fh-engine-live-XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
-        if (!p) throw std::runtime_error("mkdtemp failed");
-        path_ = p;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const std::string& path() const { return path_; }
-    std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
 
-private:
-    std::string path_;
-};
-
-void spit(const std::string& path, const std::string& content) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-}
 
 // A fake fusectl tree: <dir>/<minor>/{max_background,waiting}.
 class FakeFusectl {

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,31 +24,12 @@
 namespace fh {
 namespace {
 
+using testing_support::spit;
+using testing_support::TempDir;
+
 namespace fs = std::filesystem;
 
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/fh-engine-proc-XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
-        if (!p) throw std::runtime_error("mkdtemp failed");
-        path_ = p;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const std::string& path() const { return path_; }
-    std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
 
-private:
-    std::string path_;
-};
-
-void spit(const std::string& path, const std::string& content) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-}
 
 const dev_t kFuseDev = ::makedev(0, 57);
 const dev_t kOtherFuseDev = ::makedev(0, 99);
