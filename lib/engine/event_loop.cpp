@@ -152,16 +152,9 @@ void Daemon::on_reload() {
     }
     if (options_.log_level_override) c.log_level = *options_.log_level_override;
     set_log_level(c.log_level);
-    if (c.match.root_dir != config_.match.root_dir) {
-        uv_poll_stop(&pods_poll_);
-        pods_ = std::make_unique<PodIndex>(c.match.root_dir);
-        pods_->rescan();
-        if (pods_->fd() >= 0) {
-            uv_poll_init(&loop_, &pods_poll_, pods_->fd());
-            pods_poll_.data = this;
-            uv_poll_start(&pods_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_pods_event(); });
-        }
-    }
+    // The index object stays (the heal worker looks volumes up in it); only
+    // its root changes. Its inotify fd stays the same, so the poll stays.
+    if (c.match.root_dir != config_.match.root_dir) pods_->set_root_dir(c.match.root_dir);
     uv_timer_stop(&safety_timer_);
     if (c.safety_scan_interval.count() > 0)
         uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },

@@ -109,6 +109,15 @@ void PodIndex::scan_dir(const std::string& path, int depth) {
     for (const auto& s : subdirs) scan_dir(s, depth + 1);
 }
 
+void PodIndex::set_root_dir(std::string root_dir) {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        root_dir_ = std::move(root_dir);
+        pods_dir_ = root_dir_ + "/pods";
+    }
+    rescan();
+}
+
 void PodIndex::rescan() {
     if (fd_ >= 0) {
         for (const auto& [wd, p] : wd_to_path_) ::inotify_rm_watch(fd_, wd);
@@ -166,10 +175,10 @@ int PodIndex::handle_events() {
 }
 
 std::optional<VolumeData> PodIndex::lookup(const std::string& target) const {
+    std::lock_guard<std::mutex> lock(mu_);
     auto where = parse_pod_path(target, root_dir_);
     if (!where) return std::nullopt;
     const std::string vol_dir = pods_dir_ + "/" + where->pod_uid + "/volumes/" + kCsiPlugin + "/" + where->volume;
-    std::lock_guard<std::mutex> lock(mu_);
     auto it = volumes_.find(vol_dir);
     if (it == volumes_.end()) return std::nullopt;
     return it->second;

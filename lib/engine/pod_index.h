@@ -35,6 +35,9 @@ public:
     // Rebuilds the whole index from the tree (also (re)adding watches).
     void rescan();
 
+    // Points the index at another <root_dir> (a reloaded config) and rescans.
+    void set_root_dir(std::string root_dir);
+
     // Returns the vol_data.json of the CSI volume a target path belongs to:
     // pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount -> that volume's file;
     // pods/<uid>/volume-subpaths/<vol>/... -> the volume named <vol> of pod <uid>.
@@ -53,7 +56,7 @@ private:
     void add_watch(const std::string& path, int depth);
     void load_vol_data(const std::string& vol_dir);
 
-    std::string root_dir_;
+    std::string root_dir_;   // written by the loop thread under mu_; lookup() reads it
     std::string pods_dir_;
     int fd_ = -1;
     bool degraded_ = false;
