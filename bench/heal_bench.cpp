@@ -127,8 +127,16 @@ Options parse_options(int argc, char** argv) {
             v = a.substr(eq + 1);
             a = a.substr(0, eq);
         } else if (a == "--help" || a == "-h") {
-            usage("help");
+            std::printf("heal_bench: heal latency and idle CPU of fuse-healerd (see docs/PERFORMANCE.md)\n");
+            std::printf("usage: heal_bench [--targets 1,100,1000] [--cycles 20] [--warmup 1] [--idle-seconds 60]\n"
+                        "                  [--idle-targets N] [--containers 10] [--probe-interval-us 100000]\n"
+                        "                  [--cycle-timeout 300] [--daemon PATH] [--keep-logs DIR]\n");
+            std::exit(0);
         } else {
+            static const char* known[] = {"--targets", "--cycles", "--warmup", "--idle-seconds", "--idle-targets",
+                                          "--containers", "--probe-interval-us", "--cycle-timeout", "--daemon",
+                                          "--keep-logs"};
+            if (std::find(std::begin(known), std::end(known), a) == std::end(known)) usage("unknown option " + a);
             if (i + 1 >= argc) usage(a + " needs a value");
             v = argv[++i];
         }

@@ -194,6 +194,11 @@ private:
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
             add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone);
         }
+        // Every target of the same (device, root) is a bind of the same
+        // directory of the same superblock: its copies are all claimed now.
+        // Dropping them keeps planning linear when a thousand pods bind one
+        // dataset.
+        ns_copies_.erase(it);
     }
 
     // Appends the action that heals the dead topmost mount `top` of `table`.

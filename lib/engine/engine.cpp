@@ -305,27 +305,93 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
         if (budget < 0) budget = static_cast<int>(plan.actions.size()) * 3 + 8;
 
-        // The first action whose target is not backing off and whose source answers.
-        const HealAction* next = nullptr;
+        // Carry out the plan's actions in order, one mountpoint at a time
+        // (each swap completes before the next begins), skipping targets
+        // that back off or whose source does not answer. The executor
+        // re-checks each mountpoint right before acting; when it finds the
+        // table moved (ESTALE) the batch stops and the tables are read again.
+        // After the batch they are read again anyway, and planned again
+        // until nothing is left to do.
+        std::map<std::string, const TargetVerdict*> verdict_of;
+        for (const auto& x : plan.verdicts) verdict_of[x.target] = &x;
+        std::set<std::uint64_t> changed_namespaces;
+        int executed = 0;
+        bool out_of_budget = false;
         for (const HealAction& a : plan.actions) {
             Track& tr = tracks_[a.target];
-            if (tr.failures > 0 && now < tr.retry_at) continue;
+            const TargetVerdict* v = verdict_of[a.target];
+            if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
             if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
                 Status s = prober_.probe_path(a.clone_path);
                 if (!s) {
-                    back_off(tr, now);
-                    const auto* v = &*std::find_if(plan.verdicts.begin(), plan.verdicts.end(),
-                                                   [&](const TargetVerdict& x) { return x.target == a.target; });
-                    emit(HealEvent::Kind::HealFailed, tr, v, "the new source does not serve " + a.clone_path +
-                         ": " + s.error().message(), now, trigger);
+                    back_off(tr, Clock::now());
+                    emit(HealEvent::Kind::HealFailed, tr, v,
+                         "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
+                         trigger);
                     continue;
                 }
                 ready_sources.insert(a.clone_path);
             }
-            next = &a;
-            break;
+            if (budget-- == 0) {
+                spdlog::error("reconcile step did not converge; stopping it here");
+                out_of_budget = true;
+                break;
+            }
+            if (a.in_host()) host_stale = true;
+            else changed_namespaces.insert(a.ns_inode);
+            const auto t0 = Clock::now();
+            Status s = executor_.execute(a);
+            const auto t1 = Clock::now();
+            ++executed;
+            ++sum.actions;
+            tr.heal_us += micros(t1 - t0);
+            spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
+                          a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
+                          s ? "ok" : s.error().message());
+            if (!s) {
+                if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
+                    host_stale = true;
+                    break;
+                }
+                ++sum.failures;
+                back_off(tr, t1);  // its later actions in this batch are skipped
+                emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
+                continue;
+            }
+            if (!a.in_host()) {
+                ++tr.ns_healed;
+                continue;
+            }
+            if (a.kind == ActionKind::UnmountDeadLayer) continue;
+            if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
+                                                  v->origin.source, a.clone_path});
+            ++sum.healed;
+            ++tr.heals;
+            tr.failures = 0;
+            tr.last_outage_us = micros(t1 - tr.outage_start);
+            emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
+            tr.in_outage = false;
+            tr.heal_us = 0;
+            tr.ns_healed = 0;
+            tr.state = TargetState::Healthy;
         }
-        if (!next && !healed_.empty() && heal_namespaces && !walked) {
+        // Re-read the namespaces we changed; drop those whose process is gone.
+        for (auto it = namespaces.begin(); it != namespaces.end();) {
+            if (!changed_namespaces.count(it->ns_inode)) {
+                ++it;
+                continue;
+            }
+            auto t = read_mountinfo(settings_.proc_root + "/" + std::to_string(it->pid) + "/mountinfo");
+            if (t) {
+                it->table = std::move(*t);
+                ++it;
+            } else {
+                it = namespaces.erase(it);
+            }
+        }
+        if (out_of_budget) break;
+        if (executed > 0) continue;
+        if (!healed_.empty() && heal_namespaces && !walked) {
             // Heals done from remembered namespaces: walk /proc once more for
             // containers started during the outage that still hold a copy.
             std::set<dev_t> devs;
@@ -337,59 +403,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 continue;
             }
         }
-        if (!next || budget-- == 0) {
-            if (next) spdlog::error("reconcile step did not converge; stopping it here");
-            break;
-        }
-
-        const HealAction a = *next;
-        Track& tr = tracks_[a.target];
-        if (a.in_host()) host_stale = true;
-        const auto t0 = Clock::now();
-        Status s = executor_.execute(a);
-        const auto t1 = Clock::now();
-        ++sum.actions;
-        tr.heal_us += micros(t1 - t0);
-        spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
-                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
-                      s ? "ok" : s.error().message());
-        const TargetVerdict* v = nullptr;
-        for (const auto& x : plan.verdicts)
-            if (x.target == a.target) v = &x;
-        if (!s) {
-            if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
-                host_stale = true;
-                continue;
-            }
-            ++sum.failures;
-            back_off(tr, t1);
-            emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
-            continue;
-        }
-        if (!a.in_host()) {
-            ++tr.ns_healed;
-            // Re-read the namespace we changed; drop it when its process is gone.
-            for (auto it = namespaces.begin(); it != namespaces.end(); ++it) {
-                if (it->ns_inode != a.ns_inode) continue;
-                auto t = read_mountinfo(settings_.proc_root + "/" + std::to_string(a.ns_pid) + "/mountinfo");
-                if (t) it->table = std::move(*t);
-                else namespaces.erase(it);
-                break;
-            }
-            continue;
-        }
-        if (a.kind == ActionKind::UnmountDeadLayer) continue;
-        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
-                                              v->origin.source, a.clone_path});
-        ++sum.healed;
-        ++tr.heals;
-        tr.failures = 0;
-        tr.last_outage_us = micros(t1 - tr.outage_start);
-        emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
-        tr.in_outage = false;
-        tr.heal_us = 0;
-        tr.ns_healed = 0;
-        tr.state = TargetState::Healthy;
+        break;
     }
 
     if (walked) healed_.clear();  // the walk saw every namespace after those heals
