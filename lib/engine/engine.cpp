@@ -90,6 +90,8 @@ void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v,
     e.outage_us = tr.in_outage ? micros(now - tr.outage_start) : 0;
     e.heal_us = tr.heal_us;
     e.since_event_us = trigger == Clock::time_point{} ? 0 : micros(now - trigger);
+    if (trigger != Clock::time_point{} && tr.heal_started != Clock::time_point{})
+        e.start_after_event_us = micros(tr.heal_started - trigger);
     e.namespaces_healed = tr.ns_healed;
     e.reason = std::move(reason);
     observer_(e);
@@ -340,6 +342,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             if (a.in_host()) host_stale = true;
             else changed_namespaces.insert(a.ns_inode);
             const auto t0 = Clock::now();
+            if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
             Status s = executor_.execute(a);
             const auto t1 = Clock::now();
             ++executed;
@@ -372,6 +375,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
             tr.in_outage = false;
             tr.heal_us = 0;
+            tr.heal_started = {};
             tr.ns_healed = 0;
             tr.state = TargetState::Healthy;
         }

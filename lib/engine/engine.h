@@ -45,6 +45,7 @@ struct HealEvent {
     std::int64_t outage_us = 0;      // since the outage was first seen
     std::int64_t heal_us = 0;        // time spent acting on this target (all its mounts)
     std::int64_t since_event_us = 0; // from the event that started the reconcile to healed
+    std::int64_t start_after_event_us = 0;  // from that event to this target's first action
     int namespaces_healed = 0;       // container copies healed with it
     std::string reason;        // why broken/failed/skipped
 };
@@ -120,6 +121,7 @@ private:
         int failures = 0;
         Clock::time_point retry_at{};
         std::int64_t heal_us = 0;   // action time accumulated in this heal
+        Clock::time_point heal_started{};  // this heal's first action, {} before it
         int ns_healed = 0;
         std::string fstype;
         TargetKind kind = TargetKind::Volume;

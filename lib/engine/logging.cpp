@@ -70,8 +70,10 @@ void log_heal_event(const HealEvent& e) {
         spdlog::warn("mount broken: {}{} reason=\"{}\"", who, src, e.reason);
         break;
     case HealEvent::Kind::Healed:
-        spdlog::info("mount healed: {}{} strategy={} namespaces_healed={} outage_us={} heal_us={} since_event_us={}",
-                     who, src, e.strategy, e.namespaces_healed, e.outage_us, e.heal_us, e.since_event_us);
+        spdlog::info("mount healed: {}{} strategy={} namespaces_healed={} outage_us={} heal_us={} "
+                     "start_after_event_us={} since_event_us={}",
+                     who, src, e.strategy, e.namespaces_healed, e.outage_us, e.heal_us, e.start_after_event_us,
+                     e.since_event_us);
         break;
     case HealEvent::Kind::HealFailed:
         spdlog::error("failed to heal, will retry: {}{} strategy={} outage_us={} error=\"{}\"", who, src, e.strategy,
