@@ -75,7 +75,10 @@ int run_fuse_healerd(int argc, char** argv) {
     }
     auto loaded = load_config(config_path, is_default);
     if (auto* err = std::get_if<ConfigError>(&loaded)) {
-        std::cerr << "fuse-healerd: config error: " << err->to_string() << "\n";
+        if (stderr_is_journal() && !check_only)
+            log_config_error("fuse-healerd: config error", *err);  // with CONFIG_FILE=, CONFIG_LINE=
+        else
+            std::cerr << "fuse-healerd: config error: " << err->to_string() << "\n";
         return kExitConfig;
     }
     Config config = std::get<Config>(loaded);

@@ -140,7 +140,7 @@ void Daemon::on_reload() {
     sd_notify(0, "RELOADING=1");
     auto loaded = load_config(options_.config_path, options_.config_path_is_default);
     if (auto* err = std::get_if<ConfigError>(&loaded)) {
-        spdlog::error("failed to reload the config, keeping the old one: {}", err->to_string());
+        log_config_error("failed to reload the config, keeping the old one", *err);
         sd_notify(0, "READY=1");
         return;
     }

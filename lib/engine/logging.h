@@ -18,6 +18,11 @@ void set_log_level(LogLevel level);
 // Returns true when stderr is the journal stream systemd gave us.
 bool stderr_is_journal();
 
+// Logs a config error ("<what>: file:line:column: message"); in the journal
+// it carries MESSAGE_ID, CONFIG_FILE= and CONFIG_LINE= (and CONFIG_COLUMN=).
+// Works before setup_logging() too (at start, when the config is read).
+void log_config_error(const std::string& what, const ConfigError& err);
+
 // Logs one heal event as one line with every field an operator needs:
 // target, pod uid, volume, source, fstype, strategy, outage so far and heal
 // duration in microseconds.
