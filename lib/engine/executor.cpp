@@ -82,7 +82,10 @@ Status Executor::execute_in_namespace(const HealAction& a) {
     struct stat st {};
     if (::fstat(ns_fd.get(), &st) != 0) return errno_error("fstat", ns_path);
     if (st.st_ino != a.ns_inode) return Error{"pin namespace", ns_path, ESTALE, "pid now in another namespace"};
-    if (::syscall(SYS_pidfd_send_signal, pidfd->get(), 0, nullptr, 0) != 0)
+    // Signal 0 only asks "still running?": ESRCH means gone. EPERM (a process
+    // of another uid, without CAP_KILL) means it exists, which is all we ask,
+    // so the service needs no CAP_KILL.
+    if (::syscall(SYS_pidfd_send_signal, pidfd->get(), 0, nullptr, 0) != 0 && errno != EPERM)
         return errno_error("pin namespace", "pid " + std::to_string(a.ns_pid));
 
     sys::UniqueFd proc_fd(::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
