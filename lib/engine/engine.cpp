@@ -262,6 +262,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             learn(c, *host, liveness);
             host_stale = false;
         }
+        if (heal_namespaces && !views_loaded && !known_namespaces_.empty() &&
+            std::any_of(tracks_.begin(), tracks_.end(), [](const auto& t) { return t.second.in_outage; })) {
+            // An outage is under way and its containers are known: read them
+            // now, so the first plan of this step can already heal.
+            namespaces = reread_known_namespaces(known_namespaces_devices_);
+            views_loaded = true;
+        }
 
         PlanInput in;
         in.rules = &config_.match;
