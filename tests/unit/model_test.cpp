@@ -5,6 +5,8 @@
 #include "core/model.h"
 
 #include <gtest/gtest.h>
+
+#include "capture_paths.h"
 #include <sys/sysmacros.h>
 
 #include <string>
@@ -12,6 +14,8 @@
 
 namespace fh {
 namespace {
+
+using namespace capture;
 
 const std::string K = "/var/lib/kubelet";
 const std::string SRC = "/run/fh/ds1/fuse";  // where the FUSE daemon mounts
@@ -459,32 +463,7 @@ TEST(Model, OriginFromTableNoneWithoutSource) {
 
 // --- captured tables (tests/data/README.md) -------------------------------------
 
-const std::string kData = FH_TEST_DATA_DIR;
-const std::string CT = "/tmp/fhcap";
-const std::string CK = CT + "/kubelet";
-const std::string CSRC = CT + "/runtime/ds1/fuse";
-const std::string CSRC2 = CT + "/runtime/ds2/fuse";
-const std::string CPOD1 = "0b6f1c1e-4a52-4c0e-9a51-6f1f2b8e9d01";
-const std::string CPOD2 = "5d2e7a90-13c4-4b8f-8e3d-2c7a9f04b6e2";
-const std::string CPOD3 = "9e8d7c6b-5a4f-4e3d-8c1b-0a9f8e7d6c5b";
-const std::string CGLOBAL = CK + "/plugins/kubernetes.io/csi/fuse.csi.fluid.io/"
-                                 "3f1c9a8e5b2d4c6f8a0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f1a3c5e7b9d1f3a/"
-                                 "globalmount";
-const std::string CVOL1 = CK + "/pods/" + CPOD1 + "/volumes/kubernetes.io~csi/pvc-1/mount";
-const std::string CSUB1 = CK + "/pods/" + CPOD1 + "/volume-subpaths/pvc-1/app/0";
-const std::string CVOL1B = CK + "/pods/" + CPOD1 + "/volumes/kubernetes.io~csi/pvc-2/mount";
-const std::string CVOL2 = CK + "/pods/" + CPOD2 + "/volumes/kubernetes.io~csi/pvc-1/mount";
-const std::string CVOL3 = CK + "/pods/" + CPOD3 + "/volumes/kubernetes.io~csi/my vol\\1/mount";
-const std::string CSUB3 = CK + "/pods/" + CPOD3 + "/volume-subpaths/my vol\\1/tab\tand\nnewline/0";
 
-MountTable load(const std::string& name) {
-    auto r = read_mountinfo(kData + "/" + name);
-    if (!r) {
-        ADD_FAILURE() << r.error().message();
-        return {};
-    }
-    return *r;
-}
 
 MatchRules capture_rules() {
     MatchRules r;
