@@ -463,8 +463,6 @@ TEST(Model, OriginFromTableNoneWithoutSource) {
 
 // --- captured tables (tests/data/README.md) -------------------------------------
 
-
-
 MatchRules capture_rules() {
     MatchRules r;
     r.root_dir = CK;

@@ -743,8 +743,6 @@ TEST(Planner, ToStringNames) {
 
 // --- captured tables (tests/data/README.md) -------------------------------------
 
-
-
 World capture_world(const std::string& name) {
     MountTable t = load(name);
     World w(MountTable{});
