@@ -66,8 +66,12 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
     auto on = [&](const char* name, bool present) { return present && !disabled.count(name); };
     f.open_tree = on(kFeatureOpenTree, probe_open_tree());
     f.mount_setattr = on(kFeatureMountSetattr, probe_mount_setattr());
-    // BENEATH is only useful with a detached clone to move.
-    f.move_mount_beneath = f.open_tree && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
+    // BENEATH is only useful with a detached clone to move, whose flags and
+    // propagation are set before it is attached (mount_setattr): a replace
+    // has no later moment to fix them. Every kernel with BENEATH (6.5) has
+    // both, so only a forced fallback makes this matter.
+    f.move_mount_beneath =
+        f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
     if (!disabled.count(kFeatureFusectl)) {
         bool mounted = is_fusectl_mounted(fusectl_dir);

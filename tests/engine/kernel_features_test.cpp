@@ -65,10 +65,12 @@ TEST(KernelFeatures, FusectlIsOffWhenNotMountedThereAndNotAskedToMount) {
     EXPECT_FALSE(missing.fusectl);
 }
 
-TEST(KernelFeatures, BeneathImpliesOpenTree) {
+TEST(KernelFeatures, BeneathImpliesOpenTreeAndMountSetattr) {
     KernelFeatures no_tree = detect_kernel_features({"open_tree"}, "/nonexistent", false);
     EXPECT_FALSE(no_tree.open_tree);
     EXPECT_FALSE(no_tree.move_mount_beneath);
+    KernelFeatures no_setattr = detect_kernel_features({"mount_setattr"}, "/nonexistent", false);
+    EXPECT_FALSE(no_setattr.move_mount_beneath) << "a replace sets flags on the clone before attaching it";
     KernelFeatures no_beneath = detect_kernel_features({"move_mount_beneath"}, "/nonexistent", false);
     EXPECT_FALSE(no_beneath.move_mount_beneath);
     EXPECT_TRUE(contains(no_beneath.describe(), "move_mount_beneath=no(disabled)")) << no_beneath.describe();

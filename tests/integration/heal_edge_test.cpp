@@ -10,7 +10,6 @@
 //   DaemonKilled...      a SIGKILLed healer resumes from its state file
 //   StackStrategy...     "stack": at most one dead layer, nothing on the source
 //   BindFs / SquashFuse  foreign FUSE implementations
-//   Disabled...          old-kernel fallbacks (statx instead of fusectl, ...)
 //   StaleCopy...         a stale copy outside the kubelet root vs the origin
 //   UnrelatedMount...    a recycled device number never makes a live mount a target
 //
@@ -995,65 +994,8 @@ TEST_F(HealEdge, BasicHealWithBindFs) { basic_heal_with(FuseKind::BindFs, "/usr/
 TEST_F(HealEdge, BasicHealWithSquashFuse) { basic_heal_with(FuseKind::SquashFuse, "/usr/bin/squashfuse"); }
 
 // ---- (l) old-kernel fallbacks ------------------------------------------------------------------
-
-namespace {
-
-// The basic heal (host volume + subPath, a slave and a private container)
-// with kernel features forced off. `log_needle` is what the startup line
-// must say about the fallback in use.
-void basic_heal_without(const std::vector<std::string>& features, const std::string& log_needle) {
-    Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    const std::string sub = sb.pod_subpath_path("pod-a", "vol", "app", 0);
-    csi_bind(source, "", pod, true);
-    csi_bind(source, "sub", sub, true);
-    Container slave(sb), priv(sb);
-    slave.start(pod, ContainerPropagation::Slave, "generation");
-    priv.start(pod, ContainerPropagation::Private, "generation");
-    ASSERT_TRUE(container_reads(slave, gen(1)));
-    ASSERT_TRUE(container_reads(priv, gen(1)));
-
-    std::vector<std::string> args;
-    for (const auto& f : features) {
-        args.push_back("--disable-kernel-feature");
-        args.push_back(f);
-    }
-    Daemon d(sb);
-    start_daemon(d, sb, {pod, sub}, "", args);
-    EXPECT_FALSE(lines_with(d.log(), {log_needle}).empty()) << tail(d.log());
-    fuse.kill9();
-    ASSERT_TRUE(container_broken(slave));
-    fuse.supervisor_restart(2);
-
-    EXPECT_TRUE(host_reads(pod + "/generation", gen(2))) << tail(d.log());
-    EXPECT_TRUE(host_reads(sub + "/inner", inner(2))) << tail(d.log());
-    EXPECT_TRUE(container_reads(slave, gen(2))) << slave.last()->state << "\n" << tail(d.log());
-    EXPECT_TRUE(container_reads(priv, gen(2))) << priv.last()->state << "\n" << tail(d.log());
-    EXPECT_TRUE(d.wait_for_log(event_for("mount healed", pod), kHealTimeout)) << tail(d.log());
-    const std::string live = fuse.mount().device;
-    for (const auto& t : {pod, sub}) {
-        auto top = topmost_at(t);
-        ASSERT_TRUE(top) << t;
-        EXPECT_EQ(top->device, live) << top->raw;
-        EXPECT_TRUE(top->read_only()) << top->raw;
-        EXPECT_EQ(count_mounts_at(t), 1) << to_text(fuse_map());
-    }
-    EXPECT_EQ(count_mounts_at(source), 1);
-    EXPECT_TRUE(lines_with(d.log(), {"failed to heal"}).empty()) << joined(lines_with(d.log(), {"failed to heal"}));
-    for (Container* c : {&slave, &priv})
-        EXPECT_TRUE(bad_states(*c, {gen(1), gen(2)}).empty()) << ::testing::PrintToString(c->state_sequence());
-}
-
-}  // namespace
-
-TEST_F(HealEdge, DisabledFusectlUsesStatxAndHeals) { basic_heal_without({"fusectl"}, "death detection=statx"); }
-
-TEST_F(HealEdge, DisabledOpenat2Heals) { basic_heal_without({"openat2"}, "openat2=no(disabled)"); }
-
-TEST_F(HealEdge, DisabledMountSetattrHeals) { basic_heal_without({"mount_setattr"}, "mount_setattr=no(disabled)"); }
+// In daemon_test.cpp (KernelFallbacks): every forced fallback heals a volume,
+// a subPath, a HostToContainer and a private container.
 
 // ---- a stale copy of the source outside the kubelet root ----------------------------------------
 
