@@ -1,5 +1,8 @@
 #include "core/planner.h"
 
+#include <sys/sysmacros.h>
+
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -109,13 +112,8 @@ private:
     // the source path.
     std::string source_not_ready(const Origin& origin, const MountEntry& stale) {
         const MountEntry* src = in_.host->topmost_at(origin.source_path);
-        if (!src) return "source " + origin.source_path + " is not mounted yet";
-        if (src->device == stale.device) return "source " + origin.source_path + " still holds the dead filesystem";
-        if (!is_fuse_fstype(src->fstype, in_.rules->fs_types) || src->root != "/")
-            return "source " + origin.source_path + " holds a " + src->fstype +
-                   " mount that is not a FUSE filesystem root";
-        if (src->fstype != origin.fstype)
-            return "source " + origin.source_path + " came back as " + src->fstype + ", expected " + origin.fstype;
+        std::string why = source_mount_problem(src, origin.source_path, origin.fstype, stale.device, *in_.rules);
+        if (!why.empty()) return why;
         switch (require(src->device)) {
         case Liveness::Unknown: return "waiting for the new source's liveness";
         case Liveness::Dead: return "the new source is dead too";
@@ -255,9 +253,86 @@ private:
         ns_copies_;
 };
 
+// Returns a device number that no mount of `table` has, for a mount that
+// does not exist yet. Majors of 4095 are never handed out by the kernel's
+// anonymous or block device allocators in practice; the loop makes sure.
+dev_t unused_device(const MountTable& table, std::set<dev_t>& taken) {
+    if (taken.empty())
+        for (const MountEntry& e : table.entries()) taken.insert(e.device);
+    dev_t d = makedev(4095, 0xfffff);
+    while (taken.count(d)) --d;
+    taken.insert(d);
+    return d;
+}
+
 } // namespace
 
 Plan plan_heals(const PlanInput& in) { return Planner(in).run(); }
+
+std::string source_mount_problem(const MountEntry* src, const std::string& source_path, const std::string& fstype,
+                                 dev_t dead_device, const MatchRules& rules) {
+    if (!src) return "source " + source_path + " is not mounted yet";
+    if (src->device == dead_device) return "source " + source_path + " still holds the dead filesystem";
+    if (!is_fuse_fstype(src->fstype, rules.fs_types) || src->root != "/")
+        return "source " + source_path + " holds a " + src->fstype + " mount that is not a FUSE filesystem root";
+    if (src->fstype != fstype) return "source " + source_path + " came back as " + src->fstype + ", expected " + fstype;
+    return "";
+}
+
+ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
+    ArmedHeals armed;
+    std::map<std::string, std::size_t> index;  // source path -> index in armed.sources
+    for (const TargetVerdict& v : plan.verdicts) {
+        if (v.state != TargetState::Broken || !v.has_origin) continue;
+        auto [it, added] = index.emplace(v.origin.source_path, armed.sources.size());
+        if (added) armed.sources.push_back(AwaitedSource{v.origin.source_path, v.origin.fstype, {}});
+        // Two targets waiting on one path with different fstypes cannot both
+        // be satisfied by one mount; the first one's fstype is armed and the
+        // other target is left to the full plan.
+        auto& devs = armed.sources[it->second].dead_devices;
+        if (std::find(devs.begin(), devs.end(), v.device) == devs.end()) devs.push_back(v.device);
+    }
+    if (armed.sources.empty()) return armed;
+
+    // The table as it will be once every awaited source is back: a live
+    // FUSE root of the expected fstype on top of whatever is at the path.
+    std::vector<MountEntry> entries = in.host->entries();
+    LivenessMap liveness = *in.liveness;
+    std::set<dev_t> taken;
+    int next_id = 1;
+    for (const MountEntry& e : entries) next_id = std::max(next_id, e.mount_id + 1);
+    for (const AwaitedSource& s : armed.sources) {
+        MountEntry m;
+        m.mount_id = next_id++;
+        const MountEntry* below = in.host->topmost_at(s.source_path);
+        m.parent_id = below ? below->mount_id : 0;
+        m.device = unused_device(*in.host, taken);
+        m.root = "/";
+        m.mountpoint = s.source_path;
+        m.fstype = s.fstype;
+        entries.push_back(std::move(m));
+        liveness[entries.back().device] = Liveness::Alive;
+    }
+    const MountTable future(std::move(entries));
+    const Classification classes = classify(future, *in.rules, in.origins);
+    PlanInput future_in = in;
+    future_in.host = &future;
+    future_in.classes = &classes;
+    future_in.liveness = &liveness;
+    Plan future_plan = plan_heals(future_in);
+
+    std::map<std::string, const TargetVerdict*> healing;  // target -> its verdict in the future plan
+    for (const TargetVerdict& v : future_plan.verdicts)
+        if (v.state == TargetState::Healing && index.count(v.origin.source_path)) healing[v.target] = &v;
+    for (const auto& [target, v] : healing) armed.verdicts.push_back(*v);
+    for (HealAction& a : future_plan.actions) {
+        auto it = healing.find(a.target);
+        if (it == healing.end()) continue;  // e.g. a copy of a target healed earlier
+        armed.action_source.push_back(index.at(it->second->origin.source_path));
+        armed.actions.push_back(std::move(a));
+    }
+    return armed;
+}
 
 OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules) {
     OriginMap out;

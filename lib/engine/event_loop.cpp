@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/logging.h"
+#include "engine/mount_query.h"
 
 namespace fh {
 
@@ -194,15 +195,21 @@ int Daemon::run() {
     store_ = std::make_unique<StateStore>(config_.state_dir);
     pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
     pods_->rescan();
+    EngineSettings settings{"/proc/self/mountinfo", "/proc", features_.open_tree, {}};
+    if (features_.statmount)
+        settings.source_lookup = [openat2 = features_.openat2](const std::string& path) {
+            return mount_at_path(path, openat2);
+        };
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [](const HealEvent& e) { log_heal_event(e); },
-        [this](const std::string& target) { return pods_->lookup(target); },
-        EngineSettings{"/proc/self/mountinfo", "/proc", features_.open_tree});
+        [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");
-    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} kernel: {}",
+    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), prober_->method(),
+                 features_.statmount ? "statmount (heals armed while a source is down)"
+                                     : "mountinfo (the whole table read per event)",
                  features_.describe());
 
     // Mount events: libmount's kernel monitor wakes on POLLPRI of
