@@ -72,10 +72,20 @@ public:
         }
         for (const Target& t : in_.classes->targets) plan_target(t);
         if (in_.heal_namespaces && in_.namespaces && in_.healed)
-            for (const HealedTarget& h : *in_.healed)
+            for (const HealedTarget& h : *in_.healed) {
+                // Only while the source it was healed from still serves: in a
+                // crash loop it may be dead or gone again by now.
+                const MountEntry* src = in_.host->topmost_at(h.source_path);
+                if (!source_mount_problem(src, h.source_path, h.fstype, h.device, *in_.rules).empty() ||
+                    require(src->device) != Liveness::Alive)
+                    continue;
+                // And only while its old superblock is the dead one: its
+                // number may have been handed to another live mount.
+                if (require(h.device) != Liveness::Dead) continue;
                 plan_namespace_copies(h.target, MountEntry{.device = h.device, .root = h.root, .fstype = h.fstype,
                                                            .source = h.source},
-                                      h.clone_path);
+                                      h.clone_path, src->device);
+            }
         plan_.need_liveness.assign(need_.begin(), need_.end());
         return std::move(plan_);
     }
@@ -176,21 +186,23 @@ private:
         v.state = TargetState::Healing;
         v.reason = "the source is back";
         const std::string clone = v.origin.clone_path();
+        const dev_t source_device = in_.host->topmost_at(v.origin.source_path)->device;
         if (in_.heal_namespaces && in_.namespaces)
-            plan_namespace_copies(t.path, *t.mount, clone);
-        add_action(t.path, 0, 0, *in_.host, *t.mount, clone);
+            plan_namespace_copies(t.path, *t.mount, clone, source_device);
+        add_action(t.path, 0, 0, *in_.host, *t.mount, clone, source_device);
     }
 
     // Appends actions for every topmost mount in the other namespaces that
     // is a copy of `stale` (same device and root, and same fstype and mount
     // source), each claimed once.
-    void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone) {
+    void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone,
+                               dev_t source_device) {
         auto it = ns_copies_.find({stale.device, stale.root});
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
             if (e->fstype != stale.fstype || e->source != stale.source) continue;
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
-            add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone);
+            add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone, source_device);
         }
         // Every target of the same (device, root) is a bind of the same
         // directory of the same superblock: its copies are all claimed now.
@@ -200,8 +212,8 @@ private:
     }
 
     // Appends the action that heals the dead topmost mount `top` of `table`.
-    void add_action(const std::string& target, int pid, std::uint64_t ns_inode,
-                    const MountTable& table, const MountEntry& top, const std::string& clone) {
+    void add_action(const std::string& target, int pid, std::uint64_t ns_inode, const MountTable& table,
+                    const MountEntry& top, const std::string& clone, dev_t source_device) {
         HealAction a;
         a.target = target;
         a.ns_pid = pid;
@@ -210,6 +222,7 @@ private:
         a.expected_mount_id = top.mount_id;
         a.expected_device = top.device;
         a.clone_path = clone;
+        a.source_device = source_device;
         a.flags = top.flags;
         a.propagation = propagation_mode_of(top.propagation);
         // Any strategy first sheds extra dead layers (left by a stacking
@@ -218,6 +231,7 @@ private:
         if (dead_layers_at(table, top) > 1) {
             a.kind = ActionKind::UnmountDeadLayer;
             a.clone_path.clear();
+            a.source_device = 0;
         } else if (in_.strategy == Strategy::Replace) {
             a.kind = ActionKind::Replace;
         } else {

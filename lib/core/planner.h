@@ -68,6 +68,11 @@ struct HealAction {
     int expected_mount_id = 0;     // the stale mount that must still be topmost there
     dev_t expected_device = 0;     // its (dead) superblock
     std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
+    // The live superblock a clone of clone_path must belong to: the source
+    // may die or be unmounted between planning and acting, and a clone of
+    // what is then at the path (a dead FUSE mount, or the empty directory
+    // under it) must never be attached. 0 for UnmountDeadLayer.
+    dev_t source_device = 0;
     MountFlags flags;              // per-mount flags for the new mount
     PropagationMode propagation = PropagationMode::Shared;
     // Stack strategy only: the dead top is shared, so a bind on it would be
@@ -114,7 +119,8 @@ struct HealedTarget {
     std::string root;        // the target's root in it
     std::string fstype;      // its fstype and mount source: once the last host
     std::string source;      // mount is gone, the device number can be reused
-    std::string clone_path;
+    std::string source_path; // where it was healed from: copies are healed only
+    std::string clone_path;  // while a live mount of `fstype` is still there
 };
 
 struct PlanInput {
@@ -124,7 +130,7 @@ struct PlanInput {
     const LivenessMap* liveness = nullptr;
     const OriginMap* origins = nullptr;       // learned earlier (persisted)
     const std::vector<NamespaceView>* namespaces = nullptr;  // may be null
-    const std::vector<HealedTarget>* healed = nullptr;       // may be null
+    const std::vector<HealedTarget>* healed = nullptr;       // may be null; their devices need liveness too
     Strategy strategy = Strategy::Replace;
     bool read_write = false;       // [heal] read_write
     bool heal_namespaces = true;   // [heal] namespaces

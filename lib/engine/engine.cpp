@@ -206,27 +206,47 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
     return out;
 }
 
+void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness) {
+    // The dead superblocks of targets healed earlier, whose copies a
+    // container started during the outage may still hold. Once its last
+    // mount is gone a device number is handed to the next mount, maybe one
+    // of another dataset that other containers copy; the planner heals a
+    // copy only while its device is still the dead superblock. fusectl
+    // tells at once. Without it, the host mounts are gone, so one copy is
+    // probed through its process's root (/proc/<pid>/root/<mountpoint>),
+    // with the same statx probe and timeout as any other.
+    std::vector<std::pair<dev_t, std::string>> probe;
+    for (const HealedTarget& h : healed_) {
+        if (liveness.count(h.device)) continue;
+        if (Liveness l = prober_.fusectl_state(h.device); l != Liveness::Unknown) {
+            liveness[h.device] = l;
+            continue;
+        }
+        for (const NamespaceView& ns : namespaces) {
+            auto copies = ns.table.with_device(h.device);
+            auto top = std::find_if(copies.begin(), copies.end(),
+                                    [&](const MountEntry* e) { return ns.table.is_topmost(*e); });
+            if (top == copies.end()) continue;
+            probe.emplace_back(h.device, settings_.proc_root + "/" + std::to_string(ns.pid) + "/root" +
+                                             (*top)->mountpoint);
+            break;
+        }
+    }
+    for (auto& [dev, l] : prober_.check(probe)) liveness[dev] = l;
+}
+
 LivenessMap Engine::check_liveness(const MountTable& host, const Classification& c) {
     // Liveness of every target's topmost mount and of every source a dead
-    // target may be healed from. Aborted connections stay aborted while any
-    // mount of them exists, so a device once dead is not probed again.
-    std::set<dev_t> present;
-    for (const auto& e : host.entries()) present.insert(e.device);
-    for (auto it = dead_.begin(); it != dead_.end();) it = present.count(*it) ? std::next(it) : dead_.erase(it);
+    // target may be healed from, asked afresh each step (a fusectl file read
+    // per device, or a statx that fails at once on a dead connection). Not
+    // cached: once the last mount of a dead superblock is gone its device
+    // number is handed to the next FUSE mount, often the restarted daemon's
+    // own, within the same step.
     std::vector<std::pair<dev_t, std::string>> probe;
-    LivenessMap liveness;
-    auto want = [&](const MountEntry& m) {
-        if (dead_.count(m.device)) liveness[m.device] = Liveness::Dead;
-        else probe.emplace_back(m.device, m.mountpoint);
-    };
-    for (const Target& t : c.targets) want(*t.mount);
+    for (const Target& t : c.targets) probe.emplace_back(t.mount->device, t.mount->mountpoint);
     for (const MountEntry* s : c.sources)
-        if (host.is_topmost(*s)) want(*s);
-    for (auto& [dev, l] : prober_.check(probe)) {
-        liveness[dev] = l;
-        if (l == Liveness::Dead) dead_.insert(dev);
-    }
-    return liveness;
+        if (host.is_topmost(*s)) probe.emplace_back(s->device, s->mountpoint);
+    return prober_.check(probe);
 }
 
 Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
@@ -286,7 +306,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
         }
         if (a.kind == ActionKind::UnmountDeadLayer) continue;
         if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
-                                              v->origin.source, a.clone_path});
+                                              v->origin.source, v->origin.source_path, a.clone_path});
         ++sum.healed;
         ++tr.heals;
         tr.failures = 0;
@@ -306,6 +326,7 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
     // Which awaited sources are back: one statx and one statmount per path,
     // then the liveness of the new mount (fusectl: one small file read).
     std::vector<bool> back(armed_.sources.size(), false);
+    std::vector<dev_t> new_device(armed_.sources.size(), 0);
     bool any = false;
     for (std::size_t i = 0; i < armed_.sources.size(); ++i) {
         const AwaitedSource& src = armed_.sources[i];
@@ -327,11 +348,15 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         auto l = prober_.check({{top->device, src.source_path}});
         if (l[top->device] != Liveness::Alive) continue;
         back[i] = any = true;
+        new_device[i] = top->device;
     }
     if (!any) return {};
     std::vector<HealAction> ready;
-    for (std::size_t k = 0; k < armed_.actions.size(); ++k)
-        if (back[armed_.action_source[k]]) ready.push_back(armed_.actions[k]);
+    for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
+        if (!back[armed_.action_source[k]]) continue;
+        ready.push_back(armed_.actions[k]);
+        if (!ready.back().clone_path.empty()) ready.back().source_device = new_device[armed_.action_source[k]];
+    }
     spdlog::debug("a source is back: firing {} armed actions ({} us since the event)", ready.size(),
                   micros(Clock::now() - trigger));
     int unlimited = -1;
@@ -394,6 +419,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             views_loaded = true;
         }
 
+        if (heal_namespaces && !healed_.empty()) check_healed_liveness(namespaces, liveness);
         in = PlanInput{};
         in.rules = &config_.match;
         in.host = &*host;

@@ -147,6 +147,9 @@ private:
     void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
     // Returns the liveness of the targets' and the sources' superblocks.
     LivenessMap check_liveness(const MountTable& host, const Classification& c);
+    // Adds to `liveness` the dead superblocks of healed_ targets that copies
+    // in `namespaces` may still hold (see the planner's healed copies).
+    void check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness);
     // Walks /proc for namespaces holding `devices` and remembers them.
     std::vector<NamespaceView> scan_all_namespaces(const std::set<dev_t>& devices);
     // Re-reads the remembered namespaces still holding `devices` (much
@@ -185,7 +188,6 @@ private:
 
     OriginMap origins_;
     bool state_save_failing_ = false;
-    std::set<dev_t> dead_;  // aborted connections stay aborted while mounted
     // Namespaces found by the last /proc walk, and the dead devices it
     // looked for. The walk runs when an outage is first seen, so the heal
     // itself only re-reads these; a final walk after the heal catches

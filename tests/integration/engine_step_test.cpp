@@ -4,6 +4,8 @@
 
 #include <sys/mount.h>
 
+#include <spdlog/spdlog.h>
+
 #include "engine/engine.h"
 #include "engine/event_loop.h"
 #include "engine/mount_query.h"
@@ -18,6 +20,7 @@ protected:
     void SetUp() override {
         IntegrationTest::SetUp();
         if (IsSkipped()) return;
+        spdlog::set_level(spdlog::level::debug);  // shown by ctest only when a test fails
         features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
         if (armed() && !features.statmount) GTEST_SKIP() << "statmount is not usable on this kernel";
         EngineSettings settings;
@@ -186,6 +189,60 @@ INSTANTIATE_TEST_SUITE_P(SourceCheck, EngineStep, ::testing::Values(false, true)
                          [](const ::testing::TestParamInfo<bool>& i) {
                              return std::string(i.param ? "ArmedHeals" : "FullRead");
                          });
+
+// The executor attaches a clone only when it comes from the superblock the
+// heal was planned with: a source that died and was lazily unmounted between
+// planning and acting leaves the empty directory under it at the path.
+TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
+    Sandbox sb;
+    const KernelFeatures features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+    if (!features.move_mount_beneath) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH";
+    Executor executor(features, sb.kubelet());
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    auto table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* stale = table->topmost_at(vol);
+    const MountEntry* source = table->topmost_at(fuse.source());
+    ASSERT_TRUE(stale && source);
+    HealAction a;
+    a.kind = ActionKind::Replace;
+    a.target = a.mountpoint = vol;
+    a.expected_mount_id = stale->mount_id;
+    a.expected_device = stale->device;
+    a.clone_path = fuse.source();
+    a.flags.read_only = true;
+    a.source_device = source->device;
+
+    // The source died again and was unmounted: the path is an empty directory.
+    fuse.kill9();
+    ASSERT_EQ(::umount2(fuse.source().c_str(), MNT_DETACH), 0) << errno_name(errno);
+    const int mounts = count_mounts_under(sb.root());
+    Status refused = executor.execute(a);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().err, ESTALE) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("no longer the live filesystem"), std::string::npos)
+        << refused.error().message();
+    EXPECT_EQ(count_mounts_under(sb.root()), mounts);
+    EXPECT_EQ(read_errno(vol), ENOTCONN);
+
+    // Back again: a new superblock, so the old plan is still refused; a plan
+    // made with the new one heals.
+    fuse.start(3);
+    table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table);
+    const MountEntry* now = table->topmost_at(fuse.source());
+    ASSERT_TRUE(now);
+    if (now->device != a.source_device) EXPECT_FALSE(executor.execute(a));
+    a.source_device = now->device;
+    Status healed = executor.execute(a);
+    ASSERT_TRUE(healed) << healed.error().message();
+    EXPECT_EQ(read_file(vol + "/generation"), "3\n");
+}
 
 // mount_at_path answers what mountinfo says, for a live FUSE mount, a path
 // inside it, a dead one and a hung one (without ever waiting on the daemon).

@@ -86,6 +86,7 @@ struct World {
     LivenessMap liveness;
     OriginMap origins;
     std::vector<NamespaceView> namespaces;
+    std::vector<HealedTarget> healed;
     bool with_namespaces = false;
     Strategy strategy = Strategy::Replace;
     bool read_write = false;
@@ -112,6 +113,7 @@ struct World {
         in.liveness = &liveness;
         in.origins = &origins;
         in.namespaces = with_namespaces ? &namespaces : nullptr;
+        in.healed = &healed;
         in.strategy = strategy;
         in.read_write = read_write;
         in.heal_namespaces = heal_namespaces;
@@ -233,6 +235,7 @@ TEST(Planner, DeadTargetWithNewSourceIsReplaced) {
     EXPECT_EQ(a.expected_mount_id, 98);
     EXPECT_EQ(a.expected_device, dev(OLD));
     EXPECT_EQ(a.clone_path, SRC);
+    EXPECT_EQ(a.source_device, dev(NEW));
     EXPECT_EQ(a.flags, RO_FLAGS);
     EXPECT_EQ(a.propagation, PropagationMode::Shared);
     EXPECT_FALSE(a.make_private_first);
@@ -862,6 +865,48 @@ TEST(Planner, DeletedRootIsNotCloned) {
     ASSERT_NE(v, nullptr);
     EXPECT_NE(v->state, TargetState::Healing);
     for (const HealAction& a : p.actions) EXPECT_NE(a.target, SUB_U1) << a.clone_path;
+}
+
+// A target healed earlier whose copy a container started during the outage
+// still holds: healed from the same source, but only while that source still
+// serves (in a crash loop it can be dead or gone again by the next plan).
+TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
+    const HealedTarget h{VOL_U1, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC};
+    auto world = [&](std::vector<Mnt> host) {
+        World w(table(host));
+        w.with_namespaces = true;
+        w.healed = {h};
+        w.namespaces.push_back(container({{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data",
+                                           .optional = "master:6"}}));
+        return w;
+    };
+    const Mnt vol_now{.id = 140, .minor_no = NEW, .mp = VOL_U1, .optional = "shared:9"};
+
+    World serving = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    serving.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Dead}};
+    Plan p = serving.plan();
+    ASSERT_EQ(summary(p), std::vector<std::string>{"replace@/data[4242]"});
+    EXPECT_EQ(p.actions[0].source_device, dev(NEW));
+    EXPECT_EQ(p.actions[0].clone_path, SRC);
+
+    // The old superblock's number now belongs to a live mount elsewhere.
+    World reused = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    reused.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Alive}};
+    EXPECT_TRUE(reused.plan().actions.empty());
+
+    World gone = world({vol_now});  // the source was lazily unmounted again
+    gone.liveness = {{dev(NEW), Liveness::Alive}};
+    EXPECT_TRUE(gone.plan().actions.empty());
+
+    World dead_again = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    dead_again.liveness = {{dev(NEW), Liveness::Dead}};
+    EXPECT_TRUE(dead_again.plan().actions.empty());
+
+    // The dead superblock's number handed to the next mount at the source:
+    // any copy showing that number is of the live filesystem now.
+    World recycled = world({{.id = 130, .parent = 20, .minor_no = OLD, .mp = SRC, .optional = "shared:9"}});
+    recycled.liveness = {{dev(OLD), Liveness::Alive}};
+    EXPECT_TRUE(recycled.plan().actions.empty());
 }
 
 // --- heals armed while the source is down --------------------------------------
