@@ -1,7 +1,6 @@
 #include "engine/metrics_server.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -157,31 +156,23 @@ MetricsServer::~MetricsServer() {
 }
 
 Status write_metrics_textfile(const std::string& path, const std::string& content) {
-    const std::string tmp = path + ".tmp";
-    // A temp file left by a crash is removed; O_EXCL|O_NOFOLLOW then make
-    // sure we write a file we created, not something planted at that name.
-    ::unlink(tmp.c_str());
-    sys::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-    if (!fd.valid()) return errno_error("create", tmp);
-    const auto fail = [&tmp](const char* step) {
-        Error error = errno_error(step, tmp);
-        ::unlink(tmp.c_str());
+    // sys::write_file_atomically creates its file 0600 (it writes the
+    // daemon's private state), but node_exporter runs as another user
+    // (Debian: prometheus) and must read this one. A chmod after it would
+    // leave every new inode at `path` 0600 for a moment, failing a scrape
+    // then; so the text goes whole to a staging name that the collector
+    // ignores (it reads *.prom only), is made 0644 there, and only then is
+    // renamed over `path`: a reader sees the old text or the new one, both
+    // readable.
+    const std::string staging = path + ".new";
+    if (Status written = sys::write_file_atomically(staging, content); !written) return written;
+    const auto fail = [&staging](const std::string& step, const std::string& where) {
+        Error error = errno_error(step, where);
+        ::unlink(staging.c_str());
         return error;
     };
-    // The daemon's umask (0077 under systemd) would leave it 0600, unreadable
-    // for node_exporter's user.
-    if (::fchmod(fd.get(), 0644) != 0) return fail("chmod");
-    for (std::size_t done = 0; done < content.size();) {
-        const ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail("write");
-        done += static_cast<std::size_t>(n);
-    }
-    // No fsync: the file is rewritten after every reconcile and re-created
-    // by the next daemon start, so it need not survive a crash; the rename
-    // alone keeps a reader from seeing half of it.
-    if (::close(fd.release()) != 0) return fail("close");
-    if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+    if (::chmod(staging.c_str(), 0644) != 0) return fail("chmod", staging);
+    if (::rename(staging.c_str(), path.c_str()) != 0) return fail("rename " + staging + " to", path);
     return {};
 }
 

@@ -54,10 +54,10 @@ private:
     MHD_Daemon* daemon_ = nullptr;
 };
 
-// Writes `content` to `path` for node_exporter's textfile collector: into
-// "<path>.tmp" (the collector reads *.prom files only), mode 0644 whatever the
-// umask (node_exporter runs as another user), renamed over `path`, so that a
-// reader sees the old text or the new one. Returns an Error naming the failed
+// Writes `content` to `path` for node_exporter's textfile collector,
+// atomically (sys::write_file_atomically to "<path>.new", which the collector
+// ignores, then renamed over `path`) and mode 0644 whatever the umask
+// (node_exporter runs as another user). Returns an Error naming the failed
 // step and path.
 Status write_metrics_textfile(const std::string& path, const std::string& content);
 
