@@ -146,6 +146,11 @@ void Daemon::notify_status() {
                broken, healed_total_, to_string(engine_->strategy()), prober_->method());
 }
 
+void Daemon::on_heal_event(const HealEvent& event) {
+    log_heal_event(event);
+    record_heal_event(metrics_, event);
+}
+
 void Daemon::apply_metrics_config(const MetricsConfig& wanted) {
     std::optional<ListenAddress> address;
     if (!wanted.listen.empty()) {
@@ -249,16 +254,9 @@ int Daemon::run() {
     pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
     pods_->rescan();
     engine_ = std::make_unique<Engine>(
-        config_, strategy_, *prober_, *executor_, *store_,
-        [this](const HealEvent& e) {
-            log_heal_event(e);
-            record_heal_event(metrics_, e);
-        },
+        config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); },
         EngineSettings{"/proc/self/mountinfo", "/proc", features_.open_tree});
-    metrics_.set_start_time(
-        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
-    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), prober_->method());
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");
@@ -313,6 +311,9 @@ int Daemon::run() {
             uv_signal_start(h, [](uv_signal_t* s, int signum) { self(s)->on_stop(signum); }, sig);
     }
 
+    metrics_.set_start_time(
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), prober_->method());
     apply_metrics_config(config_.metrics);
 
     worker_ = std::thread([this] { worker_main(); });

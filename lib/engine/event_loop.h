@@ -65,6 +65,9 @@ private:
     void arm_retry_timer();
     void worker_main();
     void notify_status();
+    // The engine's HealObserver (on the heal worker thread): logs the event
+    // and feeds it into the metrics.
+    void on_heal_event(const HealEvent& event);
     // Starts, moves or stops the metrics HTTP server and textfile writer to
     // match `wanted` (at start and on reload); failures are logged, not fatal.
     void apply_metrics_config(const MetricsConfig& wanted);
