@@ -16,6 +16,7 @@
 
 #include "core/duration.h"
 #include "core/error.h"
+#include "core/listen_address.h"
 
 namespace fh {
 namespace {
@@ -34,6 +35,7 @@ const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
     {"state", {"dir"}},
     {"log", {"level"}},
+    {"metrics", {"listen", "textfile"}},
 };
 
 // The first invalid key or value. Thrown from the checks and caught in
@@ -230,6 +232,26 @@ Config build(const toml::table& root) {
 
     if (const auto v = lookup(root, "state", "dir")) c.state_dir = v->path();
     if (const auto v = lookup(root, "log", "level")) c.log_level = v->one_of<LogLevel>(kLogLevelNames);
+
+    if (const auto v = lookup(root, "metrics", "listen")) {
+        c.metrics.listen = v->string("a string such as \"127.0.0.1:9766\" (\"\" to disable)");
+        if (!c.metrics.listen.empty()) {
+            const Result<ListenAddress> address = parse_listen_address(c.metrics.listen);
+            if (!address) v->must(address.error().detail);
+        }
+    }
+    if (const auto v = lookup(root, "metrics", "textfile")) {
+        // "" is the default (off); anything else is a path.
+        if (!v->string("an absolute path string (\"\" to disable)").empty()) {
+            c.metrics.textfile = v->path();
+            // node_exporter's textfile collector reads *.prom files only: any
+            // other name would be written for nobody.
+            const std::string name = c.metrics.textfile.substr(c.metrics.textfile.rfind('/') + 1);
+            if (name.size() <= 5 || !name.ends_with(".prom"))
+                v->must("name a file ending in \".prom\" (node_exporter reads no other), got " +
+                        quoted(c.metrics.textfile));
+        }
+    }
     return c;
 }
 

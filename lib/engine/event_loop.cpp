@@ -5,6 +5,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include "core/listen_address.h"
 #include "engine/logging.h"
 #include "engine/mount_query.h"
 
@@ -73,6 +76,11 @@ void Daemon::worker_main() {
         lock.unlock();
         ReconcileSummary sum = engine_->reconcile(trigger);
         auto retry = engine_->next_retry();
+        // Counted here, not in on_reconcile_done: uv_async_send coalesces.
+        metrics_.record_reconcile(sum.armed_actions);
+        std::vector<TargetState> states;
+        for (const TargetStatus& t : engine_->status()) states.push_back(t.state);
+        metrics_.set_targets(states);
         lock.lock();
         worker_busy_ = false;
         last_summary_ = sum;
@@ -90,6 +98,7 @@ void Daemon::on_mount_event() {
     while (mnt_monitor_next_change(monitor_, &filename, &type) == 0) {
     }
     ++mount_events_;
+    metrics_.record_mount_event();
     request_reconcile(now);
 }
 
@@ -124,6 +133,7 @@ void Daemon::on_reconcile_done() {
     }
     arm_retry_timer();
     notify_status();
+    if (metrics_textfile_) metrics_textfile_->request_write();
 }
 
 void Daemon::notify_status() {
@@ -135,6 +145,52 @@ void Daemon::notify_status() {
     }
     sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
                broken, healed_total_, to_string(engine_->strategy()), prober_->method());
+}
+
+void Daemon::on_heal_event(const HealEvent& event) {
+    log_heal_event(event);
+    record_heal_event(metrics_, event);
+}
+
+void Daemon::apply_metrics_config(const MetricsConfig& wanted) {
+    std::optional<ListenAddress> address;
+    if (!wanted.listen.empty()) {
+        Result<ListenAddress> parsed = parse_listen_address(wanted.listen);  // validated when loaded
+        if (parsed) address = *parsed;
+    }
+    // A server that failed to start is retried on every reload.
+    if (!(metrics_server_ && address && metrics_server_->address() == *address)) {
+        if (metrics_server_) {
+            spdlog::info("stopped serving metrics on {}", metrics_server_->address().to_string());
+            metrics_server_.reset();  // first: the new address may overlap the old one
+        }
+        if (address) {
+            Result<std::unique_ptr<MetricsServer>> server = MetricsServer::start(*address, metrics_);
+            if (server) {
+                metrics_server_ = std::move(*server);
+                spdlog::info("serving metrics on http://{}/metrics", address->to_string());
+            } else {
+                spdlog::error("failed to serve metrics, ignoring: {}", server.error().message());
+            }
+        }
+    }
+    const std::string current = metrics_textfile_ ? metrics_textfile_->path() : "";
+    if (wanted.textfile == current) return;
+    if (metrics_textfile_) {
+        metrics_textfile_.reset();
+        // Never rewritten again, the old file would be reported frozen by
+        // node_exporter for ever.
+        if (::unlink(current.c_str()) != 0 && errno != ENOENT)
+            spdlog::warn("failed to remove the old metrics textfile, ignoring: {}",
+                         errno_error("unlink", current).message());
+        spdlog::info("stopped writing metrics to {}", current);
+    }
+    if (!wanted.textfile.empty()) {
+        // First written after the next reconcile (one follows every start
+        // and reload), with the targets' states filled in.
+        metrics_textfile_ = std::make_unique<MetricsTextfile>(wanted.textfile, metrics_);
+        spdlog::info("writing metrics to {} after each reconcile (at most once per second)", wanted.textfile);
+    }
 }
 
 void Daemon::on_reload() {
@@ -160,6 +216,9 @@ void Daemon::on_reload() {
     if (c.safety_scan_interval.count() > 0)
         uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },
                        to_ms(c.safety_scan_interval), to_ms(c.safety_scan_interval));
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(*resolve_strategy(c.strategy, features_)),
+                            prober_->method());
+    apply_metrics_config(c.metrics);
     config_ = c;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -201,7 +260,7 @@ int Daemon::run() {
             return mount_at_path(path, openat2);
         };
     engine_ = std::make_unique<Engine>(
-        config_, strategy_, *prober_, *executor_, *store_, [](const HealEvent& e) { log_heal_event(e); },
+        config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
@@ -259,6 +318,11 @@ int Daemon::run() {
             uv_signal_start(h, [](uv_signal_t* s, int signum) { self(s)->on_stop(signum); }, sig);
     }
 
+    metrics_.set_start_time(
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), prober_->method());
+    apply_metrics_config(config_.metrics);
+
     worker_ = std::thread([this] { worker_main(); });
     request_reconcile(Clock::now());
     sd_notify(0, "READY=1");
@@ -266,6 +330,9 @@ int Daemon::run() {
 
     uv_run(&loop_, UV_RUN_DEFAULT);
 
+    // Scrapes end with the loop; the textfile keeps its last contents.
+    metrics_server_.reset();
+    metrics_textfile_.reset();
     {
         std::unique_lock<std::mutex> lock(mu_);
         stopping_ = true;

@@ -20,8 +20,10 @@
 #include <thread>
 
 #include "core/config.h"
+#include "core/metrics.h"
 #include "engine/engine.h"
 #include "engine/kernel_features.h"
+#include "engine/metrics_server.h"
 #include "engine/pod_index.h"
 
 struct libmnt_monitor;
@@ -63,6 +65,12 @@ private:
     void arm_retry_timer();
     void worker_main();
     void notify_status();
+    // The engine's HealObserver (on the heal worker thread): logs the event
+    // and feeds it into the metrics.
+    void on_heal_event(const HealEvent& event);
+    // Starts, moves or stops the metrics HTTP server and textfile writer to
+    // match `wanted` (at start and on reload); failures are logged, not fatal.
+    void apply_metrics_config(const MetricsConfig& wanted);
 
     Config config_;
     DaemonOptions options_;
@@ -101,6 +109,13 @@ private:
     std::uint64_t mount_events_ = 0;
     std::uint64_t reconciles_ = 0;
     int healed_total_ = 0;
+
+    // Fed by the heal worker (heal events, reconciles, target states) and
+    // the loop (mount events); rendered by the server's and the textfile
+    // writer's own threads. Declared before them: they refer to it.
+    HealerMetrics metrics_;
+    std::unique_ptr<MetricsServer> metrics_server_;      // null when [metrics] listen is "" or failed
+    std::unique_ptr<MetricsTextfile> metrics_textfile_;  // null when [metrics] textfile is ""; loop thread only
 };
 
 } // namespace fh
