@@ -1012,6 +1012,9 @@ std::string Daemon::config_text(const std::string& extra_toml) const {
     t += "[kubelet]\nroot_dir = " + toml_string(sb_.kubelet()) + "\n\n";
     t += "[state]\ndir = " + toml_string(sb_.state()) + "\n\n";
     t += "[log]\nlevel = \"debug\"\n\n";
+    // No metrics listener unless a test asks for one: the default address
+    // (127.0.0.1:9766) is shared by every daemon of a parallel test run.
+    if (extra_toml.find("[metrics]") == std::string::npos) t += "[metrics]\nlisten = \"\"\n\n";
     t += extra_toml;
     if (!t.empty() && t.back() != '\n') t += "\n";
     return t;
