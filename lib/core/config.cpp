@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <fcntl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@ const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
     {"state", {"dir"}},
     {"log", {"level"}},
+    {"control", {"socket"}},
 };
 
 // The first invalid key or value. Thrown from the checks and caught in
@@ -230,6 +232,24 @@ Config build(const toml::table& root) {
 
     if (const auto v = lookup(root, "state", "dir")) c.state_dir = v->path();
     if (const auto v = lookup(root, "log", "level")) c.log_level = v->one_of<LogLevel>(kLogLevelNames);
+
+    if (const auto v = lookup(root, "control", "socket")) {
+        // Empty turns the control socket off (fuse-healerctl then cannot reach the daemon).
+        if (v->string("a path string (empty to disable the control socket)").empty()) {
+            c.control_socket.clear();
+        } else {
+            c.control_socket = v->path();
+            if (c.control_socket == "/") v->must("name a socket file, got \"/\"");
+            // bind(2) takes the path in sockaddr_un.sun_path, NUL included;
+            // a longer one would be cut short, silently, by libuv.
+            constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+            if (c.control_socket.size() > kMaxSocketPath) {
+                v->must("be at most " + std::to_string(kMaxSocketPath) +
+                        " bytes long (the limit of a unix socket path), got " +
+                        std::to_string(c.control_socket.size()));
+            }
+        }
+    }
     return c;
 }
 

@@ -46,6 +46,7 @@ void expect_same_settings(const Config& actual, const Config& expected) {
     EXPECT_EQ(actual.probe_timeout, expected.probe_timeout);
     EXPECT_EQ(actual.state_dir, expected.state_dir);
     EXPECT_EQ(actual.log_level, expected.log_level);
+    EXPECT_EQ(actual.control_socket, expected.control_socket);
 }
 
 // A fresh temporary directory, removed with its files.
@@ -79,6 +80,7 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_EQ(c.probe_timeout, 2s);
     EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Info);
+    EXPECT_EQ(c.control_socket, "/run/fuse-healer/control.sock");
     EXPECT_EQ(c.loaded_from, "");
 }
 
@@ -143,6 +145,18 @@ TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
     }
 }
 
+TEST(Config, ControlSocketIsAPathOrEmptyToDisable) {
+    expect_same_settings(parsed("[control]\n"), Config{});
+    EXPECT_EQ(parsed("[control]\nsocket = \"/run/fh/ctl.sock/\"\n").control_socket, "/run/fh/ctl.sock");
+    EXPECT_EQ(parsed("[control]\nsocket = \"\"\n").control_socket, "");
+    // 107 bytes is the longest path sockaddr_un holds with its NUL.
+    const std::string longest = "/" + std::string(106, 'a');
+    EXPECT_EQ(parsed("[control]\nsocket = \"" + longest + "\"\n").control_socket, longest);
+    EXPECT_EQ(error_of(parse_config("[control]\nsocket = \"" + longest + "a\"\n", "test.toml")),
+              "test.toml:2:10: [control] socket must be at most 107 bytes long (the limit of a unix socket path), "
+              "got 108");
+}
+
 TEST(Config, ShippedFileIsTheDefaults) {
     const ConfigResult result = load_config(kShippedConfig, false);
     ASSERT_TRUE(std::holds_alternative<Config>(result)) << error_of(result);
@@ -158,6 +172,7 @@ TEST(Config, ShippedFileSetsEveryKey) {
         {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
         {"state", {"dir"}},
         {"log", {"level"}},
+        {"control", {"socket"}},
     };
     for (const auto& [section, keys] : layout) {
         for (const std::string& key : keys) {
@@ -256,6 +271,17 @@ const ErrorCase kErrorCases[] = {
     {"SubSecondSafetyScan", "[heal]\nsafety_scan_interval = \"999ms\"\n",
      "test.toml:2:24: [heal] safety_scan_interval must be at least 1s, "
      "or \"0s\" to disable it, got \"999ms\""},
+    {"ControlSocketNotAString", "[control]\nsocket = false\n",
+     "test.toml:2:10: [control] socket: expected a path string (empty to disable the control socket), got boolean"},
+    {"ControlSocketRelative", "[control]\nsocket = \"control.sock\"\n",
+     "test.toml:2:10: [control] socket must be an absolute path, got \"control.sock\""},
+    {"ControlSocketDotDot", "[control]\nsocket = \"/run/../control.sock\"\n",
+     "test.toml:2:10: [control] socket must not contain empty, \".\" or \"..\" components, got "
+     "\"/run/../control.sock\""},
+    {"ControlSocketIsRoot", "[control]\nsocket = \"///\"\n",
+     "test.toml:2:10: [control] socket must name a socket file, got \"/\""},
+    {"UnknownControlKey", "[control]\npath = \"/run/x.sock\"\n",
+     "test.toml:2:1: unknown key \"path\" in [control]"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigErrors, testing::ValuesIn(kErrorCases),
