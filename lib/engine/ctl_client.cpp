@@ -90,7 +90,14 @@ int send_all(int fd, const std::string& data, Clock::time_point deadline) {
 // block), so it is never touched.
 std::string normalize_target(const std::string& target) {
     std::filesystem::path p(target);
-    if (p.is_relative()) p = std::filesystem::current_path() / p;
+    if (p.is_relative()) {
+        // Without a current directory (deleted, or unreadable) the path is
+        // sent as given, and the daemon's answer says it is not absolute.
+        std::error_code ec;
+        const std::filesystem::path cwd = std::filesystem::current_path(ec);
+        if (ec) return target;
+        p = cwd / p;
+    }
     std::string out = p.lexically_normal().string();
     while (out.size() > 1 && out.back() == '/') out.pop_back();
     return out;
@@ -220,6 +227,11 @@ int run_fuse_healerctl(int argc, char** argv) {
                       << config_path << ")\n";
             return kCtlExitNotRunning;
         }
+    }
+
+    if (heal->parsed() && target.empty()) {
+        std::cerr << "fuse-healerctl: heal: TARGET must not be empty\n";
+        return kCtlExitUsage;
     }
 
     ControlRequest request;

@@ -61,8 +61,9 @@ struct CtlRun {
 };
 
 // Runs fuse-healerctl with `args` to completion (killed after 30 s), as
-// `uid` (and gid) when it is not 0. Returns its exit code and output.
-CtlRun run_ctl(const std::vector<std::string>& args, uid_t uid = 0) {
+// `uid` (and gid) when it is not 0, in `cwd` when not empty. Returns its exit
+// code and output.
+CtlRun run_ctl(const std::vector<std::string>& args, uid_t uid = 0, const std::string& cwd = "") {
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
     std::vector<std::string> argv{ctl_path()};
@@ -76,6 +77,7 @@ CtlRun run_ctl(const std::vector<std::string>& args, uid_t uid = 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(out[1], 1);
         dup2(err[1], 2);
+        if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(119);
         if (uid != 0 && (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 || setresuid(uid, uid, uid) != 0))
             _exit(120);
         execv(cargv[0], cargv.data());
@@ -445,6 +447,9 @@ TEST_F(ControlWithTarget, HealAnswersWithTheStateAfterItsReconcile) {
     // The path is taken lexically, as the daemon knows it.
     EXPECT_EQ(run_ctl({"--socket", socket, "heal", vol + "/./"}).code, 0);
     EXPECT_EQ(run_ctl({"--socket", socket, "heal", vol + "/../mount"}).code, 0);
+    const CtlRun relative = run_ctl({"--socket", socket, "heal", "./mount"}, 0, vol + "/..");
+    EXPECT_EQ(relative.code, 0) << describe(relative);
+    EXPECT_EQ(relative.out, vol + ": healthy (heals 0, last outage -)\n");
 
     // The source is dead and not back: the reconcile leaves it broken.
     fuse.kill9();
@@ -793,6 +798,7 @@ TEST_F(ControlTest, CommandLine) {
     EXPECT_EQ(run_ctl({}).code, kCtlExitUsage);
     EXPECT_EQ(run_ctl({"status", "--no-such-flag"}).code, kCtlExitUsage);
     EXPECT_EQ(run_ctl({"heal"}).code, kCtlExitUsage) << "heal needs a TARGET";
+    EXPECT_EQ(run_ctl({"heal", ""}).code, kCtlExitUsage) << "an empty TARGET is not the current directory";
     EXPECT_EQ(run_ctl({"--socket", "", "status"}).code, kCtlExitUsage);
 
     // Without --socket, the socket comes from the config file.
