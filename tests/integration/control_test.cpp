@@ -633,7 +633,8 @@ TEST_F(ControlWithTarget, StatusIsAnsweredInUnder100msWhileAFuseDaemonIsStopped)
     }
     EXPECT_GE(while_stuck, samples / 2) << "most samples were taken while the heal worker was stuck (" << while_stuck
                                         << " of " << samples << ")";
-    std::cout << "  " << samples << " status answers while stuck, slowest " << slowest.count() << " us\n";
+    std::cout << "  " << samples << " status answers (" << while_stuck << " while the worker was stuck), slowest "
+              << slowest.count() << " us\n";
 
     // The table is a snapshot: once the probe times out it says unresponsive.
     EXPECT_TRUE(wait_for_target(socket, vol, [](const json& t) { return t["state"] == "unresponsive"; }, 5000ms))
