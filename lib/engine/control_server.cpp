@@ -228,6 +228,10 @@ void ControlServer::process(Client& c) {
     if (c.processing) return;
     c.processing = true;
     while (!c.closing && !c.close_when_written && !c.awaiting_answer) {
+        // Pipelined requests whose answers the client does not read wait
+        // in its input (bounded by update_reading) until it reads:
+        // on_write_done comes back here.
+        if (!unread_answers_fit(c)) break;
         const std::size_t newline = c.input.find('\n');
         const std::size_t length = newline == std::string::npos ? c.input.size() : newline;
         // Past the limit without a newline, the rest of the stream cannot
@@ -312,8 +316,8 @@ void ControlServer::on_write_done(Client& c, int status) {
         close_client(c);
         return;
     }
-    update_reading(c);
-    maybe_finish(c);
+    // The answers it had not read are written: go on with its requests.
+    process(c);
 }
 
 void ControlServer::answer_and_close(Client& c, const ControlError& error) {
@@ -323,10 +327,13 @@ void ControlServer::answer_and_close(Client& c, const ControlError& error) {
     update_reading(c);
 }
 
+bool ControlServer::unread_answers_fit(Client& c) const {
+    return uv_stream_get_write_queue_size(as_stream(&c.pipe)) <= limits_.max_unread_answers_bytes;
+}
+
 void ControlServer::update_reading(Client& c) {
     if (c.closing) return;
-    const bool unread_answers_fit =
-        uv_stream_get_write_queue_size(as_stream(&c.pipe)) <= limits_.max_unread_answers_bytes;
+    const bool unread_answers_fit = this->unread_answers_fit(c);
     // While a request waits for its answer, later ones are only buffered:
     // stop at one request's worth.
     const bool input_fits = !c.awaiting_answer || c.input.size() < limits_.max_request_bytes;

@@ -36,8 +36,9 @@ struct ControlServerLimits {
     // and a handle, and only root can connect, so this is a guard against a
     // runaway script, not an attacker.
     std::size_t max_clients = 256;
-    // A client whose unread answers exceed this is not read from until it
-    // reads them: a client that only writes cannot grow the daemon.
+    // A client whose unread answers exceed this gets no more answers, and
+    // is not read from, until it reads them: a client that only writes
+    // cannot grow the daemon.
     std::size_t max_unread_answers_bytes = 4 * 1024 * 1024;
 };
 
@@ -108,6 +109,9 @@ private:
     void answer_and_close(Client& c, const ControlError& error);
     // Starts or stops reading from `c` to bound what it can make us hold.
     void update_reading(Client& c);
+    // Returns true while the answers `c` has not read yet (bytes not yet
+    // taken by its socket) are within limits_.max_unread_answers_bytes.
+    bool unread_answers_fit(Client& c) const;
     // Closes `c` when nothing is left to do for it.
     void maybe_finish(Client& c);
     void close_client(Client& c);

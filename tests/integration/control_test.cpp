@@ -195,6 +195,25 @@ public:
         }
         return true;
     }
+    // Writes `chunk` again and again without blocking until `max_bytes` are
+    // sent or the socket has taken nothing for `stall`. Returns the bytes
+    // sent (the last copy may be cut short).
+    std::size_t send_until_stalled(const std::string& chunk, std::size_t max_bytes,
+                                   std::chrono::milliseconds stall) {
+        std::size_t total = 0, offset = 0;
+        while (total < max_bytes) {
+            const ssize_t n = ::send(fd_, chunk.data() + offset, chunk.size() - offset, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                total += static_cast<std::size_t>(n);
+                offset = (offset + static_cast<std::size_t>(n)) % chunk.size();
+                continue;
+            }
+            if (n < 0 && errno != EAGAIN) break;
+            pollfd p{fd_, POLLOUT, 0};
+            if (poll(&p, 1, static_cast<int>(stall.count())) <= 0) break;
+        }
+        return total;
+    }
     void shutdown_write() { shutdown(fd_, SHUT_WR); }
     void close_now() {
         close(fd_);
@@ -759,6 +778,37 @@ TEST_F(ControlTest, PartialPipelinedMalformedAndOversizedRequests) {
     RawClient idle(socket);
     const CtlRun r = run_ctl({"--socket", socket, "status"});
     EXPECT_EQ(r.code, 0) << describe(r);
+    EXPECT_FALSE(d.poll_exit().has_value()) << d.log();
+}
+
+// A client that sends requests and never reads the answers: once its
+// unread answers pass 4 MiB the daemon stops answering and reading it (so
+// its sends stall), and goes on when it reads.
+TEST_F(ControlTest, AClientThatDoesNotReadIsNotReadFrom) {
+    Daemon d{sb};
+    d.start();
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    RawClient c(d.control_socket());
+    const std::string request = encode_control_request({});
+    std::string chunk;
+    while (chunk.size() + request.size() <= 64 * 1024) chunk += request;
+    // Unbounded, the daemon would take all 16 MiB (and hold ~200 MiB of
+    // answers); bounded, it stops near 4 MiB of answers (~16k requests,
+    // ~300 KiB) plus what the socket buffers hold.
+    const std::size_t sent = c.send_until_stalled(chunk, 16 * 1024 * 1024, 1000ms);
+    EXPECT_LT(sent, 2u * 1024 * 1024) << "the daemon kept reading a client that does not read";
+    EXPECT_GT(sent, 64u * 1024);
+    std::cout << "  the daemon stopped reading after " << sent << " bytes of requests\n";
+
+    // Reading resumes it: every complete request is answered.
+    const std::size_t requests = sent / request.size();
+    std::size_t answered = 0;
+    while (answered < requests) {
+        const auto line = c.read_line(5000ms);
+        if (!line || line->rfind("{\"ok\":true,", 0) != 0) break;
+        ++answered;
+    }
+    EXPECT_EQ(answered, requests);
     EXPECT_FALSE(d.poll_exit().has_value()) << d.log();
 }
 
