@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <fcntl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@ const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"state", {"dir"}},
     {"log", {"level"}},
     {"metrics", {"listen", "textfile"}},
+    {"control", {"socket"}},
 };
 
 // The first invalid key or value. Thrown from the checks and caught in
@@ -250,6 +252,23 @@ Config build(const toml::table& root) {
             if (name.size() <= 5 || !name.ends_with(".prom"))
                 v->must("name a file ending in \".prom\" (node_exporter reads no other), got " +
                         quoted(c.metrics.textfile));
+        }
+    }
+    if (const auto v = lookup(root, "control", "socket")) {
+        // Empty turns the control socket off (fuse-healerctl then cannot reach the daemon).
+        if (v->string("a path string (empty to disable the control socket)").empty()) {
+            c.control_socket.clear();
+        } else {
+            c.control_socket = v->path();
+            if (c.control_socket == "/") v->must("name a socket file, got \"/\"");
+            // bind(2) takes the path in sockaddr_un.sun_path, NUL included;
+            // a longer one would be cut short, silently, by libuv.
+            constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+            if (c.control_socket.size() > kMaxSocketPath) {
+                v->must("be at most " + std::to_string(kMaxSocketPath) +
+                        " bytes long (the limit of a unix socket path), got " +
+                        std::to_string(c.control_socket.size()));
+            }
         }
     }
     return c;

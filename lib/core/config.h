@@ -21,6 +21,7 @@ enum class LogLevel { Trace, Debug, Info, Warn, Error };
 const char* to_string(LogLevel l);
 
 inline constexpr const char* kDefaultConfigPath = "/etc/fuse-healer/fuse-healer.toml";
+inline constexpr const char* kDefaultControlSocket = "/run/fuse-healer/control.sock";
 
 // [metrics]: where the Prometheus metrics are published.
 struct MetricsConfig {
@@ -42,6 +43,7 @@ struct Config {
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
     MetricsConfig metrics;                                           // [metrics]
+    std::string control_socket = kDefaultControlSocket;  // [control] socket, "" = no control socket
     std::string loaded_from;  // the file read, empty for built-in defaults
 };
 

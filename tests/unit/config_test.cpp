@@ -48,6 +48,7 @@ void expect_same_settings(const Config& actual, const Config& expected) {
     EXPECT_EQ(actual.log_level, expected.log_level);
     EXPECT_EQ(actual.metrics.listen, expected.metrics.listen);
     EXPECT_EQ(actual.metrics.textfile, expected.metrics.textfile);
+    EXPECT_EQ(actual.control_socket, expected.control_socket);
 }
 
 // A fresh temporary directory, removed with its files.
@@ -83,6 +84,7 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_EQ(c.log_level, LogLevel::Info);
     EXPECT_EQ(c.metrics.listen, "127.0.0.1:9766");
     EXPECT_EQ(c.metrics.textfile, "");
+    EXPECT_EQ(c.control_socket, "/run/fuse-healer/control.sock");
     EXPECT_EQ(c.loaded_from, "");
 }
 
@@ -147,6 +149,18 @@ TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
     }
 }
 
+TEST(Config, ControlSocketIsAPathOrEmptyToDisable) {
+    expect_same_settings(parsed("[control]\n"), Config{});
+    EXPECT_EQ(parsed("[control]\nsocket = \"/run/fh/ctl.sock/\"\n").control_socket, "/run/fh/ctl.sock");
+    EXPECT_EQ(parsed("[control]\nsocket = \"\"\n").control_socket, "");
+    // 107 bytes is the longest path sockaddr_un holds with its NUL.
+    const std::string longest = "/" + std::string(106, 'a');
+    EXPECT_EQ(parsed("[control]\nsocket = \"" + longest + "\"\n").control_socket, longest);
+    EXPECT_EQ(error_of(parse_config("[control]\nsocket = \"" + longest + "a\"\n", "test.toml")),
+              "test.toml:2:10: [control] socket must be at most 107 bytes long (the limit of a unix socket path), "
+              "got 108");
+}
+
 TEST(Config, ShippedFileIsTheDefaults) {
     const ConfigResult result = load_config(kShippedConfig, false);
     ASSERT_TRUE(std::holds_alternative<Config>(result)) << error_of(result);
@@ -163,6 +177,7 @@ TEST(Config, ShippedFileSetsEveryKey) {
         {"state", {"dir"}},
         {"log", {"level"}},
         {"metrics", {"listen", "textfile"}},
+        {"control", {"socket"}},
     };
     for (const auto& [section, keys] : layout) {
         for (const std::string& key : keys) {
@@ -301,6 +316,17 @@ const ErrorCase kErrorCases[] = {
      "got \"/var/lib/node-exporter\""},
     {"MetricsNotATable", "metrics = \"127.0.0.1:9766\"\n",
      "test.toml:1:11: \"metrics\" must be a table, got string"},
+    {"ControlSocketNotAString", "[control]\nsocket = false\n",
+     "test.toml:2:10: [control] socket: expected a path string (empty to disable the control socket), got boolean"},
+    {"ControlSocketRelative", "[control]\nsocket = \"control.sock\"\n",
+     "test.toml:2:10: [control] socket must be an absolute path, got \"control.sock\""},
+    {"ControlSocketDotDot", "[control]\nsocket = \"/run/../control.sock\"\n",
+     "test.toml:2:10: [control] socket must not contain empty, \".\" or \"..\" components, got "
+     "\"/run/../control.sock\""},
+    {"ControlSocketIsRoot", "[control]\nsocket = \"///\"\n",
+     "test.toml:2:10: [control] socket must name a socket file, got \"/\""},
+    {"UnknownControlKey", "[control]\npath = \"/run/x.sock\"\n",
+     "test.toml:2:1: unknown key \"path\" in [control]"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigErrors, testing::ValuesIn(kErrorCases),
