@@ -86,7 +86,7 @@ void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v,
         e.source = v->origin.source_path;
     }
     e.fstype = tr.fstype;
-    e.strategy = to_string(strategy_);
+    e.strategy = to_string(strategy_.load());
     e.outage_us = tr.in_outage ? micros(now - tr.outage_start) : 0;
     e.heal_us = tr.heal_us;
     e.since_event_us = trigger == Clock::time_point{} ? 0 : micros(now - trigger);
@@ -170,6 +170,7 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
             emit(HealEvent::Kind::Recovered, tr, &v, "alive again without a heal", now);
         }
         tr.state = v.state;
+        tr.reason = v.state == TargetState::Healthy ? std::string() : v.reason;
     }
     for (auto it = tracks_.begin(); it != tracks_.end();) {
         if (!present.count(it->first)) {
@@ -317,6 +318,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
         tr.heal_started = {};
         tr.ns_healed = 0;
         tr.state = TargetState::Healthy;
+        tr.reason.clear();
     }
     return out;
 }
@@ -428,7 +430,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.origins = &origins_;
         in.namespaces = &namespaces;
         in.healed = &healed_;
-        in.strategy = strategy_;
+        in.strategy = strategy_.load();
         in.read_write = config_.read_write;
         in.heal_namespaces = heal_namespaces;
         plan = plan_heals(in);
@@ -522,7 +524,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
 
     std::vector<TargetStatus> snapshot;
     for (const auto& [path, tr] : tracks_)
-        snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reported_reason, tr.heals,
+        snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reason, tr.heals,
                                         tr.last_outage_us});
     std::lock_guard<std::mutex> lock(status_mu_);
     status_ = std::move(snapshot);

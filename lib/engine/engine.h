@@ -4,6 +4,7 @@
 // worker thread whenever an event arrives; tests call it directly.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -118,7 +119,7 @@ public:
     OriginMap origins() const;
 
     // Returns the strategy in use.
-    Strategy strategy() const { return strategy_; }
+    Strategy strategy() const { return strategy_.load(); }
 
 private:
     struct Track {  // per-target memory across steps
@@ -127,6 +128,7 @@ private:
         bool in_outage = false;
         bool reported = false;      // the current state was reported
         std::string reported_reason;
+        std::string reason;         // the last verdict's reason (why broken, skipped...)
         int heals = 0;
         std::int64_t last_outage_us = 0;
         int failures = 0;
@@ -178,7 +180,7 @@ private:
                                   ReconcileSummary& sum);
 
     Config config_;
-    Strategy strategy_;
+    std::atomic<Strategy> strategy_;  // set on the heal worker (reload), read by the loop (status)
     LivenessProber& prober_;
     Executor& executor_;
     StateStore& store_;

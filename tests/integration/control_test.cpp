@@ -474,14 +474,16 @@ TEST_F(ControlWithTarget, HealAnswersWithTheStateAfterItsReconcile) {
     fuse.kill9();
     const CtlRun broken = run_ctl({"--socket", socket, "heal", vol});
     EXPECT_EQ(broken.code, kCtlExitNotHealthy) << describe(broken);
-    // (The engine's status carries a reason for skipped targets only.)
-    EXPECT_EQ(broken.out, vol + ": broken (heals 0, last outage -)\n") << describe(broken);
+    EXPECT_EQ(broken.out, vol + ": broken: source " + fuse.source() +
+                              " still holds the dead filesystem (heals 0, last outage -)\n")
+        << describe(broken);
     const CtlRun broken_json = run_ctl({"--socket", socket, "heal", "--json", vol});
     EXPECT_EQ(broken_json.code, kCtlExitNotHealthy) << describe(broken_json);
     const json answer = json::parse(broken_json.out);
     EXPECT_EQ(answer["ok"], true);
     EXPECT_EQ(answer["target"]["target"], vol);
     EXPECT_EQ(answer["target"]["state"], "broken");
+    EXPECT_EQ(answer["target"]["reason"], "source " + fuse.source() + " still holds the dead filesystem");
 
     // A client that leaves before its answer costs the daemon nothing.
     {

@@ -83,6 +83,8 @@ TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     EXPECT_EQ(s2.actions, 0);
     EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
     EXPECT_EQ(engine->status()[0].state, TargetState::Broken);
+    EXPECT_NE(engine->status()[0].reason.find("still holds the dead filesystem"), std::string::npos)
+        << engine->status()[0].reason;
     EXPECT_EQ(count_mounts_under(sb.root()), mounts);
 
     // Step 3, the source is back: the container copy, then the host mount.
@@ -106,6 +108,7 @@ TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     EXPECT_EQ(read_file(vol + "/generation"), "2\n");
     EXPECT_TRUE(container_reads(ctr, "2\n", 1000ms));
     EXPECT_EQ(engine->status()[0].heals, 1);
+    EXPECT_EQ(engine->status()[0].reason, "");
 
     // Step 4: idempotent.
     auto s4 = engine->reconcile(Clock::now());
