@@ -181,6 +181,11 @@ void Daemon::notify_status() {
         std::lock_guard<std::mutex> lock(mu_);
         healed = healed_total_;
     }
+    if (pods_->waiting_for_pods_dir()) {
+        sd_notifyf(0, "STATUS=waiting for %s/pods (kubelet not started?); %d targets, %d healed since start",
+                   config_.match.root_dir.c_str(), tracked, healed);
+        return;
+    }
     sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
                broken, healed, to_string(engine_->strategy()), prober_->method());
 }

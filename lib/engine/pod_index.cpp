@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -19,6 +21,8 @@ namespace {
 constexpr const char* kCsiPlugin = "kubernetes.io~csi";
 // Depth below pods/: 0 pods/, 1 <uid>, 2 volumes, 3 kubernetes.io~csi, 4 <vol>.
 constexpr int kVolumeDirDepth = 4;
+// The watch on an ancestor of a pods/ that does not exist yet.
+constexpr int kAncestorDepth = -1;
 constexpr uint32_t kDirEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
                                 IN_CLOSE_WRITE | IN_ONLYDIR;
 
@@ -54,8 +58,9 @@ std::size_t PodIndex::volumes() const {
 void PodIndex::add_watch(const std::string& path, int depth) {
     if (fd_ < 0 || path_to_wd_.count(path)) return;
     // The watch mask here includes IN_CLOSE_WRITE only where vol_data.json lives.
-    uint32_t mask = depth == kVolumeDirDepth ? (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF)
-                                             : (kDirEvents & ~IN_CLOSE_WRITE);
+    uint32_t mask = depth == kVolumeDirDepth   ? (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF)
+                    : depth == kAncestorDepth ? (IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR)
+                                              : (kDirEvents & ~IN_CLOSE_WRITE);
     int wd = ::inotify_add_watch(fd_, path.c_str(), mask | IN_DONT_FOLLOW);
     if (wd < 0) {
         if (errno == ENOSPC && !degraded_) {
@@ -118,6 +123,21 @@ void PodIndex::set_root_dir(std::string root_dir) {
     rescan();
 }
 
+void PodIndex::wait_for_pods_dir() {
+    // Walk up to the deepest ancestor that exists; its IN_CREATE tells when
+    // the next component appears (then this runs again, one level deeper).
+    std::string dir = pods_dir_;
+    struct stat st {};
+    while (dir.size() > 1) {
+        dir = dir.substr(0, std::max<std::size_t>(dir.rfind('/'), 1));
+        if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) break;
+    }
+    if (!waiting_)
+        spdlog::warn("{} does not exist yet (kubelet not started?); waiting for it, watching {}", pods_dir_, dir);
+    waiting_ = true;
+    add_watch(dir, kAncestorDepth);
+}
+
 void PodIndex::rescan() {
     if (fd_ >= 0) {
         for (const auto& [wd, p] : wd_to_path_) ::inotify_rm_watch(fd_, wd);
@@ -129,6 +149,13 @@ void PodIndex::rescan() {
         std::lock_guard<std::mutex> lock(mu_);
         volumes_.clear();
     }
+    struct stat st {};
+    if (::stat(pods_dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        wait_for_pods_dir();
+        return;
+    }
+    if (waiting_) spdlog::info("{} appeared; indexing pods", pods_dir_);
+    waiting_ = false;
     scan_dir(pods_dir_, 0);
 }
 
@@ -151,6 +178,15 @@ int PodIndex::handle_events() {
             auto it = wd_to_path_.find(ev->wd);
             if (it == wd_to_path_.end()) continue;
             const auto [dir, depth] = it->second;
+            if (depth == kAncestorDepth) {
+                // Something appeared (or the ancestor went away): look again.
+                rescan();
+                return handled;
+            }
+            if (depth == 0 && (ev->mask & IN_DELETE_SELF)) {
+                rescan();  // pods/ itself was removed: wait for it again
+                return handled;
+            }
             if (ev->mask & (IN_IGNORED | IN_DELETE_SELF)) {
                 if (ev->mask & IN_IGNORED) {
                     path_to_wd_.erase(dir);

@@ -47,6 +47,11 @@ public:
     std::size_t volumes() const;
     std::size_t watches() const { return wd_to_path_.size(); }
 
+    // Returns true while <root_dir>/pods does not exist (kubelet has not
+    // started yet): the deepest existing ancestor is watched instead, and the
+    // index fills itself once the directory appears.
+    bool waiting_for_pods_dir() const { return waiting_; }
+
     // Returns true when a watch could not be added (e.g. the inotify watch
     // limit was reached): the index is incomplete and rescans are the fallback.
     bool degraded() const { return degraded_; }
@@ -55,11 +60,14 @@ private:
     void scan_dir(const std::string& path, int depth);
     void add_watch(const std::string& path, int depth);
     void load_vol_data(const std::string& vol_dir);
+    // Watches the deepest existing ancestor of pods_dir_ for it to appear.
+    void wait_for_pods_dir();
 
     std::string root_dir_;   // written by the loop thread under mu_; lookup() reads it
     std::string pods_dir_;
     int fd_ = -1;
     bool degraded_ = false;
+    bool waiting_ = false;
     std::map<int, std::pair<std::string, int>> wd_to_path_;  // wd -> (dir, depth below pods/)
     std::map<std::string, int> path_to_wd_;
     mutable std::mutex mu_;

@@ -392,19 +392,32 @@ TEST_F(PodIndexTest, QueueOverflowRescans) {
     EXPECT_EQ(idx_.watches(), base_watches() + pod_watches(1));
 }
 
-TEST(PodIndex, MissingPodsDirIsEmptyAndRescanFindsItLater) {
+// kubelet not started yet: <root_dir> itself is missing. The index waits on
+// the deepest existing ancestor and fills itself, through inotify alone, once
+// kubelet creates the tree (mkdir -p, one level at a time).
+TEST(PodIndex, MissingRootDirIsWaitedFor) {
     TempDir tmp;
-    PodIndex idx(tmp.path());
+    const std::string root = tmp / "var/lib/kubelet";
+    PodIndex idx(root);
     idx.rescan();
+    EXPECT_TRUE(idx.waiting_for_pods_dir());
     EXPECT_EQ(idx.volumes(), 0u);
-    EXPECT_EQ(idx.watches(), 0u);
-    EXPECT_EQ(idx.handle_events(), 0);
-    fs::create_directories(tmp / ("pods/u/volumes/" + kCsi + "/v"));
-    spit(tmp / ("pods/u/volumes/" + kCsi + "/v/vol_data.json"), vol_json("d", "h", "v", "u"));
-    idx.rescan();
-    EXPECT_EQ(idx.volumes(), 1u);
-    EXPECT_EQ(idx.watches(), 1 + pod_watches(1));
-    ASSERT_TRUE(idx.lookup(tmp / ("pods/u/volumes/" + kCsi + "/v/mount")).has_value());
+    EXPECT_EQ(idx.watches(), 1u) << "one watch, on the deepest ancestor that exists";
+    fs::create_directories(root + "/pods/u/volumes/" + kCsi + "/v");
+    spit(root + "/pods/u/volumes/" + kCsi + "/v/vol_data.json", vol_json("d", "h", "v", "u"));
+    ASSERT_TRUE(pump_until(idx, [&] { return idx.volumes() == 1u; }));
+    EXPECT_FALSE(idx.waiting_for_pods_dir());
+    ASSERT_TRUE(idx.lookup(root + "/pods/u/volumes/" + kCsi + "/v/mount").has_value());
+    EXPECT_EQ(idx.watches(), 1 + pod_watches(1)) << "the ancestor watch is gone";
+
+    // pods/ removed (a node reset): waiting again, then indexing again.
+    fs::remove_all(root + "/pods");
+    ASSERT_TRUE(pump_until(idx, [&] { return idx.waiting_for_pods_dir(); }));
+    EXPECT_EQ(idx.volumes(), 0u);
+    fs::create_directories(root + "/pods/w/volumes/" + kCsi + "/x");
+    spit(root + "/pods/w/volumes/" + kCsi + "/x/vol_data.json", vol_json("d", "h2", "x", "w"));
+    ASSERT_TRUE(pump_until(idx, [&] { return idx.volumes() == 1u; }));
+    EXPECT_TRUE(idx.lookup(root + "/pods/w/volumes/" + kCsi + "/x/mount").has_value());
 }
 
 } // namespace

@@ -320,6 +320,32 @@ TEST_F(HealEdge, PodDeletedDuringOutageIsNotMountedAgain) {
 // stays dead, while a read-only target of the same dataset is healed. After
 // the operator sets read_write = true (SIGHUP), it is healed from the
 // remembered origin, keeping its read-write flag.
+// The daemon starts before kubelet: <root_dir> does not exist. It says it
+// waits, picks the pods tree up when it appears (vol_data.json included) and
+// heals as usual.
+TEST_F(HealEdge, RootDirCreatedAfterTheDaemonStarted) {
+    Sandbox sb;
+    std::filesystem::remove_all(sb.kubelet());
+    Daemon d(sb);
+    d.start();
+    ASSERT_TRUE(d.wait_for_log("ready: watching", kHealTimeout)) << tail(d.log());
+    EXPECT_TRUE(d.wait_for_log(sb.kubelet() + "/pods does not exist yet", kHealTimeout)) << tail(d.log());
+
+    const std::string source = sb.runtime() + "/ds/fuse";
+    FuseDaemon fuse(sb, source);
+    fuse.start(1);
+    const std::string pod = sb.make_pod_volume("pod-late", "vol", "handle-late");
+    csi_bind(source, "", pod, true);
+    ASSERT_TRUE(d.wait_for_log(sb.kubelet() + "/pods appeared", kHealTimeout)) << tail(d.log());
+    ASSERT_TRUE(wait_until([&] { return state_has(sb, {pod}); }, kHealTimeout)) << tail(d.log());
+
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    EXPECT_TRUE(host_reads(pod + "/generation", gen(2))) << tail(d.log());
+    // The pod index found the volume's vol_data.json without a rescan timer.
+    EXPECT_TRUE(d.wait_for_log("volume_handle=handle-late", kHealTimeout)) << tail(d.log());
+}
+
 TEST_F(HealEdge, ReadWriteTargetSkippedByDefaultAndHealedAfterReload) {
     Sandbox sb;
     const std::string source = sb.runtime() + "/ds/fuse";
