@@ -534,7 +534,9 @@ Sandbox::Sandbox() {
     }
     mounted_ = true;
     if (mount(nullptr, root_.c_str(), nullptr, MS_SHARED, nullptr) != 0) throw_errno("make " + root_ + " shared");
-    for (const char* d : {"kubelet", "runtime", "state"}) make_dirs(root_ + "/" + d);
+    // kubelet/pods: a running kubelet has created it (a test of a node
+    // whose kubelet has not started removes it).
+    for (const char* d : {"kubelet/pods", "runtime", "state"}) make_dirs(root_ + "/" + d);
 }
 
 Sandbox::~Sandbox() {
