@@ -606,6 +606,7 @@ struct CycleResult {
     double event_ms = 0;        // t0 -> the daemon's trigger (log time - since_event_us, earliest)
     double since_event_max_ms = 0;  // the daemon's own number for its last target
     double first_start_ms = 0;      // the daemon's event -> its first heal action (min start_after_event_us)
+    double first_probe_ms = 0;      // the daemon's event -> its probe of the new source (min probe_after_event_us > 0)
     double daemon_cpu_s = 0;    // the daemon's utime+stime from t0 to the end of the cycle
     std::int64_t move_syscall_us = 0;  // how long mount(MS_MOVE) took
     long sweeps = 0, wakeups = 0;
@@ -1009,9 +1010,13 @@ private:
         }
         cr.all_ms = static_cast<double>(last - t0) / 1000.0;
         cr.first_ms = static_cast<double>(first - t0) / 1000.0;
-        std::int64_t host_last = 0, trigger_rt = INT64_MAX, since_max = 0, first_start = INT64_MAX;
+        std::int64_t host_last = 0, trigger_rt = INT64_MAX, since_max = 0, first_start = INT64_MAX,
+                     first_probe = INT64_MAX;
         for (const auto& l : healed_) {
             first_start = std::min<std::int64_t>(first_start, std::atoll(field(l.text, "start_after_event_us").c_str()));
+            // 0 for the targets whose source another target's heal probed.
+            if (std::int64_t p = std::atoll(field(l.text, "probe_after_event_us").c_str()); p > 0)
+                first_probe = std::min(first_probe, p);
             std::int64_t since = std::atoll(field(l.text, "since_event_us").c_str());
             host_last = std::max(host_last, l.realtime_us);
             trigger_rt = std::min(trigger_rt, l.realtime_us - since);
@@ -1023,6 +1028,7 @@ private:
         cr.event_ms = static_cast<double>(trigger_rt - t0_rt) / 1000.0;
         cr.since_event_max_ms = static_cast<double>(since_max) / 1000.0;
         cr.first_start_ms = static_cast<double>(first_start) / 1000.0;
+        cr.first_probe_ms = first_probe == INT64_MAX ? NAN : static_cast<double>(first_probe) / 1000.0;
         if (cr.ns_healed != n_)
             progress("note: generation %d: namespaces_healed adds up to %d for %d targets", gen, cr.ns_healed, n_);
         return cr;
@@ -1067,11 +1073,12 @@ void report(const Options& o, const std::vector<RunResult>& runs, const std::str
     std::printf("\nPer target, every target of every measured cycle, ms: container view (first read of the new\n"
                 "generation in the container), the daemon's since_event_us (its mount event -> that target's\n"
                 "host mount healed), the delay from the move to the daemon's event (log time - since_event_us),\n"
-                "and per cycle the delay from that event to the daemon's first heal action (start_after_event_us):\n\n");
+                "and per cycle the delay from that event to the heal's first step, the probe of the new source\n"
+                "(probe_after_event_us), and to its first mount action (start_after_event_us):\n\n");
     std::printf("| targets | samples | container p50 | container p99 | container max | since_event p50 | "
-                "since_event p99 | since_event max | event delay p50 | event delay min | heal start p50 | heal start max | "
-                "move syscall max us | seen by fallback timer |\n");
-    std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+                "since_event p99 | since_event max | event delay p50 | event delay min | probe start p50 | "
+                "probe start max | first action p50 | first action max | move syscall max us | seen by fallback timer |\n");
+    std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (const auto& r : runs) {
         std::vector<double> per, since;
         long timer_hits = 0;
@@ -1084,11 +1091,13 @@ void report(const Options& o, const std::vector<RunResult>& runs, const std::str
         auto ev = measured(r, [](const CycleResult& c) { return c.event_ms; });
         auto sc = measured(r, [](const CycleResult& c) { return static_cast<double>(c.move_syscall_us); });
         auto st = measured(r, [](const CycleResult& c) { return c.first_start_ms; });
-        std::printf("| %d | %zu | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f | %.0f | %ld |\n",
+        auto pr = measured(r, [](const CycleResult& c) { return c.first_probe_ms; });
+        std::printf("| %d | %zu | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | "
+                    "%.0f | %ld |\n",
                     r.targets, per.size(), percentile(per, 50), percentile(per, 99), max_of(per),
                     percentile(since, 50), percentile(since, 99), max_of(since), percentile(ev, 50),
-                    ev.empty() ? NAN : *std::min_element(ev.begin(), ev.end()), percentile(st, 50), max_of(st),
-                    max_of(sc), timer_hits);
+                    ev.empty() ? NAN : *std::min_element(ev.begin(), ev.end()), percentile(pr, 50), max_of(pr),
+                    percentile(st, 50), max_of(st), max_of(sc), timer_hits);
     }
     std::printf("\nSetup, mount counts (before the first cycle / after the last) and load:\n\n");
     std::printf("| targets | setup s | daemon ready s | run s | host mountinfo lines | read_mountinfo ms | host mounts | "

@@ -335,14 +335,17 @@ ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
     future_in.liveness = &liveness;
     Plan future_plan = plan_heals(future_in);
 
-    std::map<std::string, const TargetVerdict*> healing;  // target -> its verdict in the future plan
+    std::map<std::string, std::size_t> healing;  // target -> its index in armed.verdicts
     for (const TargetVerdict& v : future_plan.verdicts)
-        if (v.state == TargetState::Healing && index.count(v.origin.source_path)) healing[v.target] = &v;
-    for (const auto& [target, v] : healing) armed.verdicts.push_back(*v);
+        if (v.state == TargetState::Healing && index.count(v.origin.source_path)) {
+            healing[v.target] = armed.verdicts.size();
+            armed.verdicts.push_back(v);
+        }
     for (HealAction& a : future_plan.actions) {
         auto it = healing.find(a.target);
         if (it == healing.end()) continue;  // e.g. a copy of a target healed earlier
-        armed.action_source.push_back(index.at(it->second->origin.source_path));
+        armed.action_source.push_back(index.at(armed.verdicts[it->second].origin.source_path));
+        armed.action_verdict.push_back(it->second);
         armed.actions.push_back(std::move(a));
     }
     return armed;

@@ -173,6 +173,7 @@ struct ArmedHeals {
     std::vector<HealAction> actions;          // in plan order
     std::vector<std::size_t> action_source;   // per action: its index in `sources`
     std::vector<TargetVerdict> verdicts;      // of the targets the actions heal
+    std::vector<std::size_t> action_verdict;  // per action: its target's index in `verdicts`
 
     bool empty() const { return actions.empty(); }
 };

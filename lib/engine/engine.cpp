@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -92,6 +93,8 @@ void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v,
     e.since_event_us = trigger == Clock::time_point{} ? 0 : micros(now - trigger);
     if (trigger != Clock::time_point{} && tr.heal_started != Clock::time_point{})
         e.start_after_event_us = micros(tr.heal_started - trigger);
+    if (trigger != Clock::time_point{} && tr.probe_started != Clock::time_point{})
+        e.probe_after_event_us = micros(tr.probe_started - trigger);
     e.namespaces_healed = tr.ns_healed;
     e.reason = std::move(reason);
     observer_(e);
@@ -250,26 +253,30 @@ LivenessMap Engine::check_liveness(const MountTable& host, const Classification&
     return prober_.check(probe);
 }
 
-Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
-                                       const std::vector<TargetVerdict>& verdicts, Clock::time_point trigger,
+Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& actions,
+                                       const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
                                        std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum) {
     // Each swap completes before the next begins. The executor re-checks
     // each mountpoint right before acting; when it finds the table moved
     // (ESTALE) the batch stops and the caller reads the tables again.
     BatchOutcome out;
-    std::map<std::string, const TargetVerdict*> verdict_of;
-    for (const auto& x : verdicts) verdict_of[x.target] = &x;
-    for (const HealAction& a : actions) {
+    for (std::size_t k = 0; k < actions.size(); ++k) {
+        const HealAction& a = *actions[k];
         Track& tr = tracks_[a.target];
-        const TargetVerdict* v = verdict_of[a.target];
+        const TargetVerdict* v = verdicts[k];
         if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
         if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
+            const auto probe_start = Clock::now();
+            if (tr.probe_started == Clock::time_point{}) tr.probe_started = probe_start;
             Status s = prober_.probe_path(a.clone_path);
+            spdlog::debug("probed {} before cloning it ({} us): {}", a.clone_path, micros(Clock::now() - probe_start),
+                          s ? "ok" : s.error().message());
             if (!s) {
                 back_off(tr, Clock::now());
                 emit(HealEvent::Kind::HealFailed, tr, v,
                      "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
                      trigger);
+                tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
                 continue;
             }
             ready_sources.insert(a.clone_path);
@@ -299,6 +306,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
             ++sum.failures;
             back_off(tr, t1);  // its later actions in this batch are skipped
             emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
+            tr.heal_started = tr.probe_started = {};
             continue;
         }
         if (!a.in_host()) {
@@ -316,6 +324,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
         tr.in_outage = false;
         tr.heal_us = 0;
         tr.heal_started = {};
+        tr.probe_started = {};
         tr.ns_healed = 0;
         tr.state = TargetState::Healthy;
         tr.reason.clear();
@@ -353,17 +362,22 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         new_device[i] = top->device;
     }
     if (!any) return {};
-    std::vector<HealAction> ready;
+    // Pointers, not copies: with a thousand targets a copy of the actions
+    // alone would cost more than the source check.
+    std::vector<const HealAction*> ready;
+    std::vector<const TargetVerdict*> verdicts;
     for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
         if (!back[armed_.action_source[k]]) continue;
-        ready.push_back(armed_.actions[k]);
-        if (!ready.back().clone_path.empty()) ready.back().source_device = new_device[armed_.action_source[k]];
+        HealAction& a = armed_.actions[k];
+        if (!a.clone_path.empty()) a.source_device = new_device[armed_.action_source[k]];
+        ready.push_back(&a);
+        verdicts.push_back(&armed_.verdicts[armed_.action_verdict[k]]);
     }
     spdlog::debug("a source is back: firing {} armed actions ({} us since the event)", ready.size(),
                   micros(Clock::now() - trigger));
     int unlimited = -1;
     const int before = sum.actions;
-    BatchOutcome out = run_batch(ready, armed_.verdicts, trigger, ready_sources, unlimited, sum);
+    BatchOutcome out = run_batch(ready, verdicts, trigger, ready_sources, unlimited, sum);
     sum.armed_actions += sum.actions - before;
     return out;
 }
@@ -468,7 +482,18 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
 
         // Carry out the plan; after the batch the tables are read again and
         // planned again until nothing is left to do.
-        BatchOutcome batch = run_batch(plan.actions, plan.verdicts, trigger, ready_sources, budget, sum);
+        std::vector<const HealAction*> actions;
+        std::vector<const TargetVerdict*> verdicts;
+        {
+            std::map<std::string_view, const TargetVerdict*> verdict_of;
+            for (const auto& x : plan.verdicts) verdict_of[x.target] = &x;
+            for (const HealAction& a : plan.actions) {
+                actions.push_back(&a);
+                auto it = verdict_of.find(a.target);
+                verdicts.push_back(it == verdict_of.end() ? nullptr : it->second);
+            }
+        }
+        BatchOutcome batch = run_batch(actions, verdicts, trigger, ready_sources, budget, sum);
         host_stale = batch.host_changed || batch.table_moved;
         // Re-read the namespaces we changed; drop those whose process is gone.
         for (auto it = namespaces.begin(); it != namespaces.end();) {

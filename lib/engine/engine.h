@@ -47,6 +47,10 @@ struct HealEvent {
     std::int64_t heal_us = 0;        // time spent acting on this target (all its mounts)
     std::int64_t since_event_us = 0; // from the event that started the reconcile to healed
     std::int64_t start_after_event_us = 0;  // from that event to this target's first action
+    // From that event to the probe of the new source this target is cloned
+    // from (the first step of a heal; 0 when another target's heal in the
+    // same step probed that source already).
+    std::int64_t probe_after_event_us = 0;
     int namespaces_healed = 0;       // container copies healed with it
     std::string reason;        // why broken/failed/skipped
 };
@@ -135,6 +139,7 @@ private:
         Clock::time_point retry_at{};
         std::int64_t heal_us = 0;   // action time accumulated in this heal
         Clock::time_point heal_started{};  // this heal's first action, {} before it
+        Clock::time_point probe_started{}; // when its new source was probed (the heal's first step), {} before
         int ns_healed = 0;
         std::string fstype;
         TargetKind kind = TargetKind::Volume;
@@ -170,9 +175,10 @@ private:
     // targets that back off or whose source does not answer a probe
     // (`ready_sources` remembers the clone paths that did in this step).
     // `budget` (< 0: unlimited) counts down per action. Returns the outcome.
-    BatchOutcome run_batch(const std::vector<HealAction>& actions, const std::vector<TargetVerdict>& verdicts,
-                           Clock::time_point trigger, std::set<std::string>& ready_sources, int& budget,
-                           ReconcileSummary& sum);
+    // `verdicts[k]` is the verdict of the target of `actions[k]` (may be null).
+    BatchOutcome run_batch(const std::vector<const HealAction*>& actions,
+                           const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
+                           std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum);
     // Checks the awaited sources of the armed heals with source_lookup and
     // runs the actions of those that are back and alive. Returns the
     // outcome (nothing executed when no source is back).

@@ -48,6 +48,7 @@ JournalFields journal_fields(const HealEvent& e) {
     if (e.kind == HealEvent::Kind::Healed) {
         add("HEAL_USEC", std::to_string(e.heal_us));
         add("HEAL_START_AFTER_EVENT_USEC", std::to_string(e.start_after_event_us));
+        add("PROBE_AFTER_EVENT_USEC", std::to_string(e.probe_after_event_us));
         add("SINCE_EVENT_USEC", std::to_string(e.since_event_us));
         add("NAMESPACES_HEALED", std::to_string(e.namespaces_healed));
     }

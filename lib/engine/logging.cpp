@@ -82,9 +82,9 @@ static std::pair<std::string, spdlog::level::level_enum> heal_event_text(const H
     case HealEvent::Kind::Broken: return {"mount broken: " + who + src + reason, spdlog::level::warn};
     case HealEvent::Kind::Healed:
         return {fmt::format("mount healed: {}{} strategy={} namespaces_healed={} outage_us={} heal_us={} "
-                            "start_after_event_us={} since_event_us={}",
+                            "probe_after_event_us={} start_after_event_us={} since_event_us={}",
                             who, src, e.strategy, e.namespaces_healed, e.outage_us, e.heal_us,
-                            e.start_after_event_us, e.since_event_us),
+                            e.probe_after_event_us, e.start_after_event_us, e.since_event_us),
                 spdlog::level::info};
     case HealEvent::Kind::HealFailed:
         return {fmt::format("failed to heal, will retry: {}{} strategy={} outage_us={} error=\"{}\"", who, src,

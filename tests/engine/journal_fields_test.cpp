@@ -20,6 +20,7 @@ HealEvent healed_event() {
     e.outage_us = 912345;
     e.heal_us = 410;
     e.start_after_event_us = 733;
+    e.probe_after_event_us = 412;
     e.since_event_us = 1630;
     e.namespaces_healed = 2;
     return e;
@@ -47,6 +48,7 @@ TEST(JournalFields, HealedCarriesEveryFieldAnOperatorQueries) {
     EXPECT_EQ(m["OUTAGE_USEC"], "912345");
     EXPECT_EQ(m["HEAL_USEC"], "410");
     EXPECT_EQ(m["HEAL_START_AFTER_EVENT_USEC"], "733");
+    EXPECT_EQ(m["PROBE_AFTER_EVENT_USEC"], "412");
     EXPECT_EQ(m["SINCE_EVENT_USEC"], "1630");
     EXPECT_EQ(m["NAMESPACES_HEALED"], "2");
     EXPECT_EQ(m.count("REASON"), 0u);  // empty values are left out

@@ -979,6 +979,9 @@ TEST(ArmedHeals, AreThePlanMadeOnceTheSourceIsBack) {
             EXPECT_EQ(describe(armed.actions), describe(real.actions));
             EXPECT_EQ(armed.action_source, std::vector<std::size_t>(real.actions.size(), 0));
             ASSERT_EQ(armed.verdicts.size(), 3u);
+            ASSERT_EQ(armed.action_verdict.size(), armed.actions.size());
+            for (std::size_t k = 0; k < armed.actions.size(); ++k)
+                EXPECT_EQ(armed.verdicts.at(armed.action_verdict[k]).target, armed.actions[k].target);
             for (const TargetVerdict& v : armed.verdicts) {
                 EXPECT_EQ(v.state, TargetState::Healing) << v.target;
                 EXPECT_EQ(v.origin.source_path, SRC) << v.target;
