@@ -137,10 +137,14 @@ fi
 status=$(dpkg-query -W -f='${db:Status-Status}' fuse-healer 2>/dev/null || true)
 [ -z "$status" ] || [ "$status" = not-installed ] \
   || fail "fuse-healer is on this machine (dpkg status: $status); the test would purge it: refusing" \
-          "(if an earlier test run was killed: apt-get purge fuse-healer)"
+          "(if an earlier test run was killed: apt-get purge fuse-healer; FUSE_HEALER_PACKAGE_TEST=0 skips" \
+          "this test in scripts/test.sh)"
 for p in /usr/sbin/fuse-healerd /etc/fuse-healer /var/lib/fuse-healer /lib/systemd/system/fuse-healer.service \
          /etc/systemd/system/fuse-healer.service; do
-  if [ -e "$p" ]; then fail "$p exists (installed by hand?); the test would overwrite or remove it: refusing"; fi
+  if [ -e "$p" ]; then
+    fail "$p exists (installed by hand?); the test would overwrite or remove it: refusing" \
+         "(FUSE_HEALER_PACKAGE_TEST=0 skips this test in scripts/test.sh)"
+  fi
 done
 
 # apt-get runs in a session of its own: a signal sent to the test's process
