@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <fcntl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "core/duration.h"
 #include "core/error.h"
+#include "core/listen_address.h"
 
 namespace fh {
 namespace {
@@ -34,6 +36,8 @@ const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
     {"state", {"dir"}},
     {"log", {"level"}},
+    {"metrics", {"listen", "textfile"}},
+    {"control", {"socket"}},
 };
 
 // The first invalid key or value. Thrown from the checks and caught in
@@ -230,6 +234,43 @@ Config build(const toml::table& root) {
 
     if (const auto v = lookup(root, "state", "dir")) c.state_dir = v->path();
     if (const auto v = lookup(root, "log", "level")) c.log_level = v->one_of<LogLevel>(kLogLevelNames);
+
+    if (const auto v = lookup(root, "metrics", "listen")) {
+        c.metrics.listen = v->string("a string such as \"127.0.0.1:9766\" (\"\" to disable)");
+        if (!c.metrics.listen.empty()) {
+            const Result<ListenAddress> address = parse_listen_address(c.metrics.listen);
+            if (!address) v->must(address.error().detail);
+        }
+    }
+    if (const auto v = lookup(root, "metrics", "textfile")) {
+        // "" is the default (off); anything else is a path.
+        if (!v->string("an absolute path string (\"\" to disable)").empty()) {
+            c.metrics.textfile = v->path();
+            // node_exporter's textfile collector reads *.prom files only: any
+            // other name would be written for nobody.
+            const std::string name = c.metrics.textfile.substr(c.metrics.textfile.rfind('/') + 1);
+            if (name.size() <= 5 || !name.ends_with(".prom"))
+                v->must("name a file ending in \".prom\" (node_exporter reads no other), got " +
+                        quoted(c.metrics.textfile));
+        }
+    }
+    if (const auto v = lookup(root, "control", "socket")) {
+        // Empty turns the control socket off (fuse-healerctl then cannot reach the daemon).
+        if (v->string("a path string (empty to disable the control socket)").empty()) {
+            c.control_socket.clear();
+        } else {
+            c.control_socket = v->path();
+            if (c.control_socket == "/") v->must("name a socket file, got \"/\"");
+            // bind(2) takes the path in sockaddr_un.sun_path, NUL included;
+            // a longer one would be cut short, silently, by libuv.
+            constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+            if (c.control_socket.size() > kMaxSocketPath) {
+                v->must("be at most " + std::to_string(kMaxSocketPath) +
+                        " bytes long (the limit of a unix socket path), got " +
+                        std::to_string(c.control_socket.size()));
+            }
+        }
+    }
     return c;
 }
 

@@ -21,6 +21,17 @@ enum class LogLevel { Trace, Debug, Info, Warn, Error };
 const char* to_string(LogLevel l);
 
 inline constexpr const char* kDefaultConfigPath = "/etc/fuse-healer/fuse-healer.toml";
+inline constexpr const char* kDefaultControlSocket = "/run/fuse-healer/control.sock";
+
+// [metrics]: where the Prometheus metrics are published.
+struct MetricsConfig {
+    // "host:port" or "[v6]:port" (validated by parse_listen_address) to serve
+    // GET /metrics on; empty: no HTTP listener. 9766 is fuse-healer's port.
+    std::string listen = "127.0.0.1:9766";
+    // Absolute path of a *.prom file rewritten after each reconcile (at most
+    // once per second) for node_exporter's textfile collector; empty: off.
+    std::string textfile;
+};
 
 struct Config {
     MatchRules match;                           // [kubelet] root_dir, [match] fs_types, source_prefixes
@@ -31,6 +42,8 @@ struct Config {
     std::chrono::microseconds probe_timeout = std::chrono::seconds(2);          // [heal]
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
+    MetricsConfig metrics;                                           // [metrics]
+    std::string control_socket = kDefaultControlSocket;  // [control] socket, "" = no control socket
     std::string loaded_from;  // the file read, empty for built-in defaults
 };
 

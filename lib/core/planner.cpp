@@ -1,5 +1,8 @@
 #include "core/planner.h"
 
+#include <sys/sysmacros.h>
+
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -69,10 +72,20 @@ public:
         }
         for (const Target& t : in_.classes->targets) plan_target(t);
         if (in_.heal_namespaces && in_.namespaces && in_.healed)
-            for (const HealedTarget& h : *in_.healed)
+            for (const HealedTarget& h : *in_.healed) {
+                // Only while the source it was healed from still serves: in a
+                // crash loop it may be dead or gone again by now.
+                const MountEntry* src = in_.host->topmost_at(h.source_path);
+                if (!source_mount_problem(src, h.source_path, h.fstype, h.device, *in_.rules).empty() ||
+                    require(src->device) != Liveness::Alive)
+                    continue;
+                // And only while its old superblock is the dead one: its
+                // number may have been handed to another live mount.
+                if (require(h.device) != Liveness::Dead) continue;
                 plan_namespace_copies(h.target, MountEntry{.device = h.device, .root = h.root, .fstype = h.fstype,
                                                            .source = h.source},
-                                      h.clone_path);
+                                      h.clone_path, src->device);
+            }
         plan_.need_liveness.assign(need_.begin(), need_.end());
         return std::move(plan_);
     }
@@ -109,13 +122,8 @@ private:
     // the source path.
     std::string source_not_ready(const Origin& origin, const MountEntry& stale) {
         const MountEntry* src = in_.host->topmost_at(origin.source_path);
-        if (!src) return "source " + origin.source_path + " is not mounted yet";
-        if (src->device == stale.device) return "source " + origin.source_path + " still holds the dead filesystem";
-        if (!is_fuse_fstype(src->fstype, in_.rules->fs_types) || src->root != "/")
-            return "source " + origin.source_path + " holds a " + src->fstype +
-                   " mount that is not a FUSE filesystem root";
-        if (src->fstype != origin.fstype)
-            return "source " + origin.source_path + " came back as " + src->fstype + ", expected " + origin.fstype;
+        std::string why = source_mount_problem(src, origin.source_path, origin.fstype, stale.device, *in_.rules);
+        if (!why.empty()) return why;
         switch (require(src->device)) {
         case Liveness::Unknown: return "waiting for the new source's liveness";
         case Liveness::Dead: return "the new source is dead too";
@@ -178,21 +186,23 @@ private:
         v.state = TargetState::Healing;
         v.reason = "the source is back";
         const std::string clone = v.origin.clone_path();
+        const dev_t source_device = in_.host->topmost_at(v.origin.source_path)->device;
         if (in_.heal_namespaces && in_.namespaces)
-            plan_namespace_copies(t.path, *t.mount, clone);
-        add_action(t.path, 0, 0, *in_.host, *t.mount, clone);
+            plan_namespace_copies(t.path, *t.mount, clone, source_device);
+        add_action(t.path, 0, 0, *in_.host, *t.mount, clone, source_device);
     }
 
     // Appends actions for every topmost mount in the other namespaces that
     // is a copy of `stale` (same device and root, and same fstype and mount
     // source), each claimed once.
-    void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone) {
+    void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone,
+                               dev_t source_device) {
         auto it = ns_copies_.find({stale.device, stale.root});
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
             if (e->fstype != stale.fstype || e->source != stale.source) continue;
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
-            add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone);
+            add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone, source_device);
         }
         // Every target of the same (device, root) is a bind of the same
         // directory of the same superblock: its copies are all claimed now.
@@ -202,8 +212,8 @@ private:
     }
 
     // Appends the action that heals the dead topmost mount `top` of `table`.
-    void add_action(const std::string& target, int pid, std::uint64_t ns_inode,
-                    const MountTable& table, const MountEntry& top, const std::string& clone) {
+    void add_action(const std::string& target, int pid, std::uint64_t ns_inode, const MountTable& table,
+                    const MountEntry& top, const std::string& clone, dev_t source_device) {
         HealAction a;
         a.target = target;
         a.ns_pid = pid;
@@ -212,6 +222,7 @@ private:
         a.expected_mount_id = top.mount_id;
         a.expected_device = top.device;
         a.clone_path = clone;
+        a.source_device = source_device;
         a.flags = top.flags;
         a.propagation = propagation_mode_of(top.propagation);
         // Any strategy first sheds extra dead layers (left by a stacking
@@ -220,6 +231,7 @@ private:
         if (dead_layers_at(table, top) > 1) {
             a.kind = ActionKind::UnmountDeadLayer;
             a.clone_path.clear();
+            a.source_device = 0;
         } else if (in_.strategy == Strategy::Replace) {
             a.kind = ActionKind::Replace;
         } else {
@@ -255,9 +267,86 @@ private:
         ns_copies_;
 };
 
+// Returns a device number that no mount of `table` has, for a mount that
+// does not exist yet. Majors of 4095 are never handed out by the kernel's
+// anonymous or block device allocators in practice; the loop makes sure.
+dev_t unused_device(const MountTable& table, std::set<dev_t>& taken) {
+    if (taken.empty())
+        for (const MountEntry& e : table.entries()) taken.insert(e.device);
+    dev_t d = makedev(4095, 0xfffff);
+    while (taken.count(d)) --d;
+    taken.insert(d);
+    return d;
+}
+
 } // namespace
 
 Plan plan_heals(const PlanInput& in) { return Planner(in).run(); }
+
+std::string source_mount_problem(const MountEntry* src, const std::string& source_path, const std::string& fstype,
+                                 dev_t dead_device, const MatchRules& rules) {
+    if (!src) return "source " + source_path + " is not mounted yet";
+    if (src->device == dead_device) return "source " + source_path + " still holds the dead filesystem";
+    if (!is_fuse_fstype(src->fstype, rules.fs_types) || src->root != "/")
+        return "source " + source_path + " holds a " + src->fstype + " mount that is not a FUSE filesystem root";
+    if (src->fstype != fstype) return "source " + source_path + " came back as " + src->fstype + ", expected " + fstype;
+    return "";
+}
+
+ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
+    ArmedHeals armed;
+    std::map<std::string, std::size_t> index;  // source path -> index in armed.sources
+    for (const TargetVerdict& v : plan.verdicts) {
+        if (v.state != TargetState::Broken || !v.has_origin) continue;
+        auto [it, added] = index.emplace(v.origin.source_path, armed.sources.size());
+        if (added) armed.sources.push_back(AwaitedSource{v.origin.source_path, v.origin.fstype, {}});
+        // Two targets waiting on one path with different fstypes cannot both
+        // be satisfied by one mount; the first one's fstype is armed and the
+        // other target is left to the full plan.
+        auto& devs = armed.sources[it->second].dead_devices;
+        if (std::find(devs.begin(), devs.end(), v.device) == devs.end()) devs.push_back(v.device);
+    }
+    if (armed.sources.empty()) return armed;
+
+    // The table as it will be once every awaited source is back: a live
+    // FUSE root of the expected fstype on top of whatever is at the path.
+    std::vector<MountEntry> entries = in.host->entries();
+    LivenessMap liveness = *in.liveness;
+    std::set<dev_t> taken;
+    int next_id = 1;
+    for (const MountEntry& e : entries) next_id = std::max(next_id, e.mount_id + 1);
+    for (const AwaitedSource& s : armed.sources) {
+        MountEntry m;
+        m.mount_id = next_id++;
+        const MountEntry* below = in.host->topmost_at(s.source_path);
+        m.parent_id = below ? below->mount_id : 0;
+        m.device = unused_device(*in.host, taken);
+        m.root = "/";
+        m.mountpoint = s.source_path;
+        m.fstype = s.fstype;
+        entries.push_back(std::move(m));
+        liveness[entries.back().device] = Liveness::Alive;
+    }
+    const MountTable future(std::move(entries));
+    const Classification classes = classify(future, *in.rules, in.origins);
+    PlanInput future_in = in;
+    future_in.host = &future;
+    future_in.classes = &classes;
+    future_in.liveness = &liveness;
+    Plan future_plan = plan_heals(future_in);
+
+    std::map<std::string, const TargetVerdict*> healing;  // target -> its verdict in the future plan
+    for (const TargetVerdict& v : future_plan.verdicts)
+        if (v.state == TargetState::Healing && index.count(v.origin.source_path)) healing[v.target] = &v;
+    for (const auto& [target, v] : healing) armed.verdicts.push_back(*v);
+    for (HealAction& a : future_plan.actions) {
+        auto it = healing.find(a.target);
+        if (it == healing.end()) continue;  // e.g. a copy of a target healed earlier
+        armed.action_source.push_back(index.at(it->second->origin.source_path));
+        armed.actions.push_back(std::move(a));
+    }
+    return armed;
+}
 
 OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules) {
     OriginMap out;

@@ -68,6 +68,11 @@ struct HealAction {
     int expected_mount_id = 0;     // the stale mount that must still be topmost there
     dev_t expected_device = 0;     // its (dead) superblock
     std::string clone_path;        // host path of the live source to clone (not for UnmountDeadLayer)
+    // The live superblock a clone of clone_path must belong to: the source
+    // may die or be unmounted between planning and acting, and a clone of
+    // what is then at the path (a dead FUSE mount, or the empty directory
+    // under it) must never be attached. 0 for UnmountDeadLayer.
+    dev_t source_device = 0;
     MountFlags flags;              // per-mount flags for the new mount
     PropagationMode propagation = PropagationMode::Shared;
     // Stack strategy only: the dead top is shared, so a bind on it would be
@@ -114,7 +119,8 @@ struct HealedTarget {
     std::string root;        // the target's root in it
     std::string fstype;      // its fstype and mount source: once the last host
     std::string source;      // mount is gone, the device number can be reused
-    std::string clone_path;
+    std::string source_path; // where it was healed from: copies are healed only
+    std::string clone_path;  // while a live mount of `fstype` is still there
 };
 
 struct PlanInput {
@@ -124,7 +130,7 @@ struct PlanInput {
     const LivenessMap* liveness = nullptr;
     const OriginMap* origins = nullptr;       // learned earlier (persisted)
     const std::vector<NamespaceView>* namespaces = nullptr;  // may be null
-    const std::vector<HealedTarget>* healed = nullptr;       // may be null
+    const std::vector<HealedTarget>* healed = nullptr;       // may be null; their devices need liveness too
     Strategy strategy = Strategy::Replace;
     bool read_write = false;       // [heal] read_write
     bool heal_namespaces = true;   // [heal] namespaces
@@ -142,6 +148,42 @@ struct Plan {
 // the kernel turns the containers' slave copies private); last, copies of
 // already healed targets (`healed`) still found in namespaces.
 Plan plan_heals(const PlanInput& in);
+
+// Returns why the mount `src` (the topmost mount at `source_path`, nullptr
+// when nothing is mounted there) cannot be the new source of a target whose
+// dead superblock is `dead_device` and whose origin has `fstype`, or "" when
+// it can: a FUSE filesystem root of that fstype, not the dead superblock.
+// Liveness is not judged here.
+std::string source_mount_problem(const MountEntry* src, const std::string& source_path, const std::string& fstype,
+                                 dev_t dead_device, const MatchRules& rules);
+
+// A source path that dead targets wait for.
+struct AwaitedSource {
+    std::string source_path;
+    std::string fstype;              // the origin's fstype: the new mount must have it
+    std::vector<dev_t> dead_devices; // the superblocks it replaces: never accepted as the new source
+};
+
+// Heals planned while their source is down, carried out the moment it is
+// back without reading or planning the whole table again (an event then
+// costs O(sources), not O(mounts)). Every action is still re-checked by the
+// executor right before it runs, so a stale armed plan fails safe (ESTALE).
+struct ArmedHeals {
+    std::vector<AwaitedSource> sources;
+    std::vector<HealAction> actions;          // in plan order
+    std::vector<std::size_t> action_source;   // per action: its index in `sources`
+    std::vector<TargetVerdict> verdicts;      // of the targets the actions heal
+
+    bool empty() const { return actions.empty(); }
+};
+
+// Returns the armed heals for `plan` (made from `in`): the targets that wait
+// for their source (Broken, origin known) are planned again as if a live
+// mount of the origin's fstype were the topmost mount at each awaited source
+// path. The actions are those plan_heals will make once the source is back,
+// except that it may find other work too (a remembered namespace gone, a
+// second candidate origin): the engine plans in full after firing them.
+ArmedHeals arm_heals(const PlanInput& in, const Plan& plan);
 
 // Returns the origins to remember from a table: for every target whose
 // topmost mount is Alive, the origin recovered from its source.

@@ -206,27 +206,164 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
     return out;
 }
 
+void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness) {
+    // The dead superblocks of targets healed earlier, whose copies a
+    // container started during the outage may still hold. Once its last
+    // mount is gone a device number is handed to the next mount, maybe one
+    // of another dataset that other containers copy; the planner heals a
+    // copy only while its device is still the dead superblock. fusectl
+    // tells at once. Without it, the host mounts are gone, so one copy is
+    // probed through its process's root (/proc/<pid>/root/<mountpoint>),
+    // with the same statx probe and timeout as any other.
+    std::vector<std::pair<dev_t, std::string>> probe;
+    for (const HealedTarget& h : healed_) {
+        if (liveness.count(h.device)) continue;
+        if (Liveness l = prober_.fusectl_state(h.device); l != Liveness::Unknown) {
+            liveness[h.device] = l;
+            continue;
+        }
+        for (const NamespaceView& ns : namespaces) {
+            auto copies = ns.table.with_device(h.device);
+            auto top = std::find_if(copies.begin(), copies.end(),
+                                    [&](const MountEntry* e) { return ns.table.is_topmost(*e); });
+            if (top == copies.end()) continue;
+            probe.emplace_back(h.device, settings_.proc_root + "/" + std::to_string(ns.pid) + "/root" +
+                                             (*top)->mountpoint);
+            break;
+        }
+    }
+    for (auto& [dev, l] : prober_.check(probe)) liveness[dev] = l;
+}
+
 LivenessMap Engine::check_liveness(const MountTable& host, const Classification& c) {
     // Liveness of every target's topmost mount and of every source a dead
-    // target may be healed from. Aborted connections stay aborted while any
-    // mount of them exists, so a device once dead is not probed again.
-    std::set<dev_t> present;
-    for (const auto& e : host.entries()) present.insert(e.device);
-    for (auto it = dead_.begin(); it != dead_.end();) it = present.count(*it) ? std::next(it) : dead_.erase(it);
+    // target may be healed from, asked afresh each step (a fusectl file read
+    // per device, or a statx that fails at once on a dead connection). Not
+    // cached: once the last mount of a dead superblock is gone its device
+    // number is handed to the next FUSE mount, often the restarted daemon's
+    // own, within the same step.
     std::vector<std::pair<dev_t, std::string>> probe;
-    LivenessMap liveness;
-    auto want = [&](const MountEntry& m) {
-        if (dead_.count(m.device)) liveness[m.device] = Liveness::Dead;
-        else probe.emplace_back(m.device, m.mountpoint);
-    };
-    for (const Target& t : c.targets) want(*t.mount);
+    for (const Target& t : c.targets) probe.emplace_back(t.mount->device, t.mount->mountpoint);
     for (const MountEntry* s : c.sources)
-        if (host.is_topmost(*s)) want(*s);
-    for (auto& [dev, l] : prober_.check(probe)) {
-        liveness[dev] = l;
-        if (l == Liveness::Dead) dead_.insert(dev);
+        if (host.is_topmost(*s)) probe.emplace_back(s->device, s->mountpoint);
+    return prober_.check(probe);
+}
+
+Engine::BatchOutcome Engine::run_batch(const std::vector<HealAction>& actions,
+                                       const std::vector<TargetVerdict>& verdicts, Clock::time_point trigger,
+                                       std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum) {
+    // Each swap completes before the next begins. The executor re-checks
+    // each mountpoint right before acting; when it finds the table moved
+    // (ESTALE) the batch stops and the caller reads the tables again.
+    BatchOutcome out;
+    std::map<std::string, const TargetVerdict*> verdict_of;
+    for (const auto& x : verdicts) verdict_of[x.target] = &x;
+    for (const HealAction& a : actions) {
+        Track& tr = tracks_[a.target];
+        const TargetVerdict* v = verdict_of[a.target];
+        if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
+        if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
+            Status s = prober_.probe_path(a.clone_path);
+            if (!s) {
+                back_off(tr, Clock::now());
+                emit(HealEvent::Kind::HealFailed, tr, v,
+                     "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
+                     trigger);
+                continue;
+            }
+            ready_sources.insert(a.clone_path);
+        }
+        if (budget-- == 0) {
+            spdlog::error("reconcile step did not converge; stopping it here");
+            out.out_of_budget = true;
+            break;
+        }
+        if (a.in_host()) out.host_changed = true;
+        else out.changed_namespaces.insert(a.ns_inode);
+        const auto t0 = Clock::now();
+        if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
+        Status s = executor_.execute(a);
+        const auto t1 = Clock::now();
+        ++out.executed;
+        ++sum.actions;
+        tr.heal_us += micros(t1 - t0);
+        spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
+                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
+                      s ? "ok" : s.error().message());
+        if (!s) {
+            if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
+                out.table_moved = true;
+                break;
+            }
+            ++sum.failures;
+            back_off(tr, t1);  // its later actions in this batch are skipped
+            emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
+            continue;
+        }
+        if (!a.in_host()) {
+            ++tr.ns_healed;
+            continue;
+        }
+        if (a.kind == ActionKind::UnmountDeadLayer) continue;
+        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
+                                              v->origin.source, v->origin.source_path, a.clone_path});
+        ++sum.healed;
+        ++tr.heals;
+        tr.failures = 0;
+        tr.last_outage_us = micros(t1 - tr.outage_start);
+        emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
+        tr.in_outage = false;
+        tr.heal_us = 0;
+        tr.heal_started = {};
+        tr.ns_healed = 0;
+        tr.state = TargetState::Healthy;
     }
-    return liveness;
+    return out;
+}
+
+Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::set<std::string>& ready_sources,
+                                              ReconcileSummary& sum) {
+    // Which awaited sources are back: one statx and one statmount per path,
+    // then the liveness of the new mount (fusectl: one small file read).
+    std::vector<bool> back(armed_.sources.size(), false);
+    std::vector<dev_t> new_device(armed_.sources.size(), 0);
+    bool any = false;
+    for (std::size_t i = 0; i < armed_.sources.size(); ++i) {
+        const AwaitedSource& src = armed_.sources[i];
+        auto m = settings_.source_lookup(src.source_path);
+        if (!m) {
+            spdlog::debug("failed to look up source {}, ignoring: {}", src.source_path, m.error().message());
+            continue;
+        }
+        const MountEntry* top = m->mountpoint == src.source_path ? &*m : nullptr;
+        std::string why;
+        for (dev_t dead : src.dead_devices) {
+            why = source_mount_problem(top, src.source_path, src.fstype, dead, config_.match);
+            if (!why.empty()) break;
+        }
+        if (!why.empty()) {
+            spdlog::trace("armed heals for {} wait: {}", src.source_path, why);
+            continue;
+        }
+        auto l = prober_.check({{top->device, src.source_path}});
+        if (l[top->device] != Liveness::Alive) continue;
+        back[i] = any = true;
+        new_device[i] = top->device;
+    }
+    if (!any) return {};
+    std::vector<HealAction> ready;
+    for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
+        if (!back[armed_.action_source[k]]) continue;
+        ready.push_back(armed_.actions[k]);
+        if (!ready.back().clone_path.empty()) ready.back().source_device = new_device[armed_.action_source[k]];
+    }
+    spdlog::debug("a source is back: firing {} armed actions ({} us since the event)", ready.size(),
+                  micros(Clock::now() - trigger));
+    int unlimited = -1;
+    const int before = sum.actions;
+    BatchOutcome out = run_batch(ready, armed_.verdicts, trigger, ready_sources, unlimited, sum);
+    sum.armed_actions += sum.actions - before;
+    return out;
 }
 
 ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
@@ -238,6 +375,15 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     int budget = -1;
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
 
+    // Heals armed while their source was down go first: checking the
+    // awaited source paths costs microseconds, reading the table does not.
+    // Whatever they did, the full read and plan below follow and finish the
+    // job (and arm again if something still waits).
+    if (!armed_.empty()) {
+        fire_armed_heals(trigger, ready_sources, sum);
+        armed_ = {};
+    }
+
     // The host's table, its classification and liveness; re-read after
     // every action in the host namespace. An action inside a container's
     // namespace cannot change the host's table (container copies are slaves
@@ -246,6 +392,9 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     Classification c;
     LivenessMap liveness;
     bool host_stale = true;
+    PlanInput in;
+    Plan plan;
+    bool converged = false;  // the last plan was made from current tables and needed no action
 
     for (;;) {
         const auto step_start = Clock::now();
@@ -270,7 +419,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             views_loaded = true;
         }
 
-        PlanInput in;
+        if (heal_namespaces && !healed_.empty()) check_healed_liveness(namespaces, liveness);
+        in = PlanInput{};
         in.rules = &config_.match;
         in.host = &*host;
         in.classes = &c;
@@ -281,7 +431,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.strategy = strategy_;
         in.read_write = config_.read_write;
         in.heal_namespaces = heal_namespaces;
-        Plan plan = plan_heals(in);
+        plan = plan_heals(in);
         const auto now = Clock::now();
         spdlog::trace("step: {} mounts, {} targets, {} actions planned, {} us since the event, {} us in this step",
                       host->size(), c.targets.size(), plan.actions.size(), micros(now - trigger),
@@ -314,81 +464,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
         if (budget < 0) budget = static_cast<int>(plan.actions.size()) * 3 + 8;
 
-        // Carry out the plan's actions in order, one mountpoint at a time
-        // (each swap completes before the next begins), skipping targets
-        // that back off or whose source does not answer. The executor
-        // re-checks each mountpoint right before acting; when it finds the
-        // table moved (ESTALE) the batch stops and the tables are read again.
-        // After the batch they are read again anyway, and planned again
-        // until nothing is left to do.
-        std::map<std::string, const TargetVerdict*> verdict_of;
-        for (const auto& x : plan.verdicts) verdict_of[x.target] = &x;
-        std::set<std::uint64_t> changed_namespaces;
-        int executed = 0;
-        bool out_of_budget = false;
-        for (const HealAction& a : plan.actions) {
-            Track& tr = tracks_[a.target];
-            const TargetVerdict* v = verdict_of[a.target];
-            if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
-            if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
-                Status s = prober_.probe_path(a.clone_path);
-                if (!s) {
-                    back_off(tr, Clock::now());
-                    emit(HealEvent::Kind::HealFailed, tr, v,
-                         "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
-                         trigger);
-                    continue;
-                }
-                ready_sources.insert(a.clone_path);
-            }
-            if (budget-- == 0) {
-                spdlog::error("reconcile step did not converge; stopping it here");
-                out_of_budget = true;
-                break;
-            }
-            if (a.in_host()) host_stale = true;
-            else changed_namespaces.insert(a.ns_inode);
-            const auto t0 = Clock::now();
-            if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
-            Status s = executor_.execute(a);
-            const auto t1 = Clock::now();
-            ++executed;
-            ++sum.actions;
-            tr.heal_us += micros(t1 - t0);
-            spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
-                          a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
-                          s ? "ok" : s.error().message());
-            if (!s) {
-                if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
-                    host_stale = true;
-                    break;
-                }
-                ++sum.failures;
-                back_off(tr, t1);  // its later actions in this batch are skipped
-                emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
-                continue;
-            }
-            if (!a.in_host()) {
-                ++tr.ns_healed;
-                continue;
-            }
-            if (a.kind == ActionKind::UnmountDeadLayer) continue;
-            if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
-                                                  v->origin.source, a.clone_path});
-            ++sum.healed;
-            ++tr.heals;
-            tr.failures = 0;
-            tr.last_outage_us = micros(t1 - tr.outage_start);
-            emit(HealEvent::Kind::Healed, tr, v, {}, t1, trigger);
-            tr.in_outage = false;
-            tr.heal_us = 0;
-            tr.heal_started = {};
-            tr.ns_healed = 0;
-            tr.state = TargetState::Healthy;
-        }
+        // Carry out the plan; after the batch the tables are read again and
+        // planned again until nothing is left to do.
+        BatchOutcome batch = run_batch(plan.actions, plan.verdicts, trigger, ready_sources, budget, sum);
+        host_stale = batch.host_changed || batch.table_moved;
         // Re-read the namespaces we changed; drop those whose process is gone.
         for (auto it = namespaces.begin(); it != namespaces.end();) {
-            if (!changed_namespaces.count(it->ns_inode)) {
+            if (!batch.changed_namespaces.count(it->ns_inode)) {
                 ++it;
                 continue;
             }
@@ -400,8 +482,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 it = namespaces.erase(it);
             }
         }
-        if (out_of_budget) break;
-        if (executed > 0) continue;
+        if (batch.out_of_budget) break;
+        if (batch.executed > 0 || batch.table_moved) continue;
         if (!healed_.empty() && heal_namespaces && !walked) {
             // Heals done from remembered namespaces: walk /proc once more for
             // containers started during the outage that still hold a copy.
@@ -414,10 +496,29 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 continue;
             }
         }
+        converged = true;
         break;
     }
 
     if (walked) healed_.clear();  // the walk saw every namespace after those heals
+    if (converged && settings_.source_lookup) {
+        const auto t0 = Clock::now();
+        std::set<dev_t> awaited;
+        for (const auto& v : plan.verdicts)
+            if (v.state == TargetState::Broken && v.has_origin) awaited.insert(v.device);
+        if (heal_namespaces && !awaited.empty()) {
+            // The armed heals must carry the container copies of exactly the
+            // awaited superblocks (a final walk above may have looked for
+            // others): read the namespaces that hold them, now, while waiting.
+            const bool known = std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
+                                             awaited.begin(), awaited.end());
+            namespaces = known ? reread_known_namespaces(awaited) : scan_all_namespaces(awaited);
+        }
+        armed_ = arm_heals(in, plan);
+        if (!armed_.empty())
+            spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
+                          armed_.sources.size(), micros(Clock::now() - t0));
+    }
 
     std::vector<TargetStatus> snapshot;
     for (const auto& [path, tr] : tracks_)

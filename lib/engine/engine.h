@@ -74,7 +74,12 @@ struct ReconcileSummary {
     int healed = 0;           // targets healed
     int targets = 0;          // targets tracked after the step
     bool table_error = false; // the host mountinfo could not be read
+    int armed_actions = 0;    // of `actions`: fired from heals armed before the event
 };
+
+// Looks up the topmost mount at a host path without reading the mount table
+// (see mount_at_path); returns it, or an Error.
+using MountLookup = std::function<Result<MountEntry>(const std::string& path)>;
 
 struct EngineSettings {
     std::string mountinfo_path = "/proc/self/mountinfo";
@@ -83,6 +88,12 @@ struct EngineSettings {
     // into another namespace, so copies in containers are left to
     // propagation (HostToContainer) and never planned.
     bool namespace_heals_supported = true;
+    // Set on kernels with a usable statmount (6.13+): while targets wait
+    // for a source, their heals are planned ahead (armed), and each event
+    // first looks at the awaited source paths alone; when one is back, its
+    // armed heals start before the table is read (see ArmedHeals). Unset,
+    // every event reads and plans the whole table first.
+    MountLookup source_lookup;
 };
 
 class Engine {
@@ -136,11 +147,35 @@ private:
     void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
     // Returns the liveness of the targets' and the sources' superblocks.
     LivenessMap check_liveness(const MountTable& host, const Classification& c);
+    // Adds to `liveness` the dead superblocks of healed_ targets that copies
+    // in `namespaces` may still hold (see the planner's healed copies).
+    void check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness);
     // Walks /proc for namespaces holding `devices` and remembers them.
     std::vector<NamespaceView> scan_all_namespaces(const std::set<dev_t>& devices);
     // Re-reads the remembered namespaces still holding `devices` (much
     // cheaper than a walk of /proc, so it is what the heal path uses).
     std::vector<NamespaceView> reread_known_namespaces(const std::set<dev_t>& devices);
+
+    // What a batch of actions did.
+    struct BatchOutcome {
+        int executed = 0;
+        bool table_moved = false;    // an action found its mountpoint changed (ESTALE)
+        bool out_of_budget = false;
+        bool host_changed = false;   // an action ran in the daemon's namespace
+        std::set<std::uint64_t> changed_namespaces;  // inodes of the other namespaces acted in
+    };
+    // Carries out `actions` in order, one mountpoint at a time, skipping
+    // targets that back off or whose source does not answer a probe
+    // (`ready_sources` remembers the clone paths that did in this step).
+    // `budget` (< 0: unlimited) counts down per action. Returns the outcome.
+    BatchOutcome run_batch(const std::vector<HealAction>& actions, const std::vector<TargetVerdict>& verdicts,
+                           Clock::time_point trigger, std::set<std::string>& ready_sources, int& budget,
+                           ReconcileSummary& sum);
+    // Checks the awaited sources of the armed heals with source_lookup and
+    // runs the actions of those that are back and alive. Returns the
+    // outcome (nothing executed when no source is back).
+    BatchOutcome fire_armed_heals(Clock::time_point trigger, std::set<std::string>& ready_sources,
+                                  ReconcileSummary& sum);
 
     Config config_;
     Strategy strategy_;
@@ -153,7 +188,6 @@ private:
 
     OriginMap origins_;
     bool state_save_failing_ = false;
-    std::set<dev_t> dead_;  // aborted connections stay aborted while mounted
     // Namespaces found by the last /proc walk, and the dead devices it
     // looked for. The walk runs when an outage is first seen, so the heal
     // itself only re-reads these; a final walk after the heal catches
@@ -161,6 +195,7 @@ private:
     std::vector<std::pair<int, std::uint64_t>> known_namespaces_;  // (pid, ns inode)
     std::set<dev_t> known_namespaces_devices_;
     std::vector<HealedTarget> healed_;  // host targets healed since the last walk
+    ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
     std::map<std::string, Track> tracks_;
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;

@@ -2,10 +2,18 @@
 
 #include <libmount/libmount.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include "core/listen_address.h"
 #include "engine/logging.h"
+#include "engine/mount_query.h"
 
 namespace fh {
 
@@ -17,6 +25,31 @@ Daemon* self(Handle* h) {
 }
 
 std::uint64_t to_ms(std::chrono::microseconds d) { return static_cast<std::uint64_t>(d.count() / 1000); }
+
+// How long a heal request on the control socket waits for its reconcile.
+// Longer means the heal worker is stuck (e.g. on a hung FUSE filesystem):
+// the client is told so instead of waiting with it.
+constexpr auto kHealReplyTimeout = std::chrono::seconds(10);
+
+// Returns true for the states counted as broken in summaries (STATUS=,
+// fuse-healerctl status): not serving data now.
+bool counts_as_broken(TargetState s) {
+    return s == TargetState::Broken || s == TargetState::Healing || s == TargetState::Unresponsive;
+}
+
+// Returns a target's status as the control protocol reports it.
+ControlTarget to_control_target(const TargetStatus& s) {
+    return ControlTarget{s.ctx.target, s.ctx.pod_uid, s.ctx.volume,       s.ctx.driver,
+                         s.ctx.volume_handle, to_string(s.kind), s.fstype, to_string(s.state),
+                         s.reason,     s.heals,       s.last_outage_us};
+}
+
+// Returns the status of `target` in `snapshot`, or nullptr.
+const TargetStatus* find_target(const std::vector<TargetStatus>& snapshot, const std::string& target) {
+    const auto it = std::find_if(snapshot.begin(), snapshot.end(),
+                                 [&](const TargetStatus& t) { return t.ctx.target == target; });
+    return it == snapshot.end() ? nullptr : &*it;
+}
 
 } // namespace
 
@@ -40,7 +73,7 @@ Daemon::~Daemon() {
     if (monitor_) mnt_unref_monitor(monitor_);
 }
 
-void Daemon::request_reconcile(Clock::time_point trigger) {
+std::uint64_t Daemon::request_reconcile(Clock::time_point trigger) {
     std::lock_guard<std::mutex> lock(mu_);
     // Coalesced requests keep the latest event: a heal is caused by the last
     // mount event before it (the source coming back), not by the unmount
@@ -48,6 +81,9 @@ void Daemon::request_reconcile(Clock::time_point trigger) {
     if (!pending_ || trigger > pending_trigger_) pending_trigger_ = trigger;
     pending_ = true;
     cv_.notify_all();
+    // A reconcile already running may have read the table before the
+    // event; the next one to start reads it after.
+    return reconciles_started_ + 1;
 }
 
 void Daemon::worker_main() {
@@ -69,12 +105,23 @@ void Daemon::worker_main() {
         const auto trigger = pending_trigger_;
         pending_ = false;
         worker_busy_ = true;
+        const std::uint64_t number = ++reconciles_started_;
+        reconcile_started_at_ = Clock::now();
         lock.unlock();
         ReconcileSummary sum = engine_->reconcile(trigger);
         auto retry = engine_->next_retry();
+        // Counted here, not in on_reconcile_done: uv_async_send coalesces.
+        metrics_.record_reconcile(sum.armed_actions);
+        std::vector<TargetState> states;
+        for (const TargetStatus& t : engine_->status()) states.push_back(t.state);
+        metrics_.set_targets(states);
         lock.lock();
         worker_busy_ = false;
         last_summary_ = sum;
+        reconciles_finished_ = number;
+        // Counted here, not in on_reconcile_done: uv_async_send coalesces,
+        // so two quick reconciles may wake the loop once.
+        healed_total_ += sum.healed;
         next_retry_ = retry;
         cv_.notify_all();
         uv_async_send(&worker_done_);
@@ -89,6 +136,7 @@ void Daemon::on_mount_event() {
     while (mnt_monitor_next_change(monitor_, &filename, &type) == 0) {
     }
     ++mount_events_;
+    metrics_.record_mount_event();
     request_reconcile(now);
 }
 
@@ -116,24 +164,180 @@ void Daemon::arm_retry_timer() {
 }
 
 void Daemon::on_reconcile_done() {
-    ++reconciles_;
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        healed_total_ += last_summary_.healed;
-    }
     arm_retry_timer();
+    answer_heal_requests();
     notify_status();
+    if (metrics_textfile_) metrics_textfile_->request_write();
 }
 
 void Daemon::notify_status() {
     int broken = 0, tracked = 0;
     for (const auto& t : engine_->status()) {
         ++tracked;
-        if (t.state == TargetState::Broken || t.state == TargetState::Healing || t.state == TargetState::Unresponsive)
-            ++broken;
+        if (counts_as_broken(t.state)) ++broken;
+    }
+    int healed = 0;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        healed = healed_total_;
     }
     sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
-               broken, healed_total_, to_string(engine_->strategy()), prober_->method());
+               broken, healed, to_string(engine_->strategy()), prober_->method());
+}
+
+void Daemon::start_control_server() {
+    uv_timer_init(&loop_, &heal_reply_timer_);
+    heal_reply_timer_.data = this;
+    if (config_.control_socket.empty()) {
+        spdlog::info("control socket turned off ([control] socket = \"\")");
+        return;
+    }
+    auto server = std::make_unique<ControlServer>(
+        &loop_, [this](const ControlRequest& request, const ControlServer::Reply& reply) {
+            on_control_request(request, reply);
+        });
+    if (Status st = server->listen(config_.control_socket); !st) {
+        spdlog::error("failed to set up the control socket, ignoring (fuse-healerctl cannot reach this daemon): {}",
+                      st.error().message());
+        return;
+    }
+    control_ = std::move(server);
+    spdlog::info("control socket: {}", config_.control_socket);
+}
+
+void Daemon::on_control_request(const ControlRequest& request, const ControlServer::Reply& reply) {
+    if (request.command == ControlCommand::Heal) {
+        start_heal_request(request.target, reply);
+        return;
+    }
+    // A snapshot and counters only: nothing here waits on the heal worker
+    // or touches a FUSE filesystem, so a hung one cannot delay the answer.
+    const std::vector<TargetStatus> snapshot = engine_->status();
+    ControlDaemonSummary summary;
+    summary.version = FUSE_HEALER_VERSION;
+    summary.pid = ::getpid();
+    summary.strategy = to_string(engine_->strategy());
+    summary.detection = prober_->method();
+    summary.kernel_features = features_.describe();
+    summary.targets = static_cast<int>(snapshot.size());
+    summary.broken = static_cast<int>(
+        std::count_if(snapshot.begin(), snapshot.end(), [](const TargetStatus& t) { return counts_as_broken(t.state); }));
+    summary.mount_events = mount_events_;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        summary.heals = healed_total_;
+        summary.reconciles = reconciles_finished_;
+        if (worker_busy_)
+            summary.reconcile_running_us =
+                std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - reconcile_started_at_).count();
+    }
+    std::vector<ControlTarget> targets;
+    targets.reserve(snapshot.size());
+    for (const auto& t : snapshot) targets.push_back(to_control_target(t));
+    reply.send(encode_status_response(summary, targets));
+}
+
+void Daemon::start_heal_request(const std::string& target, const ControlServer::Reply& reply) {
+    if (find_target(engine_->status(), target) == nullptr) {
+        reply.send(encode_error_response({ControlErrorCode::UnknownTarget,
+                                          target + " is not a target fuse-healerd tracks "
+                                                   "(fuse-healerctl status lists them)"}));
+        return;
+    }
+    const auto now = Clock::now();
+    const std::uint64_t reconcile = request_reconcile(now);
+    spdlog::info("heal of {} asked for on the control socket (pid {}): waiting for reconcile {}", target,
+                 reply.peer_pid(), reconcile);
+    pending_heals_.push_back(PendingHeal{target, reply, reconcile, now + kHealReplyTimeout});
+    answer_heal_requests();
+}
+
+void Daemon::answer_heal_requests() {
+    std::uint64_t finished = 0;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        finished = reconciles_finished_;
+    }
+    const auto now = Clock::now();
+    std::optional<std::vector<TargetStatus>> snapshot;
+    std::optional<Clock::time_point> earliest;
+    for (auto it = pending_heals_.begin(); it != pending_heals_.end();) {
+        if (it->reconcile <= finished) {
+            if (!snapshot) snapshot = engine_->status();
+            if (const TargetStatus* t = find_target(*snapshot, it->target)) {
+                it->reply.send(encode_heal_response(to_control_target(*t)));
+            } else {
+                it->reply.send(encode_error_response(
+                    {ControlErrorCode::UnknownTarget, it->target + " is no longer tracked after the reconcile (its "
+                                                                   "mount is gone)"}));
+            }
+        } else if (now >= it->deadline) {
+            spdlog::warn("heal of {} asked for on the control socket: reconcile {} not finished after {} s, "
+                         "answering with a timeout",
+                         it->target, it->reconcile, kHealReplyTimeout.count());
+            it->reply.send(encode_error_response(
+                {ControlErrorCode::Timeout,
+                 "the reconcile did not finish within " + std::to_string(kHealReplyTimeout.count()) +
+                     " s: the heal worker is busy, perhaps blocked on a hung FUSE filesystem; it still runs, see "
+                     "fuse-healerctl status and the journal"}));
+        } else {
+            earliest = earliest ? std::min(*earliest, it->deadline) : it->deadline;
+            ++it;
+            continue;
+        }
+        it = pending_heals_.erase(it);
+    }
+    uv_timer_stop(&heal_reply_timer_);
+    if (!earliest) return;
+    const auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*earliest - now).count();
+    uv_timer_start(&heal_reply_timer_, [](uv_timer_t* t) { self(t)->answer_heal_requests(); },
+                   static_cast<std::uint64_t>(std::max<long long>(delay, 0)) + 1, 0);
+}
+
+void Daemon::on_heal_event(const HealEvent& event) {
+    log_heal_event(event);
+    record_heal_event(metrics_, event);
+}
+
+void Daemon::apply_metrics_config(const MetricsConfig& wanted) {
+    std::optional<ListenAddress> address;
+    if (!wanted.listen.empty()) {
+        Result<ListenAddress> parsed = parse_listen_address(wanted.listen);  // validated when loaded
+        if (parsed) address = *parsed;
+    }
+    // A server that failed to start is retried on every reload.
+    if (!(metrics_server_ && address && metrics_server_->address() == *address)) {
+        if (metrics_server_) {
+            spdlog::info("stopped serving metrics on {}", metrics_server_->address().to_string());
+            metrics_server_.reset();  // first: the new address may overlap the old one
+        }
+        if (address) {
+            Result<std::unique_ptr<MetricsServer>> server = MetricsServer::start(*address, metrics_);
+            if (server) {
+                metrics_server_ = std::move(*server);
+                spdlog::info("serving metrics on http://{}/metrics", address->to_string());
+            } else {
+                spdlog::error("failed to serve metrics, ignoring: {}", server.error().message());
+            }
+        }
+    }
+    const std::string current = metrics_textfile_ ? metrics_textfile_->path() : "";
+    if (wanted.textfile == current) return;
+    if (metrics_textfile_) {
+        metrics_textfile_.reset();
+        // Never rewritten again, the old file would be reported frozen by
+        // node_exporter for ever.
+        if (::unlink(current.c_str()) != 0 && errno != ENOENT)
+            spdlog::warn("failed to remove the old metrics textfile, ignoring: {}",
+                         errno_error("unlink", current).message());
+        spdlog::info("stopped writing metrics to {}", current);
+    }
+    if (!wanted.textfile.empty()) {
+        // First written after the next reconcile (one follows every start
+        // and reload), with the targets' states filled in.
+        metrics_textfile_ = std::make_unique<MetricsTextfile>(wanted.textfile, metrics_);
+        spdlog::info("writing metrics to {} after each reconcile (at most once per second)", wanted.textfile);
+    }
 }
 
 void Daemon::on_reload() {
@@ -155,10 +359,18 @@ void Daemon::on_reload() {
     // The index object stays (the heal worker looks volumes up in it); only
     // its root changes. Its inotify fd stays the same, so the poll stays.
     if (c.match.root_dir != config_.match.root_dir) pods_->set_root_dir(c.match.root_dir);
+    if (c.control_socket != config_.control_socket) {
+        spdlog::warn("[control] socket changed from \"{}\" to \"{}\": takes effect at the next start, not on a reload",
+                     config_.control_socket, c.control_socket);
+        c.control_socket = config_.control_socket;  // config_ keeps saying what is in effect
+    }
     uv_timer_stop(&safety_timer_);
     if (c.safety_scan_interval.count() > 0)
         uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },
                        to_ms(c.safety_scan_interval), to_ms(c.safety_scan_interval));
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(*resolve_strategy(c.strategy, features_)),
+                            prober_->method());
+    apply_metrics_config(c.metrics);
     config_ = c;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -194,15 +406,21 @@ int Daemon::run() {
     store_ = std::make_unique<StateStore>(config_.state_dir);
     pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
     pods_->rescan();
+    EngineSettings settings{"/proc/self/mountinfo", "/proc", features_.open_tree, {}};
+    if (features_.statmount)
+        settings.source_lookup = [openat2 = features_.openat2](const std::string& path) {
+            return mount_at_path(path, openat2);
+        };
     engine_ = std::make_unique<Engine>(
-        config_, strategy_, *prober_, *executor_, *store_, [](const HealEvent& e) { log_heal_event(e); },
-        [this](const std::string& target) { return pods_->lookup(target); },
-        EngineSettings{"/proc/self/mountinfo", "/proc", features_.open_tree});
+        config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
+        [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");
-    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} kernel: {}",
+    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), prober_->method(),
+                 features_.statmount ? "statmount (heals armed while a source is down)"
+                                     : "mountinfo (the whole table read per event)",
                  features_.describe());
 
     // Mount events: libmount's kernel monitor wakes on POLLPRI of
@@ -241,6 +459,11 @@ int Daemon::run() {
         uv_timer_start(&watchdog_timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, every, every);
     }
 
+    // A control client that leaves before reading its answer must not kill
+    // the daemon with SIGPIPE; no other writer here relies on the signal.
+    std::signal(SIGPIPE, SIG_IGN);
+    start_control_server();
+
     uv_async_init(&loop_, &worker_done_, [](uv_async_t* a) { self(a)->on_reconcile_done(); });
     worker_done_.data = this;
     for (auto [h, sig] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
@@ -252,12 +475,26 @@ int Daemon::run() {
             uv_signal_start(h, [](uv_signal_t* s, int signum) { self(s)->on_stop(signum); }, sig);
     }
 
+    metrics_.set_start_time(
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), prober_->method());
+    apply_metrics_config(config_.metrics);
+
     worker_ = std::thread([this] { worker_main(); });
     request_reconcile(Clock::now());
     sd_notify(0, "READY=1");
     spdlog::info("ready: watching the mount table{}", pods_->fd() >= 0 ? " and the pods tree" : "");
 
     uv_run(&loop_, UV_RUN_DEFAULT);
+
+    // Scrapes end with the loop; the textfile keeps its last contents.
+    metrics_server_.reset();
+    metrics_textfile_.reset();
+    // No more requests. Heal requests still waiting are dropped: their
+    // clients see the connection close. Closing now also removes the
+    // socket file, even if we leave through _Exit below.
+    pending_heals_.clear();
+    if (control_) control_->close();
 
     {
         std::unique_lock<std::mutex> lock(mu_);
@@ -282,6 +519,7 @@ int Daemon::run() {
         if (!uv_is_closing(h)) uv_close(h, nullptr);
     }, nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
+    control_.reset();
     uv_loop_close(&loop_);
     spdlog::info("stopped");
     return exit_code_;

@@ -5,7 +5,8 @@
 // Event sources: the libmount kernel monitor of /proc/self/mountinfo (a mount
 // or unmount anywhere in our namespace), inotify on the pods tree, a safety
 // reconcile timer, a retry timer for backed-off heals, the systemd watchdog
-// timer, SIGTERM/SIGINT (exit) and SIGHUP (reload the config).
+// timer, SIGTERM/SIGINT (exit), SIGHUP (reload the config) and the control
+// socket (fuse-healerctl; see engine/control_server.h).
 #pragma once
 
 #include <uv.h>
@@ -18,10 +19,14 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/config.h"
+#include "core/metrics.h"
+#include "engine/control_server.h"
 #include "engine/engine.h"
 #include "engine/kernel_features.h"
+#include "engine/metrics_server.h"
 #include "engine/pod_index.h"
 
 struct libmnt_monitor;
@@ -59,10 +64,26 @@ private:
     void on_reload();
     void on_stop(int signum);
 
-    void request_reconcile(Clock::time_point trigger);
+    // Asks the heal worker for a reconcile. Returns the sequence number of
+    // the reconcile that will serve this request (reconciles are numbered
+    // from 1 in the order they start).
+    std::uint64_t request_reconcile(Clock::time_point trigger);
     void arm_retry_timer();
+    // Control socket requests (on the loop thread).
+    void on_control_request(const ControlRequest& request, const ControlServer::Reply& reply);
+    void start_heal_request(const std::string& target, const ControlServer::Reply& reply);
+    // Answers the heal requests whose reconcile has finished, and those
+    // whose timeout has passed; re-arms the timeout timer.
+    void answer_heal_requests();
+    void start_control_server();
     void worker_main();
     void notify_status();
+    // The engine's HealObserver (on the heal worker thread): logs the event
+    // and feeds it into the metrics.
+    void on_heal_event(const HealEvent& event);
+    // Starts, moves or stops the metrics HTTP server and textfile writer to
+    // match `wanted` (at start and on reload); failures are logged, not fatal.
+    void apply_metrics_config(const MetricsConfig& wanted);
 
     Config config_;
     DaemonOptions options_;
@@ -78,6 +99,7 @@ private:
     uv_signal_t sigterm_{}, sigint_{}, sighup_{};
     uv_async_t worker_done_{};
     uv_async_t wakeup_{};  // a late probe result or anything else asking for a reconcile
+    uv_timer_t heal_reply_timer_{};  // the earliest timeout of a pending heal request
     libmnt_monitor* monitor_ = nullptr;
 
     std::unique_ptr<LivenessProber> prober_;
@@ -85,6 +107,16 @@ private:
     std::unique_ptr<StateStore> store_;
     std::unique_ptr<PodIndex> pods_;
     std::unique_ptr<Engine> engine_;
+    std::unique_ptr<ControlServer> control_;
+
+    // Heal requests waiting for their reconcile (loop thread only).
+    struct PendingHeal {
+        std::string target;
+        ControlServer::Reply reply;
+        std::uint64_t reconcile = 0;  // answered once this reconcile has finished
+        Clock::time_point deadline;
+    };
+    std::vector<PendingHeal> pending_heals_;
 
     // Shared with the heal worker.
     std::mutex mu_;
@@ -97,10 +129,19 @@ private:
     std::optional<Clock::time_point> next_retry_;
     ReconcileSummary last_summary_{};
     std::thread worker_;
-    int exit_code_ = 0;
-    std::uint64_t mount_events_ = 0;
-    std::uint64_t reconciles_ = 0;
+    std::uint64_t reconciles_started_ = 0;   // also the number of the running one
+    std::uint64_t reconciles_finished_ = 0;  // also the number of the last finished one
+    Clock::time_point reconcile_started_at_{};
     int healed_total_ = 0;
+
+    // Fed by the heal worker (heal events, reconciles, target states) and
+    // the loop (mount events); rendered by the server's and the textfile
+    // writer's own threads. Declared before them: they refer to it.
+    HealerMetrics metrics_;
+    std::unique_ptr<MetricsServer> metrics_server_;      // null when [metrics] listen is "" or failed
+    std::unique_ptr<MetricsTextfile> metrics_textfile_;  // null when [metrics] textfile is ""; loop thread only
+    int exit_code_ = 0;
+    std::uint64_t mount_events_ = 0;  // loop thread only
 };
 
 } // namespace fh

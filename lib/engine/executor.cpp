@@ -1,6 +1,7 @@
 #include "engine/executor.h"
 
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "core/model.h"
@@ -39,6 +40,23 @@ std::string proc_self(bool in_host) { return in_host ? "/proc/self" : "."; }
 // Returns the path of fd's magic link, which reaches the mount the fd holds.
 std::string fd_path(int fd, bool in_host) { return proc_self(in_host) + "/fd/" + std::to_string(fd); }
 
+// Returns ok when the mount `fd` refers to (a detached clone, or the
+// source path itself) belongs to the superblock the heal was planned with.
+// Between planning and acting the source may die and be lazily unmounted:
+// the path then shows the empty directory under it, and attaching a clone
+// of that would show the pod an empty volume.
+Status check_source(int fd, const HealAction& a) {
+    if (a.source_device == 0) return {};
+    auto dev = sys::fd_device(fd, a.clone_path);
+    if (!dev) return dev.error();
+    if (*dev != a.source_device)
+        return Error{"re-check", a.clone_path, ESTALE,
+                     "no longer the live filesystem the heal was planned with (device " + std::to_string(major(*dev)) +
+                         ":" + std::to_string(minor(*dev)) + ", planned " + std::to_string(major(a.source_device)) +
+                         ":" + std::to_string(minor(a.source_device)) + ")"};
+    return {};
+}
+
 } // namespace
 
 Executor::Executor(KernelFeatures features, std::string root_dir)
@@ -62,6 +80,7 @@ Status Executor::execute(const HealAction& a) {
     if (a.kind != ActionKind::UnmountDeadLayer && features_.open_tree) {
         auto c = sys::open_tree_clone(a.clone_path);
         if (!c) return c.error();
+        if (Status s = check_source(c->get(), a); !s) return s;
         clone = std::move(*c);
     }
     return act_at(a, clone.get(), true);
@@ -94,6 +113,7 @@ Status Executor::execute_in_namespace(const HealAction& a) {
     if (a.kind != ActionKind::UnmountDeadLayer) {
         auto c = sys::open_tree_clone(a.clone_path);  // made here, in the host namespace
         if (!c) return c.error();
+        if (Status s = check_source(c->get(), a); !s) return s;
         clone = std::move(*c);
     }
     if (!ns_worker_) ns_worker_ = std::make_unique<NamespaceWorker>();
@@ -158,7 +178,12 @@ Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
             if (Status s = sys::move_mount_fd(clone_fd, target->get(), false, where); !s) return s;
             fresh = fd_path(clone_fd, in_host);
         } else {
-            // Kernels before 5.2: a classic bind onto the stale top.
+            // Kernels before 5.2: a classic bind onto the stale top. The
+            // source is checked through the path just before; the window
+            // left is the bind syscall itself.
+            auto source = sys::open_path_nofollow(a.clone_path, features_.openat2);
+            if (!source) return source.error();
+            if (Status s = check_source(source->get(), a); !s) return s;
             if (::mount(a.clone_path.c_str(), top.c_str(), nullptr, MS_BIND, nullptr) != 0)
                 return errno_error("bind on top", where);
             auto opened = sys::open_path_nofollow(a.mountpoint, features_.openat2);

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 
+#include "engine/mount_query.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -56,7 +57,7 @@ bool is_fusectl_mounted(const std::string& dir) {
 
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
-           name == kFeatureOpenat2 || name == kFeatureFusectl;
+           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount;
 }
 
 KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
@@ -73,6 +74,7 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
     f.move_mount_beneath =
         f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
+    f.statmount = on(kFeatureStatmount, statmount_is_usable());
     if (!disabled.count(kFeatureFusectl)) {
         bool mounted = is_fusectl_mounted(fusectl_dir);
         if (!mounted && mount_fusectl)
@@ -91,7 +93,7 @@ std::string KernelFeatures::describe() const {
     };
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
-           item(kFeatureFusectl, fusectl);
+           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount);
 }
 
 } // namespace fh

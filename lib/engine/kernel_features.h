@@ -14,6 +14,7 @@ inline constexpr const char* kFeatureMountSetattr = "mount_setattr";          //
 inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  // 6.5
 inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
 inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
+inline constexpr const char* kFeatureStatmount = "statmount";                  // 6.8; subtype+source 6.13
 
 struct KernelFeatures {
     bool open_tree = false;
@@ -21,11 +22,12 @@ struct KernelFeatures {
     bool move_mount_beneath = false;
     bool openat2 = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
+    bool statmount = false;          // one mount can be queried without reading the table (armed heals)
     std::string fusectl_dir;         // e.g. /sys/fs/fuse/connections
     std::set<std::string> disabled;  // forced off by the operator
 
     // Returns a one-line summary, e.g.
-    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes".
+    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes".
     std::string describe() const;
 };
 

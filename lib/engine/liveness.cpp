@@ -126,6 +126,13 @@ LivenessMap LivenessProber::check(const std::vector<std::pair<dev_t, std::string
     return out;
 }
 
+Liveness LivenessProber::fusectl_state(dev_t device) const {
+    if (!features_.fusectl) return Liveness::Unknown;
+    FusectlReading r = read_fusectl(features_.fusectl_dir, device);
+    if (!r.present) return Liveness::Unknown;
+    return r.aborted ? Liveness::Dead : Liveness::Alive;
+}
+
 Status LivenessProber::probe_path(const std::string& path) {
     auto job = start_statx("path:" + path, path);
     std::unique_lock<std::mutex> l(job->mu);

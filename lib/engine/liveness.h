@@ -51,6 +51,11 @@ public:
     // in total, however many probes hang.
     LivenessMap check(const std::vector<std::pair<dev_t, std::string>>& mounts);
 
+    // Returns what fusectl says of `device` without touching any mount:
+    // Dead (aborted), Alive, or Unknown when fusectl is not in use or has no
+    // connection of that number.
+    Liveness fusectl_state(dev_t device) const;
+
     // Returns ok when statx(FORCE_SYNC) of `path` succeeds within the probe
     // timeout; else an Error (ETIMEDOUT when it hangs, the statx errno
     // otherwise, e.g. ENOENT for a missing subdirectory).

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 
 #include <cstdio>
 #include <fstream>
@@ -89,6 +90,12 @@ Result<int> fd_mount_id(int fd, const std::string& proc_self) {
         }
     }
     return Error{"read mnt_id", path, ENOENT, "no mnt_id line"};
+}
+
+Result<dev_t> fd_device(int fd, const std::string& what_path) {
+    struct statx sx {};
+    if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &sx) != 0) return errno_error("statx", what_path);
+    return makedev(sx.stx_dev_major, sx.stx_dev_minor);
 }
 
 Result<std::string> read_small_file(const std::string& path) {

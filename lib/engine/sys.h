@@ -112,6 +112,12 @@ Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2);
 // thread whose cwd is the daemon's /proc/self (inside another namespace).
 Result<int> fd_mount_id(int fd, const std::string& proc_self = "/proc/self");
 
+// Returns the device number (st_dev: the superblock) of what `fd` refers
+// to, from statx(AT_STATX_DONT_SYNC) with an empty mask: the inode cache
+// answers, so no request reaches a FUSE daemon (dead or hung) and FUSE's
+// allow_other check does not apply. Returns an Error with errno.
+Result<dev_t> fd_device(int fd, const std::string& what_path);
+
 // Returns the whole content of a small file (sysfs, procfs, config).
 Result<std::string> read_small_file(const std::string& path);
 

@@ -92,17 +92,19 @@ TEST(KernelFeatures, DescribeFormat) {
     f.move_mount_beneath = false;
     f.openat2 = true;
     f.fusectl = true;
+    f.statmount = true;
     f.disabled = {"move_mount_beneath"};
     EXPECT_EQ(f.describe(),
-              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes");
+              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes");
     KernelFeatures none;
-    EXPECT_EQ(none.describe(), "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no");
+    EXPECT_EQ(none.describe(),
+              "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no statmount=no");
 }
 
 TEST(KernelFeatures, IsKnownKernelFeature) {
-    for (const char* name : {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl"})
+    for (const char* name : {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount"})
         EXPECT_TRUE(is_known_kernel_feature(name)) << name;
-    for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx"})
+    for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx", "listmount"})
         EXPECT_FALSE(is_known_kernel_feature(name)) << "\"" << name << "\"";
 }
 

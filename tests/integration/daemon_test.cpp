@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -166,6 +167,9 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
               std::string::npos)
         << d.log();
     for (const auto& f : v.disabled) EXPECT_NE(d.log().find(f + "=no(disabled)"), std::string::npos) << d.log();
+    const bool statmount = std::find(v.disabled.begin(), v.disabled.end(), "statmount") == v.disabled.end();
+    EXPECT_NE(d.log().find(std::string("source check=") + (statmount ? "statmount" : "mountinfo")), std::string::npos)
+        << d.log();
     ASSERT_TRUE(daemon_learned(sb, vol) && daemon_learned(sb, sub)) << d.log();
 
     for (int gen = 2; gen <= 4; ++gen) {
@@ -206,6 +210,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Variant{"all_features", {}, "replace", "fusectl", true},
                       Variant{"no_fusectl", {"fusectl"}, "replace", "statx", true},
                       Variant{"no_openat2", {"openat2"}, "replace", "fusectl", true},
+                      Variant{"no_statmount", {"statmount"}, "replace", "fusectl", true},
                       Variant{"no_beneath", {"move_mount_beneath"}, "stack", "fusectl", true},
                       Variant{"no_mount_setattr", {"move_mount_beneath", "mount_setattr"}, "stack", "fusectl", true},
                       Variant{"no_open_tree", {"open_tree", "fusectl"}, "stack", "statx", false}),

@@ -2,18 +2,30 @@
 // real mounts: what the daemon's loop does on each event, without the loop.
 #include "heal_fixture.h"
 
+#include <sys/mount.h>
+
+#include <spdlog/spdlog.h>
+
 #include "engine/engine.h"
 #include "engine/event_loop.h"
+#include "engine/mount_query.h"
 
 namespace fh::test {
 namespace {
 
-class EngineStep : public IntegrationTest {
+// The parameter: whether heals are armed while a source is down (the
+// statmount source check) or every step reads the whole table first.
+class EngineStep : public IntegrationTest, public ::testing::WithParamInterface<bool> {
 protected:
     void SetUp() override {
         IntegrationTest::SetUp();
         if (IsSkipped()) return;
+        spdlog::set_level(spdlog::level::debug);  // shown by ctest only when a test fails
         features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+        if (armed() && !features.statmount) GTEST_SKIP() << "statmount is not usable on this kernel";
+        EngineSettings settings;
+        if (armed())
+            settings.source_lookup = [this](const std::string& path) { return mount_at_path(path, features.openat2); };
         config.match.root_dir = sb.kubelet();
         config.state_dir = sb.state();
         config.probe_timeout = std::chrono::milliseconds(500);
@@ -22,8 +34,11 @@ protected:
         executor = std::make_unique<Executor>(features, config.match.root_dir);
         store = std::make_unique<StateStore>(config.state_dir);
         engine = std::make_unique<Engine>(config, strategy, *prober, *executor, *store,
-                                          [this](const HealEvent& e) { events.push_back(e); });
+                                          [this](const HealEvent& e) { events.push_back(e); }, VolumeLookup{},
+                                          std::move(settings));
     }
+
+    bool armed() const { return GetParam(); }
 
     std::vector<HealEvent::Kind> kinds() const {
         std::vector<HealEvent::Kind> k;
@@ -42,7 +57,7 @@ protected:
     std::vector<HealEvent> events;
 };
 
-TEST_F(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
+TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
     fuse.start(1);
     const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
@@ -74,6 +89,8 @@ TEST_F(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     fuse.supervisor_restart(2);
     auto s3 = engine->reconcile(Clock::now());
     EXPECT_EQ(s3.actions, 2);
+    // Armed: both actions ran before the table was read.
+    EXPECT_EQ(s3.armed_actions, armed() ? 2 : 0);
     EXPECT_EQ(s3.healed, 1);
     EXPECT_EQ(s3.failures, 0);
     ASSERT_EQ(kinds(), (std::vector<HealEvent::Kind>{HealEvent::Kind::Broken, HealEvent::Kind::Healed}));
@@ -98,7 +115,7 @@ TEST_F(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
 
 // A source that comes back without the target's subdirectory is not healed;
 // the failure backs off instead of spinning.
-TEST_F(EngineStep, SourceWithoutTheSubdirectoryIsNotHealedAndBacksOff) {
+TEST_P(EngineStep, SourceWithoutTheSubdirectoryIsNotHealedAndBacksOff) {
     FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
     fuse.set_extra_args({"--tree", "only-in-gen1/x=1"});
     fuse.start(1);
@@ -122,6 +139,158 @@ TEST_F(EngineStep, SourceWithoutTheSubdirectoryIsNotHealedAndBacksOff) {
     engine->reconcile(Clock::now());
     EXPECT_EQ(events.size(), n);
     EXPECT_EQ(read_errno(sub), ENOTCONN);
+}
+
+// Armed heals are re-checked like any other: a pod deleted during the outage
+// (its volume unmounted after the heals were armed) does not get its mount
+// back, and the other pod is healed in the same step.
+TEST_P(EngineStep, PodDeletedAfterArmingIsNotMountedAgain) {
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string gone = sb.make_pod_volume("pod-gone", "pvc-1");
+    const std::string kept = sb.make_pod_volume("pod-kept", "pvc-1");
+    csi_bind(fuse.source(), "", gone, true);
+    csi_bind(fuse.source(), "", kept, true);
+    engine->reconcile(Clock::now());
+    fuse.kill9();
+    engine->reconcile(Clock::now());  // broken; heals armed (when armed())
+    ASSERT_EQ(::umount2(gone.c_str(), MNT_DETACH), 0) << errno_name(errno);
+    fuse.supervisor_restart(2);
+    auto s = engine->reconcile(Clock::now());
+    EXPECT_EQ(s.healed, 1);
+    EXPECT_EQ(s.failures, 0);
+    EXPECT_EQ(read_file(kept + "/generation"), "2\n");
+    EXPECT_EQ(count_mounts_at(gone), 0);
+    EXPECT_EQ(engine->status().size(), 1u);
+}
+
+// A source back with another filesystem type is not taken: the armed heals
+// do not fire, and the full plan says why.
+TEST_P(EngineStep, SourceBackAsAnotherFstypeIsNotHealed) {
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    engine->reconcile(Clock::now());
+    fuse.kill9();
+    engine->reconcile(Clock::now());
+    ASSERT_EQ(::umount2(fuse.source().c_str(), MNT_DETACH), 0) << errno_name(errno);
+    FuseDaemon other{sb, fuse.source(), FuseKind::BindFs};  // fstype "fuse", not "fuse.fh_testfs"
+    other.start(2);
+    auto s = engine->reconcile(Clock::now());
+    EXPECT_EQ(s.actions, 0);
+    EXPECT_EQ(s.armed_actions, 0);
+    ASSERT_EQ(engine->status().size(), 1u);
+    EXPECT_EQ(engine->status()[0].state, TargetState::Broken);
+    EXPECT_EQ(read_errno(vol), ENOTCONN);
+}
+
+INSTANTIATE_TEST_SUITE_P(SourceCheck, EngineStep, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                             return std::string(i.param ? "ArmedHeals" : "FullRead");
+                         });
+
+// The executor attaches a clone only when it comes from the superblock the
+// heal was planned with: a source that died and was lazily unmounted between
+// planning and acting leaves the empty directory under it at the path.
+TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
+    Sandbox sb;
+    const KernelFeatures features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+    if (!features.move_mount_beneath) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH";
+    Executor executor(features, sb.kubelet());
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    auto table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* stale = table->topmost_at(vol);
+    const MountEntry* source = table->topmost_at(fuse.source());
+    ASSERT_TRUE(stale && source);
+    HealAction a;
+    a.kind = ActionKind::Replace;
+    a.target = a.mountpoint = vol;
+    a.expected_mount_id = stale->mount_id;
+    a.expected_device = stale->device;
+    a.clone_path = fuse.source();
+    a.flags.read_only = true;
+    a.source_device = source->device;
+
+    // The source died again and was unmounted: the path is an empty directory.
+    fuse.kill9();
+    ASSERT_EQ(::umount2(fuse.source().c_str(), MNT_DETACH), 0) << errno_name(errno);
+    const int mounts = count_mounts_under(sb.root());
+    Status refused = executor.execute(a);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().err, ESTALE) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("no longer the live filesystem"), std::string::npos)
+        << refused.error().message();
+    EXPECT_EQ(count_mounts_under(sb.root()), mounts);
+    EXPECT_EQ(read_errno(vol), ENOTCONN);
+
+    // Back again: a new superblock, so the old plan is still refused; a plan
+    // made with the new one heals.
+    fuse.start(3);
+    table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table);
+    const MountEntry* now = table->topmost_at(fuse.source());
+    ASSERT_TRUE(now);
+    if (now->device != a.source_device) EXPECT_FALSE(executor.execute(a));
+    a.source_device = now->device;
+    Status healed = executor.execute(a);
+    ASSERT_TRUE(healed) << healed.error().message();
+    EXPECT_EQ(read_file(vol + "/generation"), "3\n");
+}
+
+// mount_at_path answers what mountinfo says, for a live FUSE mount, a path
+// inside it, a dead one and a hung one (without ever waiting on the daemon).
+TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
+    if (!statmount_is_usable()) GTEST_SKIP() << "statmount is not usable on this kernel";
+    Sandbox sb;
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    auto check = [&](const std::string& path) {
+        SCOPED_TRACE(path);
+        auto table = read_mountinfo(kSelfMountinfo);
+        ASSERT_TRUE(table) << table.error().message();
+        const MountEntry* want = table->topmost_at(path);
+        ASSERT_NE(want, nullptr);
+        auto got = mount_at_path(path, true);
+        ASSERT_TRUE(got) << got.error().message();
+        EXPECT_EQ(got->mount_id, want->mount_id);
+        EXPECT_EQ(got->parent_id, want->parent_id);
+        EXPECT_EQ(got->device, want->device);
+        EXPECT_EQ(got->root, want->root);
+        EXPECT_EQ(got->mountpoint, want->mountpoint);
+        EXPECT_EQ(got->fstype, want->fstype);
+        EXPECT_EQ(got->source, want->source);
+        EXPECT_EQ(got->flags, want->flags);
+        EXPECT_EQ(got->propagation.shared_group, want->propagation.shared_group);
+        EXPECT_EQ(got->propagation.master_group, want->propagation.master_group);
+    };
+    check(fuse.source());
+    check(vol);
+    EXPECT_EQ(mount_at_path(vol, true)->fstype, "fuse.fh_testfs");
+    // A directory that is not a mountpoint resolves to the mount holding it.
+    auto inside = mount_at_path(sb.kubelet() + "/pods", true);
+    ASSERT_TRUE(inside) << inside.error().message();
+    EXPECT_NE(inside->mountpoint, sb.kubelet() + "/pods");
+    // Hung (SIGSTOP) and dead daemons: answered from kernel structures.
+    fuse.stop();
+    check(vol);
+    fuse.cont();
+    fuse.kill9();
+    check(vol);
+    check(fuse.source());
+    // A symlink in the path is refused, not followed.
+    ASSERT_EQ(::symlink(fuse.source().c_str(), sb.path("link").c_str()), 0);
+    auto link = mount_at_path(sb.path("link"), true);
+    ASSERT_FALSE(link);
+    EXPECT_EQ(link.error().err, ELOOP);
 }
 
 } // namespace

@@ -30,6 +30,9 @@
 #ifndef FH_DAEMON_PATH
 #define FH_DAEMON_PATH ""
 #endif
+#ifndef FH_CTL_PATH
+#define FH_CTL_PATH ""
+#endif
 
 namespace fh::test {
 
@@ -167,6 +170,7 @@ void set_namespace_skip_reason(std::string why) { g_skip_reason = std::move(why)
 std::string testfs_path() { return FH_TESTFS_PATH; }
 std::string test_container_path() { return FH_TEST_CONTAINER_PATH; }
 std::string daemon_path() { return FH_DAEMON_PATH; }
+std::string ctl_path() { return FH_CTL_PATH; }
 
 // ---- mountinfo helpers ------------------------------------------------------
 
@@ -984,7 +988,12 @@ int Container::stop(std::chrono::milliseconds timeout) {
 
 // ---- Daemon --------------------------------------------------------------------------------
 
-Daemon::Daemon(Sandbox& sb, std::string binary) : sb_(sb), binary_(std::move(binary)) {}
+Daemon::Daemon(Sandbox& sb, std::string binary) : sb_(sb), binary_(std::move(binary)) {
+    // Numbered per process, not per sandbox, so that Sandbox::unique()'s
+    // sequence of names stays what tests have always seen.
+    static int daemons = 0;
+    control_socket_ = sb_.root() + "/control-" + std::to_string(++daemons) + ".sock";
+}
 
 Daemon::~Daemon() {
     if (pid_ > 0 && kill_and_reap(pid_, kDestroyTimeout)) sb_.untrack(pid_);
@@ -1012,6 +1021,13 @@ std::string Daemon::config_text(const std::string& extra_toml) const {
     t += "[kubelet]\nroot_dir = " + toml_string(sb_.kubelet()) + "\n\n";
     t += "[state]\ndir = " + toml_string(sb_.state()) + "\n\n";
     t += "[log]\nlevel = \"debug\"\n\n";
+    // No metrics listener unless a test asks for one: the default address
+    // (127.0.0.1:9766) is shared by every daemon of a parallel test run.
+    if (extra_toml.find("[metrics]") == std::string::npos) t += "[metrics]\nlisten = \"\"\n\n";
+    // Never the default /run/fuse-healer/control.sock: /run is the
+    // machine's, shared by every test and checkout running at the same time.
+    if (extra_toml.find("[control]") == std::string::npos)
+        t += "[control]\nsocket = " + toml_string(control_socket_) + "\n\n";
     t += extra_toml;
     if (!t.empty() && t.back() != '\n') t += "\n";
     return t;

@@ -58,6 +58,7 @@ void set_namespace_skip_reason(std::string why);
 std::string testfs_path();            // fh_testfs
 std::string test_container_path();    // fh_test_container
 std::string daemon_path();            // fuse-healerd, empty when the target does not exist
+std::string ctl_path();               // fuse-healerctl, empty when the target does not exist
 
 // ---- mountinfo helpers (independent of lib/core) --------------------------
 
@@ -357,9 +358,10 @@ protected:
 //   [kubelet] root_dir = <sandbox>/kubelet
 //   [state]   dir      = <sandbox>/state
 //   [log]     level    = "debug"
+//   [control] socket   = control_socket()   (unless extra_toml has [control])
 // followed by `extra_toml` (which must therefore start with a table header
-// other than those three, e.g. "[heal]\nstrategy = \"replace\"\n"). stdout
-// and stderr are captured into <sandbox>/runtime/fuse-healerd-N.log.
+// other than the first three, e.g. "[heal]\nstrategy = \"replace\"\n").
+// stdout and stderr are captured into <sandbox>/runtime/fuse-healerd-N.log.
 class Daemon {
 public:
     explicit Daemon(Sandbox& sb, std::string binary = daemon_path());
@@ -386,6 +388,9 @@ public:
     bool running() const { return pid_ > 0; }
     const std::string& config_path() const { return config_path_; }
     const std::string& log_path() const { return log_path_; }
+    // <sandbox>/control-N.sock, one per Daemon object: the [control] socket
+    // the harness writes into the config.
+    const std::string& control_socket() const { return control_socket_; }
     std::string log() const;
     // Waits until the log contains `needle` (searching from `from` chars on).
     bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = 5000ms,
@@ -397,6 +402,7 @@ private:
     pid_t pid_ = -1;
     std::string config_path_;
     std::string log_path_;
+    std::string control_socket_;
 };
 
 // Starts argv as a child in this namespace with stdin from /dev/null and

@@ -381,6 +381,10 @@ TEST_F(HarnessSelftest, DaemonConfigAndAvailability) {
     EXPECT_NE(cfg.find("root_dir = \"" + sb.kubelet() + "\""), std::string::npos) << cfg;
     EXPECT_NE(cfg.find("dir = \"" + sb.state() + "\""), std::string::npos) << cfg;
     EXPECT_NE(cfg.find("level = \"debug\""), std::string::npos) << cfg;
+    EXPECT_EQ(d.control_socket().rfind(sb.root() + "/control-", 0), 0u) << d.control_socket();
+    EXPECT_NE(cfg.find("[control]\nsocket = \"" + d.control_socket() + "\""), std::string::npos) << cfg;
+    EXPECT_EQ(d.config_text("[control]\nsocket = \"\"\n").find(d.control_socket()), std::string::npos)
+        << "a test's own [control] table replaces the harness's";
     EXPECT_NE(cfg.find("[heal]\nstrategy = \"replace\"\n"), std::string::npos) << cfg;
     std::string why;
     bool available = Daemon::available(&why);

@@ -46,6 +46,9 @@ void expect_same_settings(const Config& actual, const Config& expected) {
     EXPECT_EQ(actual.probe_timeout, expected.probe_timeout);
     EXPECT_EQ(actual.state_dir, expected.state_dir);
     EXPECT_EQ(actual.log_level, expected.log_level);
+    EXPECT_EQ(actual.metrics.listen, expected.metrics.listen);
+    EXPECT_EQ(actual.metrics.textfile, expected.metrics.textfile);
+    EXPECT_EQ(actual.control_socket, expected.control_socket);
 }
 
 // A fresh temporary directory, removed with its files.
@@ -79,13 +82,16 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_EQ(c.probe_timeout, 2s);
     EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Info);
+    EXPECT_EQ(c.metrics.listen, "127.0.0.1:9766");
+    EXPECT_EQ(c.metrics.textfile, "");
+    EXPECT_EQ(c.control_socket, "/run/fuse-healer/control.sock");
     EXPECT_EQ(c.loaded_from, "");
 }
 
 TEST(Config, MissingKeysTakeDefaults) {
     expect_same_settings(parsed(""), Config{});
     expect_same_settings(parsed("# nothing set\n"), Config{});
-    expect_same_settings(parsed("[kubelet]\n[match]\n[heal]\n[state]\n[log]\n"), Config{});
+    expect_same_settings(parsed("[kubelet]\n[match]\n[heal]\n[state]\n[log]\n[metrics]\n"), Config{});
     EXPECT_EQ(parsed("").loaded_from, "");
 }
 
@@ -143,6 +149,18 @@ TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
     }
 }
 
+TEST(Config, ControlSocketIsAPathOrEmptyToDisable) {
+    expect_same_settings(parsed("[control]\n"), Config{});
+    EXPECT_EQ(parsed("[control]\nsocket = \"/run/fh/ctl.sock/\"\n").control_socket, "/run/fh/ctl.sock");
+    EXPECT_EQ(parsed("[control]\nsocket = \"\"\n").control_socket, "");
+    // 107 bytes is the longest path sockaddr_un holds with its NUL.
+    const std::string longest = "/" + std::string(106, 'a');
+    EXPECT_EQ(parsed("[control]\nsocket = \"" + longest + "\"\n").control_socket, longest);
+    EXPECT_EQ(error_of(parse_config("[control]\nsocket = \"" + longest + "a\"\n", "test.toml")),
+              "test.toml:2:10: [control] socket must be at most 107 bytes long (the limit of a unix socket path), "
+              "got 108");
+}
+
 TEST(Config, ShippedFileIsTheDefaults) {
     const ConfigResult result = load_config(kShippedConfig, false);
     ASSERT_TRUE(std::holds_alternative<Config>(result)) << error_of(result);
@@ -158,12 +176,27 @@ TEST(Config, ShippedFileSetsEveryKey) {
         {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
         {"state", {"dir"}},
         {"log", {"level"}},
+        {"metrics", {"listen", "textfile"}},
+        {"control", {"socket"}},
     };
     for (const auto& [section, keys] : layout) {
         for (const std::string& key : keys) {
             EXPECT_TRUE(file[section][key]) << "[" << section << "] " << key;
         }
     }
+}
+
+TEST(Config, Metrics) {
+    const Config c = parsed("[metrics]\nlisten = \"[::]:9100\"\ntextfile = \"/var/lib/node-exporter/fuse_healer.prom\"\n");
+    EXPECT_EQ(c.metrics.listen, "[::]:9100");
+    EXPECT_EQ(c.metrics.textfile, "/var/lib/node-exporter/fuse_healer.prom");
+    EXPECT_EQ(parsed("[metrics]\nlisten = \"0.0.0.0:9766\"\n").metrics.listen, "0.0.0.0:9766");
+}
+
+TEST(Config, MetricsEmptyStringsDisable) {
+    const Config c = parsed("[metrics]\nlisten = \"\"\ntextfile = \"\"\n");
+    EXPECT_EQ(c.metrics.listen, "");
+    EXPECT_EQ(c.metrics.textfile, "");
 }
 
 TEST(ConfigError, ToStringOmitsUnknownPosition) {
@@ -256,6 +289,44 @@ const ErrorCase kErrorCases[] = {
     {"SubSecondSafetyScan", "[heal]\nsafety_scan_interval = \"999ms\"\n",
      "test.toml:2:24: [heal] safety_scan_interval must be at least 1s, "
      "or \"0s\" to disable it, got \"999ms\""},
+    // [metrics]
+    {"UnknownMetricsKey", "[metrics]\nport = 9766\n", "test.toml:2:1: unknown key \"port\" in [metrics]"},
+    {"ListenNotAString", "[metrics]\nlisten = 9766\n",
+     "test.toml:2:10: [metrics] listen: expected a string such as \"127.0.0.1:9766\" (\"\" to disable), got integer"},
+    {"ListenWithoutPort", "[metrics]\nlisten = \"127.0.0.1\"\n",
+     "test.toml:2:10: [metrics] listen must be \"host:port\", such as \"127.0.0.1:9766\" or \"[::1]:9766\""},
+    {"ListenHostName", "[metrics]\n  listen = \"localhost:9766\"\n",
+     "test.toml:2:12: [metrics] listen must have an IP address as its host (names are not resolved), such as "
+     "\"127.0.0.1:9766\", got \"localhost\""},
+    {"ListenIpv6WithoutBrackets", "[metrics]\nlisten = \"::1:9766\"\n",
+     "test.toml:2:10: [metrics] listen must put an IPv6 address in brackets, such as \"[::1]:9766\""},
+    {"ListenPortZero", "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+     "test.toml:2:10: [metrics] listen must have a port between 1 and 65535, got \"0\""},
+    {"ListenPortTooLarge", "[metrics]\nlisten = \"[::1]:70000\"\n",
+     "test.toml:2:10: [metrics] listen must have a port between 1 and 65535, got \"70000\""},
+    {"TextfileNotAString", "[metrics]\ntextfile = true\n",
+     "test.toml:2:12: [metrics] textfile: expected an absolute path string (\"\" to disable), got boolean"},
+    {"TextfileRelative", "[metrics]\ntextfile = \"fuse_healer.prom\"\n",
+     "test.toml:2:12: [metrics] textfile must be an absolute path, got \"fuse_healer.prom\""},
+    {"TextfileNotProm", "[metrics]\ntextfile = \"/var/lib/node-exporter/fuse_healer.txt\"\n",
+     "test.toml:2:12: [metrics] textfile must name a file ending in \".prom\" (node_exporter reads no other), "
+     "got \"/var/lib/node-exporter/fuse_healer.txt\""},
+    {"TextfileDirectory", "[metrics]\ntextfile = \"/var/lib/node-exporter/\"\n",
+     "test.toml:2:12: [metrics] textfile must name a file ending in \".prom\" (node_exporter reads no other), "
+     "got \"/var/lib/node-exporter\""},
+    {"MetricsNotATable", "metrics = \"127.0.0.1:9766\"\n",
+     "test.toml:1:11: \"metrics\" must be a table, got string"},
+    {"ControlSocketNotAString", "[control]\nsocket = false\n",
+     "test.toml:2:10: [control] socket: expected a path string (empty to disable the control socket), got boolean"},
+    {"ControlSocketRelative", "[control]\nsocket = \"control.sock\"\n",
+     "test.toml:2:10: [control] socket must be an absolute path, got \"control.sock\""},
+    {"ControlSocketDotDot", "[control]\nsocket = \"/run/../control.sock\"\n",
+     "test.toml:2:10: [control] socket must not contain empty, \".\" or \"..\" components, got "
+     "\"/run/../control.sock\""},
+    {"ControlSocketIsRoot", "[control]\nsocket = \"///\"\n",
+     "test.toml:2:10: [control] socket must name a socket file, got \"/\""},
+    {"UnknownControlKey", "[control]\npath = \"/run/x.sock\"\n",
+     "test.toml:2:1: unknown key \"path\" in [control]"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigErrors, testing::ValuesIn(kErrorCases),

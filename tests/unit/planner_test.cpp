@@ -86,6 +86,7 @@ struct World {
     LivenessMap liveness;
     OriginMap origins;
     std::vector<NamespaceView> namespaces;
+    std::vector<HealedTarget> healed;
     bool with_namespaces = false;
     Strategy strategy = Strategy::Replace;
     bool read_write = false;
@@ -95,6 +96,16 @@ struct World {
 
     Plan plan() {
         classes = classify(host, rules, &origins);  // as the engine does, with what it remembers
+        return plan_heals(input());
+    }
+
+    // Returns the heals armed from this world's plan, as the engine arms them.
+    ArmedHeals arm() {
+        Plan p = plan();
+        return arm_heals(input(), p);
+    }
+
+    PlanInput input() const {
         PlanInput in;
         in.rules = &rules;
         in.host = &host;
@@ -102,10 +113,11 @@ struct World {
         in.liveness = &liveness;
         in.origins = &origins;
         in.namespaces = with_namespaces ? &namespaces : nullptr;
+        in.healed = &healed;
         in.strategy = strategy;
         in.read_write = read_write;
         in.heal_namespaces = heal_namespaces;
-        return plan_heals(in);
+        return in;
     }
 };
 
@@ -223,6 +235,7 @@ TEST(Planner, DeadTargetWithNewSourceIsReplaced) {
     EXPECT_EQ(a.expected_mount_id, 98);
     EXPECT_EQ(a.expected_device, dev(OLD));
     EXPECT_EQ(a.clone_path, SRC);
+    EXPECT_EQ(a.source_device, dev(NEW));
     EXPECT_EQ(a.flags, RO_FLAGS);
     EXPECT_EQ(a.propagation, PropagationMode::Shared);
     EXPECT_FALSE(a.make_private_first);
@@ -852,6 +865,198 @@ TEST(Planner, DeletedRootIsNotCloned) {
     ASSERT_NE(v, nullptr);
     EXPECT_NE(v->state, TargetState::Healing);
     for (const HealAction& a : p.actions) EXPECT_NE(a.target, SUB_U1) << a.clone_path;
+}
+
+// A target healed earlier whose copy a container started during the outage
+// still holds: healed from the same source, but only while that source still
+// serves (in a crash loop it can be dead or gone again by the next plan).
+TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
+    const HealedTarget h{VOL_U1, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC};
+    auto world = [&](std::vector<Mnt> host) {
+        World w(table(host));
+        w.with_namespaces = true;
+        w.healed = {h};
+        w.namespaces.push_back(container({{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data",
+                                           .optional = "master:6"}}));
+        return w;
+    };
+    const Mnt vol_now{.id = 140, .minor_no = NEW, .mp = VOL_U1, .optional = "shared:9"};
+
+    World serving = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    serving.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Dead}};
+    Plan p = serving.plan();
+    ASSERT_EQ(summary(p), std::vector<std::string>{"replace@/data[4242]"});
+    EXPECT_EQ(p.actions[0].source_device, dev(NEW));
+    EXPECT_EQ(p.actions[0].clone_path, SRC);
+
+    // The old superblock's number now belongs to a live mount elsewhere.
+    World reused = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    reused.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Alive}};
+    EXPECT_TRUE(reused.plan().actions.empty());
+
+    World gone = world({vol_now});  // the source was lazily unmounted again
+    gone.liveness = {{dev(NEW), Liveness::Alive}};
+    EXPECT_TRUE(gone.plan().actions.empty());
+
+    World dead_again = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    dead_again.liveness = {{dev(NEW), Liveness::Dead}};
+    EXPECT_TRUE(dead_again.plan().actions.empty());
+
+    // The dead superblock's number handed to the next mount at the source:
+    // any copy showing that number is of the live filesystem now.
+    World recycled = world({{.id = 130, .parent = 20, .minor_no = OLD, .mp = SRC, .optional = "shared:9"}});
+    recycled.liveness = {{dev(OLD), Liveness::Alive}};
+    EXPECT_TRUE(recycled.plan().actions.empty());
+}
+
+// --- heals armed while the source is down --------------------------------------
+
+// Every field of an action, for comparing plans.
+std::string describe(const HealAction& a) {
+    return std::string(to_string(a.kind)) + " target=" + a.target + " ns=" + std::to_string(a.ns_pid) + "/" +
+           std::to_string(a.ns_inode) + " at=" + a.mountpoint + " id=" + std::to_string(a.expected_mount_id) +
+           " dev=" + std::to_string(a.expected_device) + " clone=" + a.clone_path + " ro=" +
+           std::to_string(a.flags.read_only) + std::to_string(a.flags.nosuid) + std::to_string(a.flags.nodev) +
+           std::to_string(a.flags.noexec) + " prop=" + to_string(a.propagation) +
+           " private_first=" + std::to_string(a.make_private_first);
+}
+
+std::vector<std::string> describe(const std::vector<HealAction>& actions) {
+    std::vector<std::string> out;
+    for (const HealAction& a : actions) out.push_back(describe(a));
+    return out;
+}
+
+// The outage: pod volumes and a subPath of the dead filesystem, a
+// container's copy, origins remembered; `dead_source_still_mounted` keeps
+// the dead source at SRC (the supervisor has not run umount -l yet).
+World outage(bool dead_source_still_mounted, std::vector<Mnt> more = {}) {
+    std::vector<Mnt> mounts = {
+        {.id = 98, .minor_no = OLD, .mp = VOL_U1},
+        {.id = 99, .minor_no = OLD, .mp = VOL_U2, .optional = "master:6"},
+        {.id = 100, .minor_no = OLD, .root = "/sub", .mp = SUB_U1},
+    };
+    if (dead_source_still_mounted) mounts.insert(mounts.begin(), Mnt{.id = 90, .parent = 20, .mp = SRC});
+    mounts.insert(mounts.end(), more.begin(), more.end());
+    World w(table(mounts));
+    w.liveness = {{dev(OLD), Liveness::Dead}};
+    for (const std::string& t : {VOL_U1, VOL_U2, SUB_U1}) w.origins[t] = persisted_origin();
+    w.with_namespaces = true;
+    w.namespaces.push_back(container({
+        {.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = "master:6"},
+        {.id = 511, .parent = 500, .minor_no = OLD, .root = "/sub", .mp = "/sub-data", .optional = ""},
+    }));
+    return w;
+}
+
+// The same world once the restarted daemon has mounted at SRC.
+World source_back(bool dead_source_still_mounted, std::vector<Mnt> more = {}) {
+    more.push_back({.id = 130, .parent = dead_source_still_mounted ? 90 : 20, .minor_no = NEW, .mp = SRC,
+                    .optional = "shared:9"});
+    World w = outage(dead_source_still_mounted, more);
+    w.liveness[dev(NEW)] = Liveness::Alive;
+    return w;
+}
+
+TEST(ArmedHeals, AreThePlanMadeOnceTheSourceIsBack) {
+    for (bool still_mounted : {false, true}) {
+        for (Strategy strategy : {Strategy::Replace, Strategy::Stack}) {
+            SCOPED_TRACE(std::string("dead source still mounted: ") + (still_mounted ? "yes" : "no") +
+                         ", strategy " + to_string(strategy));
+            World down = outage(still_mounted);
+            down.strategy = strategy;
+            ASSERT_EQ(down.plan().actions.size(), 0u);
+            ArmedHeals armed = down.arm();
+            ASSERT_EQ(armed.sources.size(), 1u);
+            EXPECT_EQ(armed.sources[0].source_path, SRC);
+            EXPECT_EQ(armed.sources[0].fstype, FSTYPE);
+            EXPECT_EQ(armed.sources[0].dead_devices, std::vector<dev_t>{dev(OLD)});
+
+            World up = source_back(still_mounted);
+            up.strategy = strategy;
+            Plan real = up.plan();
+            ASSERT_EQ(real.actions.size(), 5u);  // three host targets, two container copies
+            EXPECT_EQ(describe(armed.actions), describe(real.actions));
+            EXPECT_EQ(armed.action_source, std::vector<std::size_t>(real.actions.size(), 0));
+            ASSERT_EQ(armed.verdicts.size(), 3u);
+            for (const TargetVerdict& v : armed.verdicts) {
+                EXPECT_EQ(v.state, TargetState::Healing) << v.target;
+                EXPECT_EQ(v.origin.source_path, SRC) << v.target;
+            }
+        }
+    }
+}
+
+TEST(ArmedHeals, NothingWhenNoTargetWaitsForItsSource) {
+    World healthy(table({{.id = 90, .parent = 20, .mp = SRC}, {.id = 98, .mp = VOL_U1}}));
+    healthy.liveness = {{dev(OLD), Liveness::Alive}};
+    EXPECT_TRUE(healthy.arm().empty());
+    EXPECT_TRUE(healthy.arm().sources.empty());
+
+    World back = source_back(false);  // healing now: nothing to wait for
+    EXPECT_TRUE(back.arm().sources.empty());
+
+    World no_origin(table({{.id = 98, .mp = VOL_U1}}));  // skipped: nothing to arm
+    no_origin.liveness = {{dev(OLD), Liveness::Dead}};
+    EXPECT_TRUE(no_origin.arm().sources.empty());
+
+    World rw = outage(false);  // read-write targets without read_write: skipped
+    for (auto& [path, o] : rw.origins) o.flags.read_only = false;
+    rw.host = table({{.id = 98, .minor_no = OLD, .mp = VOL_U1, .vfs = "rw,nosuid,nodev"}});
+    EXPECT_TRUE(rw.arm().sources.empty());
+}
+
+TEST(ArmedHeals, EachActionKnowsItsSource) {
+    const std::string src2 = "/run/fh/ds2/fuse";
+    const std::string vol2 = K + "/pods/u3/volumes/kubernetes.io~csi/pv2/mount";
+    constexpr unsigned OLD2 = 48;
+    World w(table({
+        {.id = 98, .minor_no = OLD, .mp = VOL_U1},
+        {.id = 97, .minor_no = OLD2, .mp = vol2, .optional = "shared:7", .fstype = "fuse.other"},
+    }));
+    w.liveness = {{dev(OLD), Liveness::Dead}, {dev(OLD2), Liveness::Dead}};
+    w.origins[VOL_U1] = persisted_origin();
+    Origin o2 = persisted_origin();
+    o2.source_path = src2;
+    o2.fstype = "fuse.other";
+    w.origins[vol2] = o2;
+    ArmedHeals armed = w.arm();
+    ASSERT_EQ(armed.sources.size(), 2u);
+    ASSERT_EQ(armed.actions.size(), 2u);
+    for (std::size_t k = 0; k < armed.actions.size(); ++k) {
+        const AwaitedSource& s = armed.sources[armed.action_source[k]];
+        if (armed.actions[k].target == VOL_U1) {
+            EXPECT_EQ(s.source_path, SRC);
+            EXPECT_EQ(s.fstype, FSTYPE);
+            EXPECT_EQ(s.dead_devices, std::vector<dev_t>{dev(OLD)});
+        } else {
+            EXPECT_EQ(armed.actions[k].target, vol2);
+            EXPECT_EQ(s.source_path, src2);
+            EXPECT_EQ(s.fstype, "fuse.other");
+            EXPECT_EQ(s.dead_devices, std::vector<dev_t>{dev(OLD2)});
+            EXPECT_EQ(armed.actions[k].clone_path, src2);
+        }
+    }
+}
+
+TEST(SourceMountProblem, NamesWhatIsWrongWithTheNewSource) {
+    MatchRules rules;
+    MountEntry good{.mount_id = 130, .device = dev(NEW), .root = "/", .mountpoint = SRC, .fstype = FSTYPE};
+    EXPECT_EQ(source_mount_problem(&good, SRC, FSTYPE, dev(OLD), rules), "");
+    EXPECT_NE(source_mount_problem(nullptr, SRC, FSTYPE, dev(OLD), rules).find("not mounted yet"),
+              std::string::npos);
+    EXPECT_NE(source_mount_problem(&good, SRC, FSTYPE, dev(NEW), rules).find("still holds the dead"),
+              std::string::npos);
+    MountEntry sub = good;
+    sub.root = "/sub";
+    EXPECT_NE(source_mount_problem(&sub, SRC, FSTYPE, dev(OLD), rules).find("not a FUSE filesystem root"),
+              std::string::npos);
+    MountEntry tmpfs = good;
+    tmpfs.fstype = "tmpfs";
+    EXPECT_NE(source_mount_problem(&tmpfs, SRC, FSTYPE, dev(OLD), rules).find("not a FUSE filesystem root"),
+              std::string::npos);
+    EXPECT_EQ(source_mount_problem(&good, SRC, "fuse.sshfs", dev(OLD), rules),
+              "source " + SRC + " came back as " + FSTYPE + ", expected fuse.sshfs");
 }
 
 } // namespace

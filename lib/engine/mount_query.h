@@ -1,0 +1,41 @@
+// Asking the kernel about one mount without reading the whole mount table:
+// statx() for the unique id of the mount a path resolves to, then statmount()
+// (Linux 6.8) for that mount's fields. Costs a few microseconds whatever the
+// size of the table, where a read of /proc/self/mountinfo costs ~7 ms at
+// 1,000 mounts and ~15 ms at 10,000.
+//
+// Neither call ever sends a request to a FUSE daemon: the path walk stops at
+// the mount's root dentry (no lookup in the FUSE filesystem), statx with
+// AT_STATX_DONT_SYNC answers from the inode cache, and statmount reads only
+// the kernel's mount structures. So a hung FUSE daemon cannot block them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "core/mountinfo.h"
+
+namespace fh {
+
+// Returns true when this kernel's statmount reports every field a
+// MountEntry needs, the fs subtype ("fuse.<subtype>") and the mount source
+// included. Those two came in Linux 6.13; the kernel says what it supports
+// through STATMOUNT_SUPPORTED_MASK, and a kernel without that answer is
+// treated as lacking them (a "fuse.x" mount would look like plain "fuse").
+bool statmount_is_usable();
+
+// Returns the mount with this unique (64-bit, never reused) id in the
+// caller's mount namespace, as a MountEntry with the same values mountinfo
+// would show (ids are the reusable mountinfo ids), or an Error with errno
+// (ENOENT once the mount is gone).
+Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id);
+
+// Returns the topmost mount that `path` resolves to: the mount at `path`
+// itself when something is mounted there, else the mount that contains it
+// (its mountpoint then differs from `path`). The path is resolved without
+// following symlinks (see sys::open_path_nofollow). Returns an Error with
+// the step, the path and errno.
+Result<MountEntry> mount_at_path(const std::string& path, bool use_openat2);
+
+} // namespace fh
