@@ -58,17 +58,20 @@ trap 'rm -rf "$tmp"' EXIT
 # (dpkg compresses documents, rpm does not), and the format's own metadata is
 # dropped (the .deb's changelog.Debian.gz, copyright and lintian overrides; the
 # .rpm's /usr/lib/.build-id links). Every expected file must be there; besides
-# them only more fuse-healer programs and man pages are accepted (such as
-# fuse-healerctl and its page); anything else fails the test.
+# them only more fuse-healer programs and man pages are accepted; anything
+# else fails the test.
 expected=(
   /etc/fuse-healer/fuse-healer.toml
   /usr/sbin/fuse-healerd
+  /usr/sbin/fuse-healerctl
   @unitdir@/fuse-healer.service
   /usr/share/man/man5/fuse-healer.toml.5
   /usr/share/man/man8/fuse-healerd.8
+  /usr/share/man/man8/fuse-healerctl.8
   /usr/share/doc/fuse-healer/README.md
   /usr/share/doc/fuse-healer/PERFORMANCE.md
   /usr/share/doc/fuse-healer/SYSTEMD.md
+  /usr/share/doc/fuse-healer/METRICS.md
 )
 
 # stdin: paths of a package's files (not directories); stdout: normalized.
@@ -260,7 +263,10 @@ out=$(/usr/sbin/fuse-healerd --check-config)
 printf '[heal]\nstrategy = "sideways"\n' >"$tmp/bad.toml"
 rc=0; /usr/sbin/fuse-healerd --config "$tmp/bad.toml" --check-config >/dev/null 2>&1 || rc=$?
 [ $rc = 78 ] || fail "--check-config of a bad config: exit $rc, want 78"
-log "fuse-healerd --version: fuse-healerd $upstream; --check-config: OK (78 for a bad config)"
+out=$(/usr/sbin/fuse-healerctl --version)
+[ "$out" = "fuse-healerctl $upstream" ] || fail "fuse-healerctl --version: \"$out\""
+log "fuse-healerd --version: fuse-healerd $upstream; --check-config: OK (78 for a bad config);" \
+    "fuse-healerctl --version: fuse-healerctl $upstream"
 
 # The unit: the project's, verified by systemd with the installed man pages.
 unit=/lib/systemd/system/fuse-healer.service
