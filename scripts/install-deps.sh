@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
-# Installs what fuse-healer needs to build, test and run its demo on Debian 12.
-# Everything comes from Debian's archive; nothing is downloaded at build time.
+# Installs what fuse-healer needs on Debian 12. Everything comes from Debian's
+# archive; nothing is downloaded at build time.
+#
+#   scripts/install-deps.sh             build, test and demo dependencies
+#   scripts/install-deps.sh --package   the tools that scripts/package.sh uses
+#                                       to build and check the .deb and the
+#                                       .rpm (the packages' own build
+#                                       dependencies come from debian/control)
 set -euo pipefail
 
-packages=(
-  build-essential cmake pkg-config
-  libmount-dev libuv1-dev libspdlog-dev libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev
-  nlohmann-json3-dev libcli11-dev
-  libgtest-dev libgmock-dev
-  libfuse3-dev fuse3 squashfuse bindfs squashfs-tools util-linux procps
-)
+case "${1:-}" in
+  "")
+    what=build
+    packages=(
+      build-essential cmake pkg-config
+      libmount-dev libuv1-dev libspdlog-dev libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev
+      nlohmann-json3-dev libcli11-dev
+      libgtest-dev libgmock-dev
+      libfuse3-dev fuse3 squashfuse bindfs squashfs-tools util-linux procps
+    )
+    ;;
+  --package)
+    what=packaging
+    # rpm: rpmbuild (and debugedit's find-debuginfo, which needs elfutils'
+    # eu-strip, for the -debuginfo packages); rpmlint; file: rpm's brp-strip.
+    packages=(
+      build-essential debhelper dpkg-dev fakeroot lintian
+      rpm rpmlint elfutils file
+    )
+    ;;
+  *) echo "usage: $0 [--package]" >&2; exit 64 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#packages[@]} packages present"
+  echo "install-deps: all ${#packages[@]} $what packages present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages (${missing[*]}); run as root to install them" >&2
+  echo "install-deps: missing $what packages (${missing[*]}); run as root to install them" >&2
   exit 1
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get update -qq -o DPkg::Lock::Timeout=600
+apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
