@@ -240,7 +240,9 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     ASSERT_TRUE(table);
     const MountEntry* now = table->topmost_at(fuse.source());
     ASSERT_TRUE(now);
-    if (now->device != a.source_device) EXPECT_FALSE(executor.execute(a));
+    if (now->device != a.source_device) {
+        EXPECT_FALSE(executor.execute(a));
+    }
     a.source_device = now->device;
     Status healed = executor.execute(a);
     ASSERT_TRUE(healed) << healed.error().message();
