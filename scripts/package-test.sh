@@ -194,10 +194,19 @@ rc=0; "$policy" fuse-healer.service start || rc=$?
 # No fuse-healerd of the package may run (fuse-healerd processes of build trees,
 # e.g. tests of other worktrees, are not the package's and are ignored).
 daemon_pids() {
-  local d exe
+  # Only processes of this system: same PID and mount namespace as PID 1 as
+  # we see it. A container on this machine (e.g. the systemd-nspawn system
+  # test, or a node image under test) may run its own /usr/sbin/fuse-healerd,
+  # which this package's installation did not start.
+  local d exe our_pidns our_mntns
+  our_pidns=$(readlink /proc/self/ns/pid)
+  our_mntns=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
   for d in /proc/[0-9]*; do
     exe=$(readlink "$d/exe" 2>/dev/null) || continue
-    case "$exe" in /usr/sbin/fuse-healerd|"/usr/sbin/fuse-healerd (deleted)") echo "${d#/proc/}" ;; esac
+    case "$exe" in /usr/sbin/fuse-healerd|"/usr/sbin/fuse-healerd (deleted)") ;; *) continue ;; esac
+    [ "$(readlink "$d/ns/pid" 2>/dev/null)" = "$our_pidns" ] || continue
+    [ -z "$our_mntns" ] || [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$our_mntns" ] || continue
+    echo "${d#/proc/}"
   done
 }
 # $1: when.
