@@ -9,6 +9,9 @@ packages=(
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   libfuse3-dev fuse3 squashfuse bindfs squashfs-tools util-linux procps
+  # tests/system/nspawn-test.sh boots this machine's own root with systemd-nspawn
+  # and installs the package there (scripts/package.sh installs its own tools).
+  systemd systemd-container jq
 )
 
 missing=()

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds, and runs every
-# test (unit tests, then the integration tests that mount real FUSE
-# filesystems, each inside a private mount namespace of its own).
+# test: the unit tests, then the integration tests that mount real FUSE
+# filesystems, each inside a private mount namespace of its own (ctest), then
+# the system test that builds the Debian package and installs it in this
+# machine's own root booted with systemd-nspawn (tests/system/nspawn-test.sh;
+# it prints SKIP when it cannot run here, e.g. not as root; set
+# FH_SKIP_SYSTEM_TEST=1 to leave it out).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
@@ -12,3 +16,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cd "$build"
 ctest --output-on-failure --timeout 300 "$@"
+if [ "${FH_SKIP_SYSTEM_TEST:-0}" != 1 ]; then
+  BUILD_DIR=$build bash "$top/tests/system/nspawn-test.sh"
+fi
