@@ -18,8 +18,9 @@
 #      again; the pod volume reads the new generation, and the heal is in
 #      `journalctl -u fuse-healer -o json` with its structured fields, in
 #      `fuse-healerctl status` (and --json) and in /metrics;
-#   4. stop: `systemctl stop` takes less than 1 s and leaves the unit
-#      inactive, not failed;
+#   4. watchdog and stop: systemd took a WATCHDOG=1 ping from the daemon;
+#      `systemctl stop` takes less than 1 s and leaves the unit inactive, not
+#      failed;
 #   then, after the container is powered off: nothing is left on the host (no
 #   mount in /proc/1/mountinfo, no process, no file written to the host's
 #   root, no cgroup).
@@ -128,20 +129,19 @@ cp "$testfs" "$stage/fh_testfs"
 
 # ---- the host before ---------------------------------------------------------
 
-# Paths on the host that systemd-nspawn or the booted system could write to,
-# were it not for the overlay and the private /run: none may appear.
+# Paths on the host that systemd-nspawn or the booted system would write to,
+# were it not for the overlay and the private /run. Those absent now must
+# still be absent at the end. (Only absent ones are checked: another user of
+# this machine may install or remove the package on the host meanwhile.)
 host_paths=(/run/systemd/nspawn /run/systemd/nspawn-root /var/lib/machines /etc/systemd/nspawn
   /etc/fuse-healer /usr/sbin/fuse-healerd /usr/sbin/fuse-healerctl /lib/systemd/system/fuse-healer.service
-  /var/lib/fuse-healer "/var/tmp/$machine.created")
-host_fingerprint() {
-  local p
-  for p in "${host_paths[@]}"; do
-    if [ -e "$p" ]; then stat -c '%n %i %Y %s' "$p"; else echo "$p absent"; fi
-  done
-  md5sum /var/lib/dpkg/status
-}
+  /etc/systemd/system/multi-user.target.wants/fuse-healer.service /var/lib/fuse-healer
+  "/var/tmp/$machine.created")
+absent_before=()
+for p in "${host_paths[@]}"; do [ -e "$p" ] || [ -L "$p" ] || absent_before+=("$p"); done
+dpkg_status() { dpkg-query -W -f='${db:Status-Abbrev}' fuse-healer 2>/dev/null | tr -d ' '; }
+pkg_before=$(dpkg_status)
 mountinfo_before=$(cat /proc/1/mountinfo)
-fingerprint_before=$(host_fingerprint)
 sentinel=/var/tmp/$machine.sentinel
 echo "host" >"$sentinel"
 
@@ -212,14 +212,13 @@ check_host_after() {
   # package it installed, the dpkg database, systemd-nspawn's paths.
   check "$([ "$(cat "$sentinel" 2>/dev/null)" = host ]; echo $?)" \
     "host: a file the booted system overwrote is unchanged on the host ($sentinel)"
-  local fingerprint_after
-  fingerprint_after=$(host_fingerprint)
-  if [ "$fingerprint_after" = "$fingerprint_before" ]; then
-    pass "host: no file of the package, no dpkg database change, no systemd-nspawn state on the host"
-  else
-    fail "host: no file of the package, no dpkg database change, no systemd-nspawn state on the host"
-    diff <(echo "$fingerprint_before") <(echo "$fingerprint_after") | sed 's/^/      /'
-  fi
+  local appeared=() pkg_after
+  for p in "${absent_before[@]}"; do [ -e "$p" ] || [ -L "$p" ] && appeared+=("$p"); done
+  pkg_after=$(dpkg_status)
+  check "$([ ${#appeared[@]} -eq 0 ]; echo $?)" \
+    "host: none of the ${#absent_before[@]} paths absent before appeared (the package's files, systemd-nspawn's state, a file the booted system created)${appeared[*]:+: ${appeared[*]}}"
+  check "$([ "$pkg_before" = ii ] || [ "$pkg_after" != ii ]; echo $?)" \
+    "host: the package is not installed in the host's dpkg database (status '${pkg_before:-none}' before, '${pkg_after:-none}' after)"
 }
 
 finish() {
@@ -236,6 +235,7 @@ finish() {
     tail -n 15 "$work/console.log" 2>/dev/null | sed 's/^/      /'
   fi
   poweroff_container
+  [ -n "${boot_t0:-}" ] && say "boot to powered off: $(secs "$boot_t0" "$(now_ms)") s"
   check_host_after
   rm -f "$sentinel"
   if [ "${KEEP_WORKDIR:-0}" = 1 ]; then say "logs kept in $work"; else rm -rf "$work"; fi
@@ -287,7 +287,7 @@ nspawn_pid=$!
 # The container's PID 1: the child of systemd-nspawn that is pid 1 in its
 # own PID namespace.
 for ((i = 0; i < 200; i++)); do
-  for c in $(cat /proc/"$nspawn_pid"/task/*/children 2>/dev/null); do
+  for c in $(pgrep -P "$nspawn_pid"); do
     if grep -Eq '^NSpid:[[:space:]]+[0-9]+[[:space:]]+1$' /proc/"$c"/status 2>/dev/null; then
       leader=$c
       break 2
@@ -340,7 +340,7 @@ case "$state" in
     ;;
 esac
 if grep -q ' login: ' "$work/console.log"; then
-  pass "boot: systemd booted this machine's root to a login prompt in $(secs 0 "$login_ms") s (system $state after $(secs 0 "$boot_ms") s)"
+  pass "boot: systemd booted this machine's root: system $state after $(secs 0 "$boot_ms") s, login prompt seen on the console after $(secs 0 "$login_ms") s"
 else
   fail "boot: a login prompt on the console (system $state after $(secs 0 "$boot_ms") s)"
 fi
@@ -365,6 +365,14 @@ ${2:-# (nothing more)}
 listen = "127.0.0.1:$1"
 EOF
 }
+# The host's root may have the package installed (and enabled: it then
+# started at boot with the host's config): purge it from the booted system,
+# so that the test's install is a first install.
+if [ -n "$(in_ct 10 dpkg-query -W -f='${db:Status-Abbrev}' fuse-healer 2>/dev/null | tr -d ' ' | grep -v '^un$')" ]; then
+  in_ct 60 dpkg --purge fuse-healer >"$work/purge.log" 2>&1 ||
+    { sed 's/^/      /' "$work/purge.log"; fail "the package found in the host's root purged from the booted system"; }
+  say "note: the host's root has fuse-healer installed; purged it from the booted system first"
+fi
 # The test's node: a shared tmpfs holding kubelet/pods and the FUSE source
 # (mounts made below it propagate between peers, as on a node).
 in_ct 10 sh -c "mkdir -p $ct_base && mount -t tmpfs -o mode=0755 fh-system-test $ct_base &&
@@ -376,7 +384,13 @@ metrics() { # metrics PORT: GET /metrics from inside the booted system
     printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3; timeout 5 cat <&3" 2>/dev/null
 }
 show() { in_ct 10 systemctl show fuse-healer.service "$@"; }
-journal_json() { in_ct 20 journalctl -u fuse-healer.service -o json --no-pager "$@"; }
+# The unit's journal entries since the install (a package already in the
+# host's root may have run at boot), one JSON object per line.
+journal_since=0
+journal_json() {
+  in_ct 20 journalctl -u fuse-healer.service -o json --no-pager "$@" |
+    jq -c --argjson since "$journal_since" 'select((.__REALTIME_TIMESTAMP | tonumber) >= $since)'
+}
 
 # An image built for containers may forbid starting services from maintainer
 # scripts (policy-rc.d exits 101); a booted node does not.
@@ -385,6 +399,7 @@ if in_ct 5 test -e /usr/sbin/policy-rc.d; then
   say "note: moved /usr/sbin/policy-rc.d aside in the booted system (it forbids starting services)"
 fi
 # --force-confold: keep the config written above (the package ships one).
+journal_since=$(in_ct 5 date +%s%6N)
 t0=$(now_ms)
 in_ct 120 dpkg -i --force-confold --force-confdef "$ct_tools/fuse-healer.deb" >"$work/dpkg.log" 2>&1
 rc=$?
@@ -409,6 +424,9 @@ check "$([ "$(prop Type)" = notify ]; echo $?)" "start: Type=$(prop Type) (notif
 wd=$(prop WatchdogUSec)
 check "$([ -n "$wd" ] && [ "$wd" != 0 ] && [ "$wd" != infinity ]; echo $?)" "start: WatchdogUSec=$wd (set)"
 check "$([ "$(prop NRestarts)" = 0 ]; echo $?)" "start: NRestarts=$(prop NRestarts) (started once, no crash)"
+# Set when the unit became active, then on each WATCHDOG=1 (checked before
+# the stop, once the daemon has pinged).
+watchdog_ts0=$(show -p WatchdogTimestampMonotonic --value)
 
 journal_json >"$work/journal1.json"
 start_line=$(jq -rs '[.[] | select((.MESSAGE|type)=="string" and (.MESSAGE|contains(" starting: ")))] | first | .MESSAGE // "no start-up line"' "$work/journal1.json")
@@ -604,6 +622,16 @@ check "$(grep -Eq '^fuse_healer_heals_total\{result="healed"\} [1-9][0-9]*$' <<<
   "heal: /metrics shows fuse_healer_heals_total{result=\"healed\"} >= 1, one healthy target, broken_detected_total >= 1"
 
 # ---- 4. stop ------------------------------------------------------------------
+
+# The daemon pings WATCHDOG=1 every WatchdogUSec/2 (5 s): systemd must have
+# taken one by now or within the next 6 s.
+pinged=1
+for ((i = 0; i < 60; i++)); do
+  watchdog_ts=$(show -p WatchdogTimestampMonotonic --value)
+  if [ -n "$watchdog_ts" ] && [ "$watchdog_ts" != "$watchdog_ts0" ]; then pinged=0; break; fi
+  sleep 0.1
+done
+check $pinged "watchdog: systemd took a WATCHDOG=1 from the daemon (WatchdogTimestampMonotonic $watchdog_ts0 -> $watchdog_ts)"
 
 out=$(in_ct 20 bash -c 's=$(date +%s%N); systemctl stop fuse-healer.service; rc=$?; e=$(date +%s%N)
   echo "$rc $(( (e - s) / 1000 ))"')
