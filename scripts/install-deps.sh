@@ -18,6 +18,9 @@ case "${1:-}" in
       nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev
       libfuse3-dev fuse3 squashfuse bindfs squashfs-tools util-linux procps
+      # tests/system/nspawn-test.sh boots this machine's own root with systemd-nspawn
+      # and installs the package there.
+      systemd systemd-container jq
     )
     ;;
   --package)

@@ -3,13 +3,18 @@
 # test (unit tests, then the integration tests that mount real FUSE
 # filesystems, each inside a private mount namespace of its own), then, as
 # root, the package test (scripts/package-test.sh: builds the .deb and the
-# .rpm, lints them, installs and purges the .deb without starting the daemon).
+# .rpm, lints them, installs and purges the .deb without starting the daemon)
+# and the system test (tests/system/nspawn-test.sh: this machine's own root
+# booted with systemd-nspawn, the .deb installed in it, a real heal checked
+# through systemd, the journal, fuse-healerctl and /metrics; it prints SKIP
+# when it cannot run here unless FH_SYSTEM_TEST_REQUIRED=1, as in CI).
 #
 #   scripts/test.sh [CTEST_ARGS...]
 #
 # With ctest arguments (e.g. -R unit) only those tests run, not the package
-# test. FUSE_HEALER_PACKAGE_TEST=0 skips the package test;
+# and system tests. FUSE_HEALER_PACKAGE_TEST=0 skips the package test;
 # FUSE_HEALER_PACKAGE_TEST_TIMEOUT (seconds, default 1800) bounds it.
+# FUSE_HEALER_SYSTEM_TEST=0 skips the system test.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
@@ -31,4 +36,20 @@ else
   # SIGTERM at the limit: the test's cleanup purges the package and puts
   # policy-rc.d back (apt-get itself is not interrupted); SIGKILL 5 min later.
   timeout --kill-after=300 "${FUSE_HEALER_PACKAGE_TEST_TIMEOUT:-1800}" "$top/scripts/package-test.sh"
+fi
+
+if [ $# -gt 0 ]; then
+  echo "test: ctest arguments given: system test not run (tests/system/nspawn-test.sh)"
+elif [ "${FUSE_HEALER_SYSTEM_TEST:-1}" = 0 ]; then
+  echo "test: FUSE_HEALER_SYSTEM_TEST=0: system test skipped"
+else
+  echo "test: system test (tests/system/nspawn-test.sh)"
+  # The package test has just built the .deb: install that one instead of
+  # building it a second time.
+  deb=$(ls "$top"/dist/fuse-healer_*_amd64.deb 2>/dev/null | head -n 1 || true)
+  if [ -n "$deb" ] && [ "${FUSE_HEALER_PACKAGE_TEST:-1}" != 0 ]; then
+    FH_DEB=$deb BUILD_DIR=$build bash "$top/tests/system/nspawn-test.sh"
+  else
+    BUILD_DIR=$build bash "$top/tests/system/nspawn-test.sh"
+  fi
 fi

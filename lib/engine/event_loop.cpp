@@ -487,8 +487,11 @@ int Daemon::run() {
 
     worker_ = std::thread([this] { worker_main(); });
     request_reconcile(Clock::now());
-    sd_notify(0, "READY=1");
+    // Logged before READY=1: systemd makes the unit active (and logs
+    // "Started") only once it has READY=1, so in the journal this entry
+    // always comes first (tests/system/nspawn-test.sh checks it).
     spdlog::info("ready: watching the mount table{}", pods_->fd() >= 0 ? " and the pods tree" : "");
+    sd_notify(0, "READY=1");
 
     uv_run(&loop_, UV_RUN_DEFAULT);
 
