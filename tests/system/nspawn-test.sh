@@ -577,7 +577,7 @@ wait_count "$sel_healed" 1
 got_healed=$?
 healed_json=$(journal_json | jq -c -s "[.[] | select($sel_healed)] | last")
 broken_json=$(journal_json | jq -c -s "[.[] | select($sel_broken)] | last")
-say "journal \"mount healed\": $(jq -c '{MESSAGE_ID, EVENT, TARGET, POD_UID, VOLUME, DRIVER, VOLUME_HANDLE, SOURCE, FSTYPE, STRATEGY, OUTAGE_USEC, HEAL_USEC, HEAL_START_AFTER_EVENT_USEC, SINCE_EVENT_USEC, NAMESPACES_HEALED, _SYSTEMD_UNIT}' <<<"$healed_json")"
+say "journal \"mount healed\": $(jq -c '{MESSAGE_ID, EVENT, TARGET, POD_UID, VOLUME, DRIVER, VOLUME_HANDLE, SOURCE, FSTYPE, STRATEGY, OUTAGE_USEC, HEAL_USEC, PROBE_AFTER_EVENT_USEC, HEAL_START_AFTER_EVENT_USEC, SINCE_EVENT_USEC, NAMESPACES_HEALED, _SYSTEMD_UNIT}' <<<"$healed_json")"
 field() { jq -r ".$2 // empty" <<<"$1"; }
 bad_fields=()
 [ "$(field "$healed_json" TARGET)" = "$ct_target" ] || bad_fields+=(TARGET)
