@@ -144,7 +144,10 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
         present.insert(v.target);
         Track& tr = tracks_[v.target];
         const Target* t = by_path[v.target];
-        if (tr.ctx.target.empty()) tr.ctx = context_for(*t);
+        // Looked up again while vol_data.json is unknown: kubelet may write
+        // it after the mount appears, and the pod index reads it on the loop
+        // thread, so the first step can run before it is indexed.
+        if (tr.ctx.target.empty() || tr.ctx.volume_handle.empty()) tr.ctx = context_for(*t);
         tr.kind = v.where.kind;
         tr.fstype = t->mount->fstype;
         const bool dead = v.state == TargetState::Broken || v.state == TargetState::Healing ||
