@@ -23,15 +23,11 @@
 namespace fh {
 namespace {
 
+using testing_support::slurp;
+
 using namespace std::chrono_literals;
 using testing_support::TempDir;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 // Polls `done` every millisecond for up to `timeout`; returns its last value.
 template <typename F>

@@ -18,6 +18,7 @@
 namespace fh {
 namespace {
 
+using testing_support::slurp;
 using testing_support::spit;
 using testing_support::TempDir;
 
@@ -25,12 +26,6 @@ namespace fs = std::filesystem;
 
 
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 OriginMap sample_origins() {
     OriginMap m;

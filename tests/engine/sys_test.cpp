@@ -25,19 +25,12 @@
 namespace fh {
 namespace {
 
+using testing_support::slurp;
 using testing_support::spit;
 using testing_support::TempDir;
 
 namespace fs = std::filesystem;
 
-// A fresh directory under /tmp, removed with everything in it.
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 
 std::set<std::string> list_dir(const std::string& dir) {
