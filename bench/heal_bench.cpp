@@ -98,6 +98,7 @@ struct Options {
     int cycle_timeout_s = 300;
     std::string daemon;
     std::string keep_logs;
+    std::string daemon_log_level = "info";  // debug shows the heal's steps with their times
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -105,7 +106,8 @@ struct Options {
                  "heal_bench: %s\n"
                  "usage: heal_bench [--targets 1,100,1000] [--cycles 20] [--warmup 1] [--idle-seconds 60]\n"
                  "                  [--idle-targets N] [--containers 10] [--probe-interval-us 100000]\n"
-                 "                  [--cycle-timeout 300] [--daemon PATH] [--keep-logs DIR]\n",
+                 "                  [--cycle-timeout 300] [--daemon PATH] [--keep-logs DIR]\n"
+                 "                  [--daemon-log-level info]\n",
                  why.c_str());
     std::exit(64);
 }
@@ -130,12 +132,13 @@ Options parse_options(int argc, char** argv) {
             std::printf("heal_bench: heal latency and idle CPU of fuse-healerd (see docs/PERFORMANCE.md)\n");
             std::printf("usage: heal_bench [--targets 1,100,1000] [--cycles 20] [--warmup 1] [--idle-seconds 60]\n"
                         "                  [--idle-targets N] [--containers 10] [--probe-interval-us 100000]\n"
-                        "                  [--cycle-timeout 300] [--daemon PATH] [--keep-logs DIR]\n");
+                        "                  [--cycle-timeout 300] [--daemon PATH] [--keep-logs DIR]\n"
+                        "                  [--daemon-log-level info]\n");
             std::exit(0);
         } else {
             static const char* known[] = {"--targets", "--cycles", "--warmup", "--idle-seconds", "--idle-targets",
                                           "--containers", "--probe-interval-us", "--cycle-timeout", "--daemon",
-                                          "--keep-logs"};
+                                          "--keep-logs", "--daemon-log-level"};
             if (std::find(std::begin(known), std::end(known), a) == std::end(known)) usage("unknown option " + a);
             if (i + 1 >= argc) usage(a + " needs a value");
             v = argv[++i];
@@ -155,6 +158,7 @@ Options parse_options(int argc, char** argv) {
         else if (a == "--cycle-timeout") o.cycle_timeout_s = static_cast<int>(parse_long(a, v, 1));
         else if (a == "--daemon") o.daemon = v;
         else if (a == "--keep-logs") o.keep_logs = v;
+        else if (a == "--daemon-log-level") o.daemon_log_level = v;
         else usage("unknown option " + a);
     }
     if (o.idle_targets < 0) o.idle_targets = *std::max_element(o.targets.begin(), o.targets.end());
@@ -700,7 +704,7 @@ public:
         setenv("TZ", "UTC", 1);
         ft::Daemon d(sb, o_.daemon.empty() ? ft::daemon_path() : o_.daemon);
         auto t_daemon = ft::Clock::now();
-        d.start("", {"--log-level", "info"});
+        d.start("", {"--log-level", o_.daemon_log_level});
         LogTail log(d.log_path());
         if (!d.wait_for_log("ready: watching", 30s)) fail("fuse-healerd did not get ready:\n" + tail(d.log()));
         wait_origins(sb, d);

@@ -24,6 +24,13 @@
 # without /sys/fs/fuse/connections, so the host's fusectl mount is bound
 # there: on a node, fuse-healerd detects dead FUSE connections through it.
 # STAGE_DIR is bound read-only at /opt/fh-system-test.
+#
+# SYSTEMD_SECCOMP=0: systemd-nspawn installs no system call filter of its
+# own. Its allow-list (a container runtime's, not a node's) would refuse the
+# calls systemd 252 cannot name (statmount, listmount), so the daemon would
+# take its fallbacks for a reason a real node does not have. The booted
+# systemd does not inherit the variable: fuse-healer.service runs under its
+# own SystemCallFilter=, the one under test.
 # Execs systemd-nspawn (same pid): SIGTERM to it powers the container off.
 set -euo pipefail
 machine=$1
@@ -42,7 +49,7 @@ mount -t overlay -o lowerdir=/,upperdir=/run/fh-nspawn/upper/u,workdir=/run/fh-n
 fusectl=()
 [ -d /sys/fs/fuse/connections ] && fusectl=(--bind=/sys/fs/fuse/connections)
 
-exec systemd-nspawn \
+SYSTEMD_SECCOMP=0 exec systemd-nspawn \
   --directory=/run/fh-nspawn/root \
   --machine="$machine" \
   --boot \

@@ -437,6 +437,16 @@ if [ "$(stat -f -c %T /sys/fs/fuse/connections 2>/dev/null)" = fusectl ]; then
   check "$([[ "$start_line" == *"death detection=fusectl"* ]]; echo $?)" \
     "start: under the unit the daemon detects dead FUSE connections through fusectl"
 fi
+# The unit's SystemCallFilter= is a deny-list so that calls systemd 252
+# cannot name stay allowed: on a kernel with a usable statmount (6.13+: fs
+# subtype and mount source), the daemon must use it under the unit too.
+kernel=$(uname -r)
+if printf '6.13\n%s\n' "${kernel%%-*}" | sort -V -C; then
+  check "$([[ "$start_line" == *"statmount=yes"* ]]; echo $?)" \
+    "start: under the unit's system call filter statmount is allowed (kernel $kernel: statmount=yes, heals armed)"
+else
+  say "note: kernel $kernel < 6.13: statmount not checked"
+fi
 ready_ts=$(jq -rs '[.[] | select((.MESSAGE|type)=="string" and (.MESSAGE|startswith("ready: watching")))]
   | first | (._SOURCE_REALTIME_TIMESTAMP // .__REALTIME_TIMESTAMP) // empty' "$work/journal1.json")
 started_ts=$(jq -rs --arg id "$mid_started" '[.[] | select(.MESSAGE_ID==$id)]
