@@ -337,6 +337,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
 
 Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::set<std::string>& ready_sources,
                                               ReconcileSummary& sum) {
+    const auto entered = Clock::now();
     // Which awaited sources are back: one statx and one statmount per path,
     // then the liveness of the new mount (fusectl: one small file read).
     std::vector<bool> back(armed_.sources.size(), false);
@@ -365,6 +366,7 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         new_device[i] = top->device;
     }
     if (!any) return {};
+    const auto checked = Clock::now();
     // Pointers, not copies: with a thousand targets a copy of the actions
     // alone would cost more than the source check.
     std::vector<const HealAction*> ready;
@@ -376,8 +378,11 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         ready.push_back(&a);
         verdicts.push_back(&armed_.verdicts[armed_.action_verdict[k]]);
     }
-    spdlog::debug("a source is back: firing {} armed actions ({} us since the event)", ready.size(),
-                  micros(Clock::now() - trigger));
+    const auto picked = Clock::now();
+    spdlog::debug("a source is back: firing {} armed actions ({} us since the event: {} us to this step, {} us "
+                  "checking {} sources, {} us picking actions)",
+                  ready.size(), micros(picked - trigger), micros(entered - trigger), micros(checked - entered),
+                  armed_.sources.size(), micros(picked - checked));
     int unlimited = -1;
     const int before = sum.actions;
     BatchOutcome out = run_batch(ready, verdicts, trigger, ready_sources, unlimited, sum);
