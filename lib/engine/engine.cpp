@@ -258,7 +258,8 @@ LivenessMap Engine::check_liveness(const MountTable& host, const Classification&
 
 Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& actions,
                                        const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
-                                       std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum) {
+                                       std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum,
+                                       const std::map<std::string, LivenessProber::Probe>* early_probes) {
     // Each swap completes before the next begins. The executor re-checks
     // each mountpoint right before acting; when it finds the table moved
     // (ESTALE) the batch stops and the caller reads the tables again.
@@ -269,9 +270,12 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         const TargetVerdict* v = verdicts[k];
         if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
         if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
-            const auto probe_start = Clock::now();
+            const LivenessProber::Probe* early = nullptr;
+            if (early_probes)
+                if (auto it = early_probes->find(a.clone_path); it != early_probes->end()) early = &it->second;
+            const auto probe_start = early ? early->started() : Clock::now();
             if (tr.probe_started == Clock::time_point{}) tr.probe_started = probe_start;
-            Status s = prober_.probe_path(a.clone_path);
+            Status s = early ? prober_.wait_probe(*early) : prober_.probe_path(a.clone_path);
             spdlog::debug("probed {} before cloning it ({} us): {}", a.clone_path, micros(Clock::now() - probe_start),
                           s ? "ok" : s.error().message());
             if (!s) {
@@ -338,32 +342,57 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
 Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::set<std::string>& ready_sources,
                                               ReconcileSummary& sum) {
     const auto entered = Clock::now();
-    // Which awaited sources are back: one statx and one statmount per path,
-    // then the liveness of the new mount (fusectl: one small file read).
+    // Which awaited sources are back. Per path: a statx (no lock) says
+    // whether a mount other than the dead ones is there; most events stop
+    // here. For a new mount: its liveness (fusectl: one small file read),
+    // then the probes of the paths its heals clone are started, then
+    // statmount checks the mount is a FUSE root of the origin's fstype while
+    // the probes travel to the new FUSE daemon and back. (A probe of a mount
+    // that fails the check is left to finish; a probe never changes
+    // anything.)
     std::vector<bool> back(armed_.sources.size(), false);
     std::vector<dev_t> new_device(armed_.sources.size(), 0);
+    std::map<std::string, LivenessProber::Probe> early_probes;
     bool any = false;
     for (std::size_t i = 0; i < armed_.sources.size(); ++i) {
         const AwaitedSource& src = armed_.sources[i];
-        auto m = settings_.source_lookup(src.source_path);
+        auto id = settings_.source_lookup.identify(src.source_path);
+        if (!id) {
+            spdlog::debug("failed to look up source {}, ignoring: {}", src.source_path, id.error().message());
+            continue;
+        }
+        if (!id->is_mount_root || std::find(src.dead_devices.begin(), src.dead_devices.end(), id->device) !=
+                                      src.dead_devices.end()) {
+            spdlog::trace("armed heals for {} wait: {}", src.source_path,
+                          id->is_mount_root ? "the dead filesystem is still mounted there" : "nothing mounted there");
+            continue;
+        }
+        auto l = prober_.check({{id->device, src.source_path}});
+        if (l[id->device] != Liveness::Alive) continue;
+        std::vector<std::string> started;
+        for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
+            const std::string& clone = armed_.actions[k].clone_path;
+            if (armed_.action_source[k] != i || clone.empty() || early_probes.count(clone)) continue;
+            early_probes.emplace(clone, prober_.start_probe(clone));
+            started.push_back(clone);
+        }
+        auto m = settings_.source_lookup.describe(id->unique_mount_id);
         if (!m) {
             spdlog::debug("failed to look up source {}, ignoring: {}", src.source_path, m.error().message());
-            continue;
-        }
-        const MountEntry* top = m->mountpoint == src.source_path ? &*m : nullptr;
-        std::string why;
-        for (dev_t dead : src.dead_devices) {
-            why = source_mount_problem(top, src.source_path, src.fstype, dead, config_.match);
-            if (!why.empty()) break;
-        }
-        if (!why.empty()) {
+        } else {
+            std::string why;
+            for (dev_t dead : src.dead_devices) {
+                why = source_mount_problem(&*m, src.source_path, src.fstype, dead, config_.match);
+                if (!why.empty()) break;
+            }
+            if (why.empty()) {
+                back[i] = any = true;
+                new_device[i] = id->device;
+                continue;
+            }
             spdlog::trace("armed heals for {} wait: {}", src.source_path, why);
-            continue;
         }
-        auto l = prober_.check({{top->device, src.source_path}});
-        if (l[top->device] != Liveness::Alive) continue;
-        back[i] = any = true;
-        new_device[i] = top->device;
+        for (const std::string& clone : started) early_probes.erase(clone);
     }
     if (!any) return {};
     const auto checked = Clock::now();
@@ -385,7 +414,7 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
                   armed_.sources.size(), micros(picked - checked));
     int unlimited = -1;
     const int before = sum.actions;
-    BatchOutcome out = run_batch(ready, verdicts, trigger, ready_sources, unlimited, sum);
+    BatchOutcome out = run_batch(ready, verdicts, trigger, ready_sources, unlimited, sum, &early_probes);
     sum.armed_actions += sum.actions - before;
     return out;
 }

@@ -20,6 +20,7 @@
 #include "engine/executor.h"
 #include "engine/kernel_features.h"
 #include "engine/liveness.h"
+#include "engine/mount_query.h"
 #include "engine/state_store.h"
 
 namespace fh {
@@ -82,9 +83,16 @@ struct ReconcileSummary {
     int armed_actions = 0;    // of `actions`: fired from heals armed before the event
 };
 
-// Looks up the topmost mount at a host path without reading the mount table
-// (see mount_at_path); returns it, or an Error.
-using MountLookup = std::function<Result<MountEntry>(const std::string& path)>;
+// Looks up the mount at a source path without reading the mount table, in
+// two steps (see mount_query.h): `identify` (statx: which mount, and is
+// something mounted there) costs no lock and answers most events alone;
+// `describe` (statmount: fstype, root, mountpoint) only for a new mount.
+struct SourceLookup {
+    std::function<Result<PathMount>(const std::string& path)> identify;
+    std::function<Result<MountEntry>(std::uint64_t unique_mount_id)> describe;
+    // Returns true when both steps are set (armed heals are on).
+    explicit operator bool() const { return identify && describe; }
+};
 
 struct EngineSettings {
     std::string mountinfo_path = "/proc/self/mountinfo";
@@ -98,7 +106,7 @@ struct EngineSettings {
     // first looks at the awaited source paths alone; when one is back, its
     // armed heals start before the table is read (see ArmedHeals). Unset,
     // every event reads and plans the whole table first.
-    MountLookup source_lookup;
+    SourceLookup source_lookup;
 };
 
 class Engine {
@@ -176,11 +184,14 @@ private:
     // (`ready_sources` remembers the clone paths that did in this step).
     // `budget` (< 0: unlimited) counts down per action. Returns the outcome.
     // `verdicts[k]` is the verdict of the target of `actions[k]` (may be null).
+    // `early_probes` holds probes of clone paths started before the batch.
     BatchOutcome run_batch(const std::vector<const HealAction*>& actions,
                            const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
-                           std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum);
+                           std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum,
+                           const std::map<std::string, LivenessProber::Probe>* early_probes = nullptr);
     // Checks the awaited sources of the armed heals with source_lookup and
-    // runs the actions of those that are back and alive. Returns the
+    // runs the actions of those that are back and alive (the new source's
+    // probes start before its statmount, so the two overlap). Returns the
     // outcome (nothing executed when no source is back).
     BatchOutcome fire_armed_heals(Clock::time_point trigger, std::set<std::string>& ready_sources,
                                   ReconcileSummary& sum);

@@ -413,9 +413,10 @@ int Daemon::run() {
     pods_->rescan();
     EngineSettings settings{"/proc/self/mountinfo", "/proc", features_.open_tree, {}};
     if (features_.statmount)
-        settings.source_lookup = [openat2 = features_.openat2](const std::string& path) {
-            return mount_at_path(path, openat2);
-        };
+        settings.source_lookup = {[openat2 = features_.openat2](const std::string& path) {
+                                       return identify_mount_at_path(path, openat2);
+                                   },
+                                   statmount_entry};
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));

@@ -133,15 +133,25 @@ Liveness LivenessProber::fusectl_state(dev_t device) const {
     return r.aborted ? Liveness::Dead : Liveness::Alive;
 }
 
-Status LivenessProber::probe_path(const std::string& path) {
-    auto job = start_statx("path:" + path, path);
-    std::unique_lock<std::mutex> l(job->mu);
-    if ((job->waited_out && !job->done) || !job->cv.wait_for(l, timeout(), [&] { return job->done; })) {
-        job->waited_out = true;
-        return Error{"probe", path, ETIMEDOUT, "the FUSE daemon did not answer within the probe timeout"};
+LivenessProber::Probe LivenessProber::start_probe(const std::string& path) {
+    Probe p;
+    p.started_ = std::chrono::steady_clock::now();
+    p.path_ = path;
+    p.job_ = start_statx("path:" + path, path);
+    return p;
+}
+
+Status LivenessProber::wait_probe(const Probe& probe) {
+    Job& job = *probe.job_;
+    std::unique_lock<std::mutex> l(job.mu);
+    if ((job.waited_out && !job.done) || !job.cv.wait_for(l, timeout(), [&] { return job.done; })) {
+        job.waited_out = true;
+        return Error{"probe", probe.path_, ETIMEDOUT, "the FUSE daemon did not answer within the probe timeout"};
     }
-    if (job->err != 0) return Error{"probe", path, job->err, {}};
+    if (job.err != 0) return Error{"probe", probe.path_, job.err, {}};
     return {};
 }
+
+Status LivenessProber::probe_path(const std::string& path) { return wait_probe(start_probe(path)); }
 
 } // namespace fh

@@ -61,13 +61,36 @@ public:
     // otherwise, e.g. ENOENT for a missing subdirectory).
     Status probe_path(const std::string& path);
 
+private:
+    struct Job;  // one statx thread's result
+
+public:
+    // A probe_path split in two, so that other work can overlap the FUSE
+    // round trip (see Engine::fire_armed_heals).
+    class Probe {
+    public:
+        const std::string& path() const { return path_; }
+        std::chrono::steady_clock::time_point started() const { return started_; }
+
+    private:
+        friend class LivenessProber;
+        std::shared_ptr<Job> job_;
+        std::string path_;
+        std::chrono::steady_clock::time_point started_;
+    };
+    // Starts a statx(FORCE_SYNC) probe of `path` on its own thread; returns
+    // its handle at once.
+    Probe start_probe(const std::string& path);
+    // Waits for `probe`, at most the probe timeout from now. Returns what
+    // probe_path would have (the same result on every call).
+    Status wait_probe(const Probe& probe);
+
     void set_probe_timeout(std::chrono::microseconds t);
 
     // Returns "fusectl" or "statx": the death detection in use.
     const char* method() const { return features_.fusectl ? "fusectl" : "statx"; }
 
 private:
-    struct Job;
     // Shared with the probe threads, which may outlive the prober when a
     // daemon hangs forever.
     struct Registry {

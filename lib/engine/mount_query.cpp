@@ -16,6 +16,7 @@ namespace {
 
 // Debian 12's headers (linux-libc-dev 6.1) predate all of these.
 constexpr unsigned kStatxMntIdUnique = 0x4000;        // STATX_MNT_ID_UNIQUE, 6.8
+constexpr std::uint64_t kStatxAttrMountRoot = 0x2000;  // STATX_ATTR_MOUNT_ROOT, 5.8
 constexpr std::uint64_t kSmSbBasic = 0x1;              // STATMOUNT_SB_BASIC
 constexpr std::uint64_t kSmMntBasic = 0x2;             // STATMOUNT_MNT_BASIC
 constexpr std::uint64_t kSmMntRoot = 0x8;              // STATMOUNT_MNT_ROOT
@@ -142,7 +143,7 @@ Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id) {
     return e;
 }
 
-Result<MountEntry> mount_at_path(const std::string& path, bool use_openat2) {
+Result<PathMount> identify_mount_at_path(const std::string& path, bool use_openat2) {
     auto fd = sys::open_path_nofollow(path, use_openat2);
     if (!fd) return fd.error();
     struct statx sx {};
@@ -152,7 +153,19 @@ Result<MountEntry> mount_at_path(const std::string& path, bool use_openat2) {
         return errno_error("statx", path);
     if (!(sx.stx_mask & kStatxMntIdUnique))
         return Error{"statx", path, EOPNOTSUPP, "no unique mount id (Linux < 6.8)"};
-    return statmount_entry(sx.stx_mnt_id);
+    if (!(sx.stx_attributes_mask & kStatxAttrMountRoot))
+        return Error{"statx", path, EOPNOTSUPP, "no mount-root attribute (Linux < 5.8)"};
+    PathMount m;
+    m.unique_mount_id = sx.stx_mnt_id;
+    m.device = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    m.is_mount_root = (sx.stx_attributes & kStatxAttrMountRoot) != 0;
+    return m;
+}
+
+Result<MountEntry> mount_at_path(const std::string& path, bool use_openat2) {
+    auto m = identify_mount_at_path(path, use_openat2);
+    if (!m) return m.error();
+    return statmount_entry(m->unique_mount_id);
 }
 
 } // namespace fh

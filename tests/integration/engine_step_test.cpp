@@ -25,7 +25,9 @@ protected:
         if (armed() && !features.statmount) GTEST_SKIP() << "statmount is not usable on this kernel";
         EngineSettings settings;
         if (armed())
-            settings.source_lookup = [this](const std::string& path) { return mount_at_path(path, features.openat2); };
+            settings.source_lookup = {
+                [this](const std::string& path) { return identify_mount_at_path(path, features.openat2); },
+                statmount_entry};
         config.match.root_dir = sb.kubelet();
         config.state_dir = sb.state();
         config.probe_timeout = std::chrono::milliseconds(500);
@@ -249,7 +251,7 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     EXPECT_EQ(read_file(vol + "/generation"), "3\n");
 }
 
-// mount_at_path answers what mountinfo says, for a live FUSE mount, a path
+// mount_at_path (and its statx step, identify_mount_at_path) answers what mountinfo says, for a live FUSE mount, a path
 // inside it, a dead one and a hung one (without ever waiting on the daemon).
 TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
     if (!statmount_is_usable()) GTEST_SKIP() << "statmount is not usable on this kernel";
@@ -276,6 +278,15 @@ TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
         EXPECT_EQ(got->flags, want->flags);
         EXPECT_EQ(got->propagation.shared_group, want->propagation.shared_group);
         EXPECT_EQ(got->propagation.master_group, want->propagation.master_group);
+        // The lock-free first step agrees: the same mount, and something is
+        // mounted at `path` exactly when mountinfo's topmost mount is there.
+        auto id = identify_mount_at_path(path, true);
+        ASSERT_TRUE(id) << id.error().message();
+        EXPECT_EQ(id->device, want->device);
+        EXPECT_EQ(id->is_mount_root, want->mountpoint == path);
+        auto again = statmount_entry(id->unique_mount_id);
+        ASSERT_TRUE(again) << again.error().message();
+        EXPECT_EQ(again->mount_id, want->mount_id);
     };
     check(fuse.source());
     check(vol);
@@ -284,6 +295,10 @@ TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
     auto inside = mount_at_path(sb.kubelet() + "/pods", true);
     ASSERT_TRUE(inside) << inside.error().message();
     EXPECT_NE(inside->mountpoint, sb.kubelet() + "/pods");
+    auto inside_id = identify_mount_at_path(sb.kubelet() + "/pods", true);
+    ASSERT_TRUE(inside_id) << inside_id.error().message();
+    EXPECT_FALSE(inside_id->is_mount_root);
+    EXPECT_EQ(inside_id->device, inside->device);
     // Hung (SIGSTOP) and dead daemons: answered from kernel structures.
     fuse.stop();
     check(vol);
@@ -296,6 +311,9 @@ TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
     auto link = mount_at_path(sb.path("link"), true);
     ASSERT_FALSE(link);
     EXPECT_EQ(link.error().err, ELOOP);
+    auto link_id = identify_mount_at_path(sb.path("link"), false);  // the per-component walk refuses it too
+    ASSERT_FALSE(link_id);
+    EXPECT_EQ(link_id.error().err, ELOOP);
 }
 
 } // namespace
