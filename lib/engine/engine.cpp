@@ -295,6 +295,18 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         }
         if (a.in_host()) out.host_changed = true;
         else out.changed_namespaces.insert(a.ns_inode);
+        // Copies of a healed target are looked for later by the dead
+        // superblock's device number; pin the superblock first (its stale
+        // mount is about to be detached), or the number could be reused.
+        sys::UniqueFd pin;
+        const bool keep_healed = v && a.in_host() && a.kind != ActionKind::UnmountDeadLayer &&
+                                 config_.namespaces && settings_.namespace_heals_supported;
+        if (keep_healed) {
+            auto p = executor_.pin_superblock(a);
+            if (p) pin = std::move(*p);
+            else spdlog::debug("failed to pin the dead filesystem at {}, ignoring (its copies in containers "
+                               "started later are not looked for): {}", a.mountpoint, p.error().message());
+        }
         const auto t0 = Clock::now();
         if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
         Status s = executor_.execute(a);
@@ -321,8 +333,11 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
             continue;
         }
         if (a.kind == ActionKind::UnmountDeadLayer) continue;
-        if (v) healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
-                                              v->origin.source, v->origin.source_path, a.clone_path});
+        if (pin.valid()) {
+            healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
+                                           v->origin.source, v->origin.source_path, a.clone_path});
+            healed_pins_.push_back(std::move(pin));
+        }
         ++sum.healed;
         ++tr.heals;
         tr.failures = 0;
@@ -427,6 +442,10 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
+    if (!heal_namespaces) {  // turned off by a reload: nothing looks for copies any more
+        healed_.clear();
+        healed_pins_.clear();
+    }
 
     // Heals armed while their source was down go first: checking the
     // awaited source paths costs microseconds, reading the table does not.
@@ -564,7 +583,10 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         break;
     }
 
-    if (walked) healed_.clear();  // the walk saw every namespace after those heals
+    if (walked) {  // the walk saw every namespace after those heals
+        healed_.clear();
+        healed_pins_.clear();
+    }
     if (converged && settings_.source_lookup) {
         const auto t0 = Clock::now();
         std::set<dev_t> awaited;

@@ -214,6 +214,10 @@ private:
     std::vector<std::pair<int, std::uint64_t>> known_namespaces_;  // (pid, ns inode)
     std::set<dev_t> known_namespaces_devices_;
     std::vector<HealedTarget> healed_;  // host targets healed since the last walk
+    // One O_PATH fd per healed_ entry, on its stale mount (see
+    // Executor::pin_superblock): while copies of a dead superblock are
+    // looked for by device number, that number must stay its own.
+    std::vector<sys::UniqueFd> healed_pins_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
     std::map<std::string, Track> tracks_;
     mutable std::mutex status_mu_;

@@ -62,6 +62,21 @@ Status check_source(int fd, const HealAction& a) {
 Executor::Executor(KernelFeatures features, std::string root_dir)
     : features_(std::move(features)), root_dir_(std::move(root_dir)) {}
 
+Result<sys::UniqueFd> Executor::pin_superblock(const HealAction& a) const {
+    if (!a.in_host()) return Error{"pin", a.mountpoint, EINVAL, "not a mount of the daemon's namespace"};
+    if (!path_is_within(a.mountpoint, root_dir_) || a.mountpoint == root_dir_)
+        return Error{"refuse", a.mountpoint, EPERM, "outside " + root_dir_};
+    // O_PATH: the walk ends on the mount's root dentry without asking the
+    // (dead) FUSE daemon anything; fd_device answers from the inode cache.
+    auto fd = sys::open_path_nofollow(a.mountpoint, features_.openat2);
+    if (!fd) return fd.error();
+    auto dev = sys::fd_device(fd->get(), a.mountpoint);
+    if (!dev) return dev.error();
+    if (*dev != a.expected_device)
+        return Error{"pin", a.mountpoint, ESTALE, "no longer the dead filesystem the heal was planned for"};
+    return std::move(*fd);
+}
+
 Status Executor::execute(const HealAction& a) {
     // A mount id and a device number can both be reused once the dead
     // superblock's last mount is gone: where fusectl tells, require the

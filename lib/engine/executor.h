@@ -12,6 +12,7 @@
 #include "core/planner.h"
 #include "engine/kernel_features.h"
 #include "engine/ns_worker.h"
+#include "engine/sys.h"
 
 namespace fh {
 
@@ -25,6 +26,15 @@ public:
     // step failed on which path. ESTALE means the mountpoint no longer holds
     // the expected mount (nothing was changed).
     Status execute(const HealAction& action);
+
+    // Returns an O_PATH fd of the stale mount at the host action's
+    // mountpoint (resolved without following symlinks, inside <root_dir>),
+    // after checking it belongs to the action's dead superblock; or an
+    // Error. Held across a heal, the fd keeps that superblock, and with it
+    // its device number, alive after the stale mount is detached: the
+    // kernel cannot hand the number to another filesystem while the engine
+    // still looks for copies of the dead one by that number.
+    Result<sys::UniqueFd> pin_superblock(const HealAction& action) const;
 
     void set_root_dir(std::string root_dir) { root_dir_ = std::move(root_dir); }
 

@@ -251,6 +251,63 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     EXPECT_EQ(read_file(vol + "/generation"), "3\n");
 }
 
+// A pinned dead superblock keeps its device number after its last mount
+// is detached, so copies of it looked for by number cannot be confused
+// with a new filesystem that got the number (anonymous device numbers are
+// handed out lowest-free-first and reused at once).
+TEST_F(IntegrationTest, PinnedDeadSuperblockKeepsItsDeviceNumber) {
+    Sandbox sb;
+    const KernelFeatures features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+    Executor executor(features, sb.kubelet());
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    fuse.kill9();
+    auto table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* stale = table->topmost_at(vol);
+    ASSERT_TRUE(stale);
+    const dev_t dead = stale->device;
+    HealAction a;
+    a.target = a.mountpoint = vol;
+    a.expected_device = dead;
+
+    // Refused: a device that is not the one at the path, a path outside
+    // the kubelet root.
+    HealAction other = a;
+    other.expected_device = dead + 1;
+    auto wrong = executor.pin_superblock(other);
+    ASSERT_FALSE(wrong);
+    EXPECT_EQ(wrong.error().err, ESTALE);
+    HealAction outside = a;
+    outside.mountpoint = fuse.source();
+    auto refused = executor.pin_superblock(outside);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().err, EPERM);
+
+    auto pin = executor.pin_superblock(a);
+    ASSERT_TRUE(pin) << pin.error().message();
+    // Every mount of the dead superblock goes (the heal detaches the stale
+    // top; the supervisor lazily unmounts the source).
+    ASSERT_EQ(::umount2(vol.c_str(), MNT_DETACH), 0) << errno_name(errno);
+    ASSERT_EQ(::umount2(fuse.source().c_str(), MNT_DETACH), 0) << errno_name(errno);
+    auto held = sys::fd_device(pin->get(), vol);
+    ASSERT_TRUE(held) << held.error().message();
+    EXPECT_EQ(*held, dead);
+    // New filesystems get other numbers while the pin is held.
+    for (int generation = 2; generation <= 4; ++generation) {
+        fuse.start(generation);
+        table = read_mountinfo(kSelfMountinfo);
+        ASSERT_TRUE(table);
+        const MountEntry* fresh = table->topmost_at(fuse.source());
+        ASSERT_TRUE(fresh);
+        EXPECT_NE(fresh->device, dead) << "generation " << generation;
+        fuse.kill9();
+        ASSERT_EQ(::umount2(fuse.source().c_str(), MNT_DETACH), 0) << errno_name(errno);
+    }
+}
+
 // mount_at_path (and its statx step, identify_mount_at_path) answers what mountinfo says, for a live FUSE mount, a path
 // inside it, a dead one and a hung one (without ever waiting on the daemon).
 TEST_F(IntegrationTest, MountQueryAgreesWithMountinfo) {
