@@ -147,6 +147,7 @@ Memory process_memory(pid_t pid) {
     while (std::getline(in, line)) {
         if (starts_with(line, "VmRSS:")) m.rss_kib = std::atol(line.c_str() + 6);
         if (starts_with(line, "VmHWM:")) m.hwm_kib = std::atol(line.c_str() + 6);
+        if (starts_with(line, "RssAnon:")) m.anon_kib = std::atol(line.c_str() + 8);
     }
     return m;
 }
@@ -157,6 +158,26 @@ std::string loadavg() {
     std::string a, b, c;
     in >> a >> b >> c;
     return a + " " + b + " " + c;
+}
+
+MachineCpu machine_cpu() {
+    MachineCpu m;
+    auto s = slurp("/proc/stat");
+    if (!s || !starts_with(*s, "cpu ")) return m;
+    std::istringstream in(s->substr(4, s->find('\n') - 4));
+    unsigned long long v[10] = {};
+    for (int i = 0; i < 10 && in >> v[i]; i++) {
+    }
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest
+    // time is already counted in user and nice.
+    for (int i = 0; i < 8; i++) m.total += v[i];
+    m.busy = m.total - v[3] - v[4];
+    return m;
+}
+
+double busy_percent(const MachineCpu& a, const MachineCpu& b) {
+    if (b.total <= a.total) return NAN;
+    return 100.0 * static_cast<double>(b.busy - a.busy) / static_cast<double>(b.total - a.total);
 }
 
 std::string machine_description() {

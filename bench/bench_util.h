@@ -56,15 +56,29 @@ bool any_thread_running(pid_t pid);
 void wait_quiet(pid_t pid, std::chrono::milliseconds window = std::chrono::milliseconds(50),
                 std::chrono::seconds timeout = std::chrono::seconds(60));
 
-// VmRSS and VmHWM of a process from /proc/<pid>/status, in KiB (-1 when unreadable).
+// Memory of a process from /proc/<pid>/status, in KiB (-1 when unreadable):
+// VmRSS (= RssAnon + RssFile + RssShmem), its peak VmHWM, and RssAnon (the
+// heap and stacks; RssFile is mostly the shared libraries' pages).
 struct Memory {
     long rss_kib = -1;
     long hwm_kib = -1;
+    long anon_kib = -1;
 };
 Memory process_memory(pid_t pid);
 
 // Returns "1-min 5-min 15-min" from /proc/loadavg.
 std::string loadavg();
+
+// The whole machine's CPU time from /proc/stat, in clock ticks: every CPU's
+// busy time (all but idle and iowait) and its total.
+struct MachineCpu {
+    unsigned long long busy = 0;
+    unsigned long long total = 0;
+};
+MachineCpu machine_cpu();
+// Returns the share of the machine's CPUs that were busy between `a` and
+// `b`, in percent of all CPUs (100 = every CPU busy); NAN when no time passed.
+double busy_percent(const MachineCpu& a, const MachineCpu& b);
 // Returns e.g. "Linux 6.18.44, 2 CPUs (AMD EPYC ...)".
 std::string machine_description();
 

@@ -517,8 +517,36 @@ public:
         const std::string roots = sb_.runtime() + "/containers";
         ft::make_dirs(roots);
         const pid_t parent = getpid();
+        // The answers; at most kInFlight containers set up at a time: a
+        // thousand unshare()s at once pile up on the kernel's namespace lock
+        // and push the load average to ~80 for a minute, skewing what follows.
+        constexpr size_t kInFlight = 8;
+        std::string buf;
+        size_t ok = 0;
+        auto collect = [&](size_t until) {
+            auto deadline = Clock::now() + 60s;
+            while (ok < until) {
+                check_interrupt();
+                pollfd pf{ready[0], POLLIN, 0};
+                if (poll(&pf, 1, 100) <= 0) {
+                    if (Clock::now() >= deadline) fail("a container did not get ready in 60 s");
+                    continue;
+                }
+                char b[4096];
+                ssize_t n = read(ready[0], b, sizeof b);
+                if (n <= 0) fail("the containers' ready pipe closed early");
+                buf.append(b, static_cast<size_t>(n));
+                for (size_t nl; (nl = buf.find('\n')) != std::string::npos;) {
+                    std::string line = buf.substr(0, nl);
+                    buf.erase(0, nl + 1);
+                    if (starts_with(line, "ok ")) ok++;
+                    else fail("container: " + line);
+                }
+            }
+        };
         for (size_t p = 0; p < volumes.size(); p++) {
             check_interrupt();
+            if (p >= kInFlight) collect(p - kInFlight + 1);
             const std::string root = roots + "/" + std::to_string(p);
             ft::make_dirs(root);
             const bool slave = p % 2 == 0;
@@ -546,28 +574,7 @@ public:
         }
         close(ready[1]);
         close(hold[0]);
-        // Collect the answers.
-        std::string buf;
-        size_t ok = 0;
-        auto deadline = Clock::now() + 120s;
-        while (ok < list_.size()) {
-            check_interrupt();
-            pollfd pf{ready[0], POLLIN, 0};
-            if (poll(&pf, 1, 100) <= 0) {
-                if (Clock::now() >= deadline) fail("containers did not get ready in 120 s");
-                continue;
-            }
-            char b[4096];
-            ssize_t n = read(ready[0], b, sizeof b);
-            if (n <= 0) fail("the containers' ready pipe closed early");
-            buf.append(b, static_cast<size_t>(n));
-            for (size_t nl; (nl = buf.find('\n')) != std::string::npos;) {
-                std::string line = buf.substr(0, nl);
-                buf.erase(0, nl + 1);
-                if (starts_with(line, "ok ")) ok++;
-                else fail("container: " + line);
-            }
-        }
+        collect(list_.size());
         close(ready[0]);
         for (auto& c : list_) {
             c.mountinfo_fd = open(("/proc/" + std::to_string(c.pid) + "/mountinfo").c_str(), O_RDONLY | O_CLOEXEC);
@@ -747,10 +754,27 @@ struct HealCycle {
     long by_timer = 0;
     bool fifo = false;
     std::string load;
+    double machine_busy_pct = NAN;  // both CPUs, during the cycle
 };
 
+// How busy the machine was during a phase (2 CPUs shared with other work):
+// the load averages at its start and end, and the share of all CPUs busy
+// (/proc/stat; the daemon and the bench included).
 struct Phase {
     std::string load_start, load_end;
+    MachineCpu cpu_start, cpu_end;
+
+    void begin() {
+        load_start = loadavg();
+        cpu_start = machine_cpu();
+    }
+    void end() {
+        load_end = loadavg();
+        cpu_end = machine_cpu();
+    }
+    std::string describe() const {
+        return load_start + " → " + load_end + "; CPUs " + fmt("%.0f", busy_percent(cpu_start, cpu_end)) + "% busy";
+    }
 };
 
 struct Results {
@@ -818,7 +842,12 @@ public:
         setenv("TZ", "UTC", 1);
         const std::string binary = o_.daemon.empty() ? ft::daemon_path() : o_.daemon;
         ft::Daemon d(sb, binary);
-        std::vector<std::string> args = {"--log-level", "info"};
+        // Info unless --daemon-args names a level: debug logging slows the
+        // daemon down (a line per action).
+        std::vector<std::string> args;
+        if (std::none_of(o_.daemon_args.begin(), o_.daemon_args.end(),
+                         [](const std::string& a) { return starts_with(a, "--log-level"); }))
+            args = {"--log-level", "info"};
         args.insert(args.end(), o_.daemon_args.begin(), o_.daemon_args.end());
         auto t_daemon = Clock::now();
         d.start("", args);
@@ -842,15 +871,15 @@ public:
         r_.host_mounts_before = count_lines(ft::kSelfMountinfo);
         r_.ctr_mounts_before = container_mounts();
         if (o_.warmup + o_.cycles > 0) {
-            r_.cycles_phase.load_start = loadavg();
+            r_.cycles_phase.begin();
             for (int i = 0; i < o_.warmup + o_.cycles; i++) r_.cycles.push_back(cycle(d, i, i < o_.warmup, false));
-            r_.cycles_phase.load_end = loadavg();
+            r_.cycles_phase.end();
         }
         if (o_.supervisor_cycles > 0) {
-            r_.supervisor_phase.load_start = loadavg();
+            r_.supervisor_phase.begin();
             for (int i = 0; i < o_.supervisor_cycles; i++)
                 r_.cycles.push_back(cycle(d, o_.warmup + o_.cycles + i, false, true));
-            r_.supervisor_phase.load_end = loadavg();
+            r_.supervisor_phase.end();
         }
         if (o_.warmup + o_.cycles + o_.supervisor_cycles > 0) final_checks();
         r_.mem_after_cycles = process_memory(d.pid());
@@ -1042,7 +1071,7 @@ private:
         (void)sb;
         progress("events: %d unrelated mount events (tmpfs mount/umount at %s/e), each waited out", o_.events,
                  events_dir_.c_str());
-        r_.events_phase.load_start = loadavg();
+        r_.events_phase.begin();
         const std::string at = events_dir_ + "/e";
         auto before = ctl_status(d);
         wait_quiet(d.pid(), 100ms);
@@ -1074,7 +1103,7 @@ private:
         r_.event_busy_max_ms = max_of(busy);
         r_.event_daemon_events = json_int(after, "mount_events") - json_int(before, "mount_events");
         r_.event_daemon_reconciles = json_int(after, "reconciles") - json_int(before, "reconciles");
-        r_.events_phase.load_end = loadavg();
+        r_.events_phase.end();
         scan_log();
         progress("events: %.3f ms CPU per event; daemon counted %lld mount events, %lld reconciles (status calls "
                  "included)",
@@ -1086,7 +1115,7 @@ private:
 
     void idle(ft::Daemon& d) {
         progress("idle: %d s, no mount events (the safety reconcile runs every 30 s by default)", o_.idle_seconds);
-        r_.idle_phase.load_start = loadavg();
+        r_.idle_phase.begin();
         const pid_t pid = d.pid();
         const int lines_before = count_lines(ft::kSelfMountinfo);
         auto t0 = Clock::now();
@@ -1099,7 +1128,7 @@ private:
         }
         r_.idle_wall_s = seconds_since(t0);
         r_.idle_cpu_ms = static_cast<double>(prev - c0) / 1e6;
-        r_.idle_phase.load_end = loadavg();
+        r_.idle_phase.end();
         scan_log();
         if (count_lines(ft::kSelfMountinfo) != lines_before) fail("the mount table changed during the idle measurement");
         progress("idle: %.1f ms CPU in %.1f s (%.3f%% of one core)", r_.idle_cpu_ms, r_.idle_wall_s,
@@ -1148,6 +1177,7 @@ private:
         };
 
         const std::int64_t cpu0 = process_cpu_ns(pid);
+        const MachineCpu machine0 = machine_cpu();
         std::optional<std::uint64_t> old_id;
         // The outage.
         const pid_t fuse_pid = src.pid();
@@ -1258,14 +1288,15 @@ private:
         collect_ = false;
         lines_.clear();
         cr.load = loadavg();
+        cr.machine_busy_pct = busy_percent(machine0, machine_cpu());
         progress("cycle %d%s%s src-%d gen %d: detect %s; first %.2f ms, all %.2f ms (container view), host %.2f ms; "
                  "daemon event %+.3f ms, probe %.3f ms, first action %.3f ms after it; %d healed, %d ns copies; "
-                 "daemon CPU %.0f ms; load %s",
+                 "daemon CPU %.0f ms; load %s, CPUs %.0f%% busy",
                  number + 1, warmup ? " (warm-up)" : "", supervisor ? " (supervisor restart)" : "", cr.source, gen,
                  supervisor ? "n/a" : (std::isnan(cr.detect_ms) ? ("not within " + std::to_string(o_.detect_timeout_ms) + " ms").c_str()
                                                                : (fmt("%.3f ms", cr.detect_ms) + " (" + cr.detect_how + ")").c_str()),
                  cr.first_ms, cr.all_ms, cr.host_ms, cr.event_delay_ms, cr.probe_after_event_ms,
-                 cr.start_after_event_ms, cr.healed, cr.ns_healed, cr.daemon_cpu_ms, cr.load.c_str());
+                 cr.start_after_event_ms, cr.healed, cr.ns_healed, cr.daemon_cpu_ms, cr.load.c_str(), cr.machine_busy_pct);
         return cr;
     }
 
@@ -1310,7 +1341,7 @@ private:
         const std::string at = events_dir_ + "/c";
         auto before = ctl_status(d);
         wait_quiet(d.pid(), 100ms);
-        r_.churn_phase.load_start = loadavg();
+        r_.churn_phase.begin();
         const pid_t pid = d.pid();
         const auto period = std::chrono::nanoseconds(1000000000L / o_.churn_rate);
         const auto t0 = Clock::now();
@@ -1327,7 +1358,7 @@ private:
         r_.churn_wall_s = seconds_since(t0);
         r_.churn_pairs = pairs;
         r_.churn_cpu_ms = static_cast<double>(c1 - c0) / 1e6;
-        r_.churn_phase.load_end = loadavg();
+        r_.churn_phase.end();
         const auto t_end = Clock::now();
         wait_quiet(pid, 50ms);
         r_.churn_tail_ms = seconds_since(t_end) * 1000.0 - 50.0;
@@ -1367,8 +1398,9 @@ void report(const Options& o, const Results& r) {
                 "(the bench's own parse of it: %.1f ms). Setup %.1f s, daemon ready (all origins learned) in %.2f s.\n",
                 o.pods, o.pods * o.targets_per_pod, o.sources, o.pods * o.targets_per_pod / o.sources, r.containers,
                 r.container_mounts, r.filler, r.table_lines, r.read_mountinfo_ms, r.setup_s, r.daemon_ready_s);
-    std::printf("Daemon arguments: --log-level info%s%s\n\n", o.daemon_args_text.empty() ? "" : " ",
-                o.daemon_args_text.c_str());
+    std::printf("Daemon arguments: %s\n\n", o.daemon_args_text.find("--log-level") == std::string::npos
+                                                  ? ("--log-level info " + o.daemon_args_text).c_str()
+                                                  : o.daemon_args_text.c_str());
     std::printf("What the daemon says it uses:\n\n| source | value |\n|--|--|\n");
     for (const auto& [k, v] : r.mechanisms) std::printf("| %s | %s |\n", k.c_str(), v.c_str());
     if (r.mechanisms.count("log: mount tracking") == 0 && r.mechanisms.count("status: mount_tracking") == 0)
@@ -1389,17 +1421,16 @@ void report(const Options& o, const Results& r) {
     };
     const auto clean = of(false), sup = of(true);
 
-    std::printf("\n## Summary\n\n| measure | goal | result | load (1/5/15 min) |\n|--|--|--|--|\n");
+    std::printf("\n## Summary\n\n| measure | goal | result | load averages (1/5/15 min) at start → end; share of both CPUs busy |\n|--|--|--|--|\n");
     if (r.events > 0)
-        std::printf("| daemon CPU per unrelated mount event | <= 0.2 ms (fanotify path) | %s ms (%d events) | %s → %s |\n",
-                    fmt("%.3f", r.event_cpu_ms).c_str(), r.events, r.events_phase.load_start.c_str(),
-                    r.events_phase.load_end.c_str());
+        std::printf("| daemon CPU per unrelated mount event | <= 0.2 ms (fanotify path) | %s ms (%d events) | %s |\n",
+                    fmt("%.3f", r.event_cpu_ms).c_str(), r.events, r.events_phase.describe().c_str());
     auto heal_row = [&](const char* what, const std::vector<const HealCycle*>& v, const Phase& ph) {
         if (v.empty()) return;
         auto first = col(v, &HealCycle::first_ms), all = col(v, &HealCycle::all_ms);
-        std::printf("| %s: first copy healthy | <= 2 ms | p50 %s, p99 %s, max %s ms (%zu cycles) | %s → %s |\n", what,
+        std::printf("| %s: first copy healthy | <= 2 ms | p50 %s, p99 %s, max %s ms (%zu cycles) | %s |\n", what,
                     fmt("%.2f", percentile(first, 50)).c_str(), fmt("%.2f", percentile(first, 99)).c_str(),
-                    fmt("%.2f", max_of(first)).c_str(), v.size(), ph.load_start.c_str(), ph.load_end.c_str());
+                    fmt("%.2f", max_of(first)).c_str(), v.size(), ph.describe().c_str());
         std::printf("| %s: all %d copies healthy | <= 50 ms | p50 %s, p99 %s, max %s ms | |\n", what,
                     o.pods * o.targets_per_pod / o.sources, fmt("%.2f", percentile(all, 50)).c_str(),
                     fmt("%.2f", percentile(all, 99)).c_str(), fmt("%.2f", max_of(all)).c_str());
@@ -1418,25 +1449,28 @@ void report(const Options& o, const Results& r) {
                   fmt("%.3f", max_of(det)) + " ms (" + std::to_string(det.size()) + " of " + std::to_string(clean.size()) +
                   " cycles" + (missed ? "; " + std::to_string(missed) + " not detected within " +
                                             std::to_string(o.detect_timeout_ms) + " ms" : std::string()) + ")";
-        std::printf("| detection: kill -9 -> outage logged | p99 <= 5 ms | %s | %s → %s |\n", res.c_str(),
-                    r.cycles_phase.load_start.c_str(), r.cycles_phase.load_end.c_str());
+        std::printf("| detection: kill -9 -> outage logged | p99 <= 5 ms | %s | %s |\n", res.c_str(),
+                    r.cycles_phase.describe().c_str());
     }
     if (!r.idle_per_second_ms.empty())
-        std::printf("| idle CPU | - | %s ms in %.0f s = %s%% of one core | %s → %s |\n",
+        std::printf("| idle CPU | - | %s ms in %.0f s = %s%% of one core | %s |\n",
                     fmt("%.1f", r.idle_cpu_ms).c_str(), r.idle_wall_s,
-                    fmt("%.3f", r.idle_cpu_ms / 10.0 / r.idle_wall_s).c_str(), r.idle_phase.load_start.c_str(),
-                    r.idle_phase.load_end.c_str());
+                    fmt("%.3f", r.idle_cpu_ms / 10.0 / r.idle_wall_s).c_str(), r.idle_phase.describe().c_str());
     std::printf("| RSS (VmRSS) | <= 16 MiB | %s MiB ready, %s after the events, %s after idle, %s after the heal cycles, "
                 "%s at the end | |\n",
                 mib(r.mem_ready.rss_kib).c_str(), mib(r.mem_after_events.rss_kib).c_str(),
                 mib(r.mem_after_idle.rss_kib).c_str(), mib(r.mem_after_cycles.rss_kib).c_str(),
                 mib(r.mem_end.rss_kib).c_str());
+    std::printf("| of which RssAnon (heap, stacks) | - | %s MiB ready, %s after the events, %s after idle, %s after the "
+                "heal cycles, %s at the end | |\n",
+                mib(r.mem_ready.anon_kib).c_str(), mib(r.mem_after_events.anon_kib).c_str(),
+                mib(r.mem_after_idle.anon_kib).c_str(), mib(r.mem_after_cycles.anon_kib).c_str(),
+                mib(r.mem_end.anon_kib).c_str());
     std::printf("| peak RSS (VmHWM) | - | %s MiB | |\n", mib(r.mem_end.hwm_kib).c_str());
     if (r.churn_pairs > 0)
-        std::printf("| CPU under %d mount+umount/s churn | < 5%% of one core | %s%% (%s ms in %.1f s) | %s → %s |\n",
+        std::printf("| CPU under %d mount+umount/s churn | < 5%% of one core | %s%% (%s ms in %.1f s) | %s |\n",
                     o.churn_rate, fmt("%.1f", r.churn_cpu_ms / 10.0 / r.churn_wall_s).c_str(),
-                    fmt("%.0f", r.churn_cpu_ms).c_str(), r.churn_wall_s, r.churn_phase.load_start.c_str(),
-                    r.churn_phase.load_end.c_str());
+                    fmt("%.0f", r.churn_cpu_ms).c_str(), r.churn_wall_s, r.churn_phase.describe().c_str());
 
     if (r.events > 0) {
         std::printf("\nUnrelated mount events: %d (mount, umount, ... of a tmpfs outside the kubelet root), each "
@@ -1478,6 +1512,7 @@ void report(const Options& o, const Results& r) {
         row("umount -l -> last target logged broken", &HealCycle::broken_all_ms, "%.2f");
         row("fh_testfs started -> its mount appeared", &HealCycle::spawn_to_mount_ms, "%.2f");
         row("daemon CPU per cycle", &HealCycle::daemon_cpu_ms, "%.0f");
+        row("both CPUs busy during the cycle, %", &HealCycle::machine_busy_pct, "%.0f");
         long timer = 0;
         int ns = 0, healed = 0;
         bool fifo = true;
@@ -1547,8 +1582,15 @@ int main(int argc, char** argv) {
     try {
         Run(o, r).go();
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "\nscale_bench: FAILED: %s\n", e.what());
-        rc = g_signal.load() ? 128 + g_signal.load() : 1;
+        // Children in our process group get a Ctrl-C too, so the daemon's
+        // exit may be what the run tripped over: the signal is the reason.
+        if (int s = g_signal.load()) {
+            std::fprintf(stderr, "\nscale_bench: interrupted by %s (%s); partial results follow\n", strsignal(s), e.what());
+            rc = 128 + s;
+        } else {
+            std::fprintf(stderr, "\nscale_bench: FAILED: %s\n", e.what());
+            rc = 1;
+        }
     }
     report(o, r);
     std::printf("\nmachine mount table (/proc/1/mountinfo): %d mounts before, %d after; total run time %.0f s\n",
