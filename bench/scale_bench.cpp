@@ -267,28 +267,38 @@ std::string tail(const std::string& s, size_t n = 4000) { return s.size() <= n ?
 // the supervisor's umount -l) or the safety reconcile (every 30 s).
 //
 // Death detection by pidfd (issue 4, section 1) logs the outage start at once,
-// with the serving command's name and PID. Any line with one of the words of
-// kDeathWords that names the PID (pid=N, pid N, [N], (N)) or the source path
-// counts. Adapt kDeathWords / this function when that line's wording is final.
+// with the serving command's name and PID (draft on branch deathwatch:
+// "FUSE server died: connection=N pid=N comm=X ... detection_latency_us=N").
+// Any line with one of the words of death_words() that names the PID (pid=N,
+// pid N, [N], (N)) or the source path counts. Adapt death_words() / this
+// function when that line's wording is final.
 const std::regex& death_words() {
     static const std::regex re(R"(\b(outage|died|dead|death|exited|gone)\b)", std::regex::icase);
     return re;
 }
 
-std::optional<std::string> outage_start_of(const LogLine& l, const std::string& source_path, pid_t fuse_pid) {
+struct OutageStart {
+    std::string how;                   // the line's text up to its first ':'
+    double daemon_latency_ms = NAN;    // the line's own detection_latency_us, when it has one
+};
+
+std::optional<OutageStart> outage_start_of(const LogLine& l, const std::string& source_path, pid_t fuse_pid) {
     if (starts_with(l.text, "mount broken:")) {
-        if (field(l.text, "source") == source_path) return std::string("mount broken");
+        if (field(l.text, "source") == source_path) return OutageStart{"mount broken"};
         return std::nullopt;
     }
-    if (!std::regex_search(l.text, death_words())) return std::nullopt;
+    // "... exited but connection N is alive: another process holds ..." is no outage.
+    if (!std::regex_search(l.text, death_words()) || l.text.find(" is alive") != std::string::npos) return std::nullopt;
     const std::string pid = std::to_string(fuse_pid);
     const std::regex names_pid("(pid[= ]" + pid + R"(\b|\[)" + pid + R"(\]|\()" + pid + R"(\)))");
     const bool names_source = l.text.find(source_path + " ") != std::string::npos ||
                               l.text.find("=" + source_path) != std::string::npos ||
                               (l.text.size() >= source_path.size() &&
                                l.text.compare(l.text.size() - source_path.size(), source_path.size(), source_path) == 0);
-    if (std::regex_search(l.text, names_pid) || names_source) return l.text.substr(0, l.text.find(':'));
-    return std::nullopt;
+    if (!std::regex_search(l.text, names_pid) && !names_source) return std::nullopt;
+    OutageStart o{l.text.substr(0, l.text.find(':'))};
+    if (std::string v = field(l.text, "detection_latency_us"); !v.empty()) o.daemon_latency_ms = std::atof(v.c_str()) / 1000.0;
+    return o;
 }
 
 // ---- the daemon's start-up line: which mechanisms it uses ----------------------
@@ -739,6 +749,7 @@ struct HealCycle {
     bool supervisor = false;        // kill -9, umount -l and restart at once
     double detect_ms = NAN;         // kill -9 -> outage-start line (NAN: not within the timeout)
     std::string detect_how;         // which line said so
+    double detect_daemon_ms = NAN;  // that line's own detection_latency_us, if any
     double broken_all_ms = NAN;     // umount -l -> the last target of the source logged broken
     double spawn_to_mount_ms = NAN; // fh_testfs started -> its mount appeared (t0)
     double first_ms = NAN;          // t0 -> first container copy reads the new generation
@@ -1189,9 +1200,10 @@ private:
             for (;;) {
                 scan_log();
                 for (const auto& l : lines_)
-                    if (auto how = outage_start_of(l, src.path(), fuse_pid)) {
+                    if (auto o = outage_start_of(l, src.path(), fuse_pid)) {
                         cr.detect_ms = ms(l.realtime_us - kill_rt);
-                        cr.detect_how = *how;
+                        cr.detect_how = o->how;
+                        cr.detect_daemon_ms = o->daemon_latency_ms;
                         if (r_.detect_sample.empty()) r_.detect_sample = l.text;
                         break;
                     }
@@ -1449,6 +1461,13 @@ void report(const Options& o, const Results& r) {
                   fmt("%.3f", max_of(det)) + " ms (" + std::to_string(det.size()) + " of " + std::to_string(clean.size()) +
                   " cycles" + (missed ? "; " + std::to_string(missed) + " not detected within " +
                                             std::to_string(o.detect_timeout_ms) + " ms" : std::string()) + ")";
+        std::map<std::string, int> how;
+        for (auto* c : clean)
+            if (!c->detect_how.empty()) how[c->detect_how]++;
+        for (const auto& [h, k] : how) res += "; \"" + h + "\" x" + std::to_string(k);
+        if (auto own = col(clean, &HealCycle::detect_daemon_ms); !own.empty())
+            res += "; the daemon's own detection_latency_us: p50 " + fmt("%.3f", percentile(own, 50)) + ", p99 " +
+                   fmt("%.3f", percentile(own, 99)) + " ms";
         std::printf("| detection: kill -9 -> outage logged | p99 <= 5 ms | %s | %s |\n", res.c_str(),
                     r.cycles_phase.describe().c_str());
     }
@@ -1502,6 +1521,7 @@ void report(const Options& o, const Results& r) {
             std::printf("| %s | %s | %s | %s |\n", name, fmt(f, percentile(x, 50)).c_str(), fmt(f, percentile(x, 99)).c_str(),
                         fmt(f, max_of(x)).c_str());
         };
+        row("kill -9 -> outage-start line (detected cycles only)", &HealCycle::detect_ms, "%.3f");
         row("t0 -> first container copy healthy", &HealCycle::first_ms, "%.2f");
         row("t0 -> all container copies healthy", &HealCycle::all_ms, "%.2f");
         row("t0 -> last host target healed (daemon log)", &HealCycle::host_ms, "%.2f");
