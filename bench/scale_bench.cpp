@@ -878,7 +878,7 @@ public:
         progress("daemon pid %d ready with %zu targets in %.2f s; RSS %ld KiB", d.pid(), targets_.size(),
                  r_.daemon_ready_s, r_.mem_ready.rss_kib);
 
-        if (o_.events > 0) unrelated_events(d, sb);
+        if (o_.events > 0) unrelated_events(d);
         r_.mem_after_events = process_memory(d.pid());
         if (o_.idle_seconds > 0) idle(d);
         r_.mem_after_idle = process_memory(d.pid());
@@ -899,7 +899,7 @@ public:
         if (o_.warmup + o_.cycles + o_.supervisor_cycles > 0) final_checks();
         r_.mem_after_cycles = process_memory(d.pid());
 
-        if (o_.churn_seconds > 0) churn(d, sb);
+        if (o_.churn_seconds > 0) churn(d);
         r_.mem_end = process_memory(d.pid());
         r_.heal_failures = heal_failures_;
         r_.failure_samples = failure_samples_;
@@ -1082,8 +1082,7 @@ private:
 
     // ---- 1. unrelated mount events ----
 
-    void unrelated_events(ft::Daemon& d, ft::Sandbox& sb) {
-        (void)sb;
+    void unrelated_events(ft::Daemon& d) {
         progress("events: %d unrelated mount events (tmpfs mount/umount at %s/e), each waited out", o_.events,
                  events_dir_.c_str());
         r_.events_phase.begin();
@@ -1349,8 +1348,7 @@ private:
 
     // ---- 5. churn ----
 
-    void churn(ft::Daemon& d, ft::Sandbox& sb) {
-        (void)sb;
+    void churn(ft::Daemon& d) {
         const long pairs = static_cast<long>(o_.churn_rate) * o_.churn_seconds;
         progress("churn: %d mount+umount pairs per second for %d s (%ld pairs) at %s/c", o_.churn_rate,
                  o_.churn_seconds, pairs, events_dir_.c_str());
