@@ -78,9 +78,11 @@
 
 #include "core/mountinfo.h"
 #include "core/state_codec.h"
+#include "bench_util.h"
 #include "harness.h"
 
 namespace ft = fh::test;
+using namespace fh::bench;
 using namespace std::chrono_literals;
 
 namespace {
@@ -167,174 +169,7 @@ Options parse_options(int argc, char** argv) {
 
 // ---- small helpers -----------------------------------------------------------
 
-struct BenchError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] void fail(const std::string& m) { throw BenchError(m); }
-[[noreturn]] void fail_errno(const std::string& m) { fail(m + ": " + std::strerror(errno)); }
-
-void progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void progress(const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    std::fprintf(stderr, "[heal_bench] ");
-    std::vfprintf(stderr, fmt, ap);
-    std::fprintf(stderr, "\n");
-    va_end(ap);
-}
-
-std::int64_t realtime_usec() {
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
 int count_lines(const std::string& path) { return static_cast<int>(ft::read_mountinfo_lines(path).size()); }
-
-// utime+stime of a process (all its threads, exited ones included), seconds.
-double process_cpu_seconds(pid_t pid) {
-    auto s = ft::read_file("/proc/" + std::to_string(pid) + "/stat");
-    if (!s) return -1;
-    auto paren = s->rfind(')');
-    if (paren == std::string::npos) return -1;
-    std::istringstream in(s->substr(paren + 2));
-    std::string f;
-    unsigned long long utime = 0, stime = 0;
-    // Fields after the comm: state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
-    for (int field = 3; field <= 15 && in >> f; field++) {
-        if (field == 14) utime = std::strtoull(f.c_str(), nullptr, 10);
-        if (field == 15) stime = std::strtoull(f.c_str(), nullptr, 10);
-    }
-    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// Sum of the live threads' on-CPU nanoseconds (schedstat): fine-grained, used
-// only to see whether the daemon is doing anything.
-std::uint64_t live_threads_cpu_ns(pid_t pid) {
-    std::string dir = "/proc/" + std::to_string(pid) + "/task";
-    std::uint64_t sum = 0;
-    DIR* d = opendir(dir.c_str());
-    if (!d) return 0;
-    while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        if (auto s = ft::read_file(dir + "/" + e->d_name + "/schedstat")) sum += std::strtoull(s->c_str(), nullptr, 10);
-    }
-    closedir(d);
-    return sum;
-}
-
-// Waits until the daemon has used no CPU for `window`.
-void wait_quiet(pid_t pid, std::chrono::milliseconds window = 50ms, std::chrono::seconds timeout = 60s) {
-    auto deadline = ft::Clock::now() + timeout;
-    std::uint64_t last = live_threads_cpu_ns(pid);
-    auto stable_since = ft::Clock::now();
-    for (;;) {
-        std::this_thread::sleep_for(5ms);
-        std::uint64_t cur = live_threads_cpu_ns(pid);
-        auto now = ft::Clock::now();
-        if (cur != last) {
-            last = cur;
-            stable_since = now;
-        } else if (now - stable_since >= window) {
-            return;
-        }
-        if (now >= deadline) fail("fuse-healerd did not go quiet within " + std::to_string(timeout.count()) + " s");
-    }
-}
-
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return NAN;
-    std::sort(v.begin(), v.end());
-    // Nearest rank.
-    size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-    if (rank < 1) rank = 1;
-    if (rank > v.size()) rank = v.size();
-    return v[rank - 1];
-}
-
-double max_of(const std::vector<double>& v) { return v.empty() ? NAN : *std::max_element(v.begin(), v.end()); }
-
-// ---- the daemon's log ------------------------------------------------------
-
-// One "mount healed" (or other interesting) line of fuse-healerd's log.
-struct LogLine {
-    std::int64_t realtime_us = 0;  // the line's timestamp (the daemon runs with TZ=UTC)
-    std::string level;
-    std::string text;  // after the level
-};
-
-// Reads a log file incrementally (it grows to megabytes at 1000 targets).
-class LogTail {
-public:
-    explicit LogTail(std::string path) : path_(std::move(path)) {}
-
-    std::vector<LogLine> read_new() {
-        std::vector<LogLine> out;
-        int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return out;
-        char buf[65536];
-        for (;;) {
-            ssize_t n = pread(fd, buf, sizeof buf, offset_);
-            if (n <= 0) break;
-            offset_ += n;
-            partial_.append(buf, static_cast<size_t>(n));
-        }
-        close(fd);
-        size_t start = 0;
-        for (;;) {
-            size_t nl = partial_.find('\n', start);
-            if (nl == std::string::npos) break;
-            out.push_back(parse(partial_.substr(start, nl - start)));
-            start = nl + 1;
-        }
-        partial_.erase(0, start);
-        return out;
-    }
-
-private:
-    static LogLine parse(const std::string& line) {
-        LogLine l;
-        // "2025-01-02T03:04:05.123456 info text..."
-        int Y, M, D, h, m, s, us;
-        char rest_probe = 0;
-        if (std::sscanf(line.c_str(), "%d-%d-%dT%d:%d:%d.%6d%c", &Y, &M, &D, &h, &m, &s, &us, &rest_probe) == 8) {
-            tm t{};
-            t.tm_year = Y - 1900;
-            t.tm_mon = M - 1;
-            t.tm_mday = D;
-            t.tm_hour = h;
-            t.tm_min = m;
-            t.tm_sec = s;
-            l.realtime_us = static_cast<std::int64_t>(timegm(&t)) * 1000000 + us;
-            auto sp1 = line.find(' ');
-            auto sp2 = sp1 == std::string::npos ? std::string::npos : line.find(' ', sp1 + 1);
-            if (sp2 != std::string::npos) {
-                l.level = line.substr(sp1 + 1, sp2 - sp1 - 1);
-                l.text = line.substr(sp2 + 1);
-                return l;
-            }
-        }
-        l.text = line;
-        return l;
-    }
-
-    std::string path_;
-    off_t offset_ = 0;
-    std::string partial_;
-};
-
-// The value of `key=` in a log line, or "".
-std::string field(const std::string& text, const std::string& key) {
-    std::string k = " " + key + "=";
-    auto p = text.find(k);
-    if (p == std::string::npos) return "";
-    p += k.size();
-    auto e = text.find(' ', p);
-    return text.substr(p, e == std::string::npos ? std::string::npos : e - p);
-}
-
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
 // ---- emulated containers -------------------------------------------------------
 
@@ -771,13 +606,6 @@ private:
     static double seconds_since(ft::Clock::time_point t) {
         return std::chrono::duration<double>(ft::Clock::now() - t).count();
     }
-    static std::string loadavg() {
-        auto s = ft::read_file("/proc/loadavg").value_or("? ? ?");
-        std::istringstream in(s);
-        std::string a, b, c;
-        in >> a >> b >> c;
-        return a + " " + b + " " + c;
-    }
     static std::string tail(const std::string& s, size_t n = 4000) {
         return s.size() <= n ? s : "..." + s.substr(s.size() - n);
     }
@@ -1130,26 +958,11 @@ void report(const Options& o, const std::vector<RunResult>& runs, const std::str
     std::fflush(stdout);
 }
 
-std::string machine_description() {
-    std::string kernel = "?";
-    if (auto s = ft::read_file("/proc/sys/kernel/osrelease")) {
-        kernel = *s;
-        while (!kernel.empty() && kernel.back() == '\n') kernel.pop_back();
-    }
-    std::string cpu = "?";
-    std::ifstream in("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(in, line))
-        if (starts_with(line, "model name")) {
-            cpu = line.substr(line.find(':') + 2);
-            break;
-        }
-    return "Linux " + kernel + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs (" + cpu + ")";
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    set_progress_name("heal_bench");
     Options o = parse_options(argc, argv);
     if (geteuid() != 0) {
         std::fprintf(stderr,
