@@ -33,7 +33,7 @@ constexpr std::array<const char*, 5> kLogLevelNames{"trace", "debug", "info", "w
 const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"kubelet", {"root_dir"}},
     {"match", {"fs_types", "source_prefixes"}},
-    {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
+    {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after"}},
     {"state", {"dir"}},
     {"log", {"level"}},
     {"metrics", {"listen", "textfile"}},
@@ -230,6 +230,14 @@ Config build(const toml::table& root) {
         c.probe_timeout = v->duration("2s");
         // A zero timeout would find every FUSE daemon hung.
         if (c.probe_timeout == 0us) v->must("be greater than 0s");
+    }
+    if (const auto v = lookup(root, "heal", "abort_hung_after")) {
+        c.abort_hung_after = v->duration("5m");
+        // Aborting kills every request in flight: below a second, a daemon
+        // that is merely slow would be killed by a hiccup.
+        if (c.abort_hung_after != 0us && c.abort_hung_after < 1s) {
+            v->must("be at least 1s, or \"0s\" to disable it, got " + quoted(format_duration(c.abort_hung_after)));
+        }
     }
 
     if (const auto v = lookup(root, "state", "dir")) c.state_dir = v->path();

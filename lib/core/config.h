@@ -40,6 +40,10 @@ struct Config {
     bool namespaces = true;                                          // [heal] namespaces
     std::chrono::microseconds safety_scan_interval = std::chrono::seconds(30);  // [heal] "0s" = off
     std::chrono::microseconds probe_timeout = std::chrono::seconds(2);          // [heal]
+    // [heal] abort_hung_after, "0s" = off: abort a FUSE connection whose
+    // daemon has answered no request for that long and whose mounts do not
+    // answer a probe (see core/hung_abort.h).
+    std::chrono::microseconds abort_hung_after{0};
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
     MetricsConfig metrics;                                           // [metrics]

@@ -77,6 +77,10 @@ constexpr const char* kUnresponsiveDetected = "fuse_healer_unresponsive_detected
 constexpr const char* kMountEvents = "fuse_healer_mount_events_total";
 constexpr const char* kReconciles = "fuse_healer_reconciles_total";
 constexpr const char* kArmedActions = "fuse_healer_armed_actions_total";
+constexpr const char* kServerDeaths = "fuse_healer_server_deaths_total";
+constexpr const char* kDetectionLatency = "fuse_healer_detection_latency_seconds";
+constexpr const char* kServersWatched = "fuse_healer_servers_watched";
+constexpr const char* kHungAborts = "fuse_healer_hung_aborts_total";
 constexpr const char* kBuildInfo = "fuse_healer_build_info";
 constexpr const char* kStartTime = "fuse_healer_start_time_seconds";
 
@@ -231,6 +235,8 @@ const std::vector<double> HealerMetrics::kHealDurationBuckets{
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 const std::vector<double> HealerMetrics::kOutageDurationBuckets{
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600};
+const std::vector<double> HealerMetrics::kDetectionLatencyBuckets{
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1};
 
 HealerMetrics::HealerMetrics() {
     registry_.declare(kTargets, MetricType::Gauge, "Targets (FUSE mounts in pod volumes) tracked, by state.");
@@ -258,8 +264,18 @@ HealerMetrics::HealerMetrics() {
     registry_.declare(kArmedActions, MetricType::Counter,
                       "Heal actions started from heals armed while their source was down, before the mount table "
                       "was read.");
+    registry_.declare(kServerDeaths, MetricType::Counter,
+                      "FUSE servers whose exit ended their connection, seen through their pidfd (outage starts).");
+    registry_.declare(kDetectionLatency, MetricType::Histogram,
+                      "From the event loop waking up on a dead FUSE server's pidfd to the outage start being logged, "
+                      "in seconds.",
+                      kDetectionLatencyBuckets);
+    registry_.declare(kServersWatched, MetricType::Gauge, "FUSE server processes watched through pidfds.");
+    registry_.declare(kHungAborts, MetricType::Counter,
+                      "Hung FUSE connections aborted ([heal] abort_hung_after).");
     for (const char* name : {kHealDuration, kOutageDuration, kBrokenDetected, kUnresponsiveDetected, kMountEvents,
-                             kReconciles, kArmedActions})
+                             kReconciles, kArmedActions, kServerDeaths, kDetectionLatency, kServersWatched,
+                             kHungAborts})
         registry_.ensure(name);
 
     // Both are set by the daemon once it knows them; until then they are
@@ -297,6 +313,15 @@ void HealerMetrics::record_reconcile(int armed_actions) {
     registry_.add(kReconciles);
     if (armed_actions > 0) registry_.add(kArmedActions, {}, armed_actions);
 }
+
+void HealerMetrics::record_server_death(double latency_seconds) {
+    registry_.add(kServerDeaths);
+    registry_.observe(kDetectionLatency, {}, latency_seconds);
+}
+
+void HealerMetrics::set_servers_watched(int n) { registry_.set(kServersWatched, {}, n); }
+
+void HealerMetrics::record_hung_abort() { registry_.add(kHungAborts); }
 
 void HealerMetrics::set_targets(const std::vector<TargetState>& states) {
     std::array<int, kTargetStates.size()> counts{};

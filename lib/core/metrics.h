@@ -109,6 +109,9 @@ public:
     // supervisor's quick restart to an hour-long one).
     static const std::vector<double> kHealDurationBuckets;
     static const std::vector<double> kOutageDurationBuckets;
+    // Detection latency (a pidfd's wake-up to the outage start's log line):
+    // tens of microseconds normally, up to the loop being busy elsewhere.
+    static const std::vector<double> kDetectionLatencyBuckets;
 
     HealerMetrics();
 
@@ -133,6 +136,13 @@ public:
     // A reconcile step (a full read of the mount table) ran, and started
     // `armed_actions` actions from armed heals before reading it.
     void record_reconcile(int armed_actions = 0);
+    // A FUSE server died and its connection with it (the death watch's
+    // outage start), reported `latency_seconds` after the loop woke up.
+    void record_server_death(double latency_seconds);
+    // Sets how many FUSE server processes the death watch watches.
+    void set_servers_watched(int n);
+    // A hung FUSE connection was aborted ([heal] abort_hung_after).
+    void record_hung_abort();
     // Replaces fuse_healer_targets with the number of targets in each state.
     void set_targets(const std::vector<TargetState>& states);
 

@@ -434,6 +434,27 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
     return out;
 }
 
+std::vector<FuseConnectionInfo> Engine::connections_of(const Classification& c, const LivenessMap& liveness) {
+    std::map<dev_t, FuseConnectionInfo> by_device;
+    auto entry = [&](const MountEntry& m) -> FuseConnectionInfo& {
+        auto [it, added] = by_device.try_emplace(m.device);
+        FuseConnectionInfo& info = it->second;
+        if (added) {
+            info.device = m.device;
+            info.fstype = m.fstype;
+            const auto l = liveness.find(m.device);
+            info.liveness = l == liveness.end() ? Liveness::Unknown : l->second;
+        }
+        return info;
+    };
+    for (const Target& t : c.targets) entry(*t.mount).targets.push_back(t.path);
+    for (const MountEntry* s : c.sources) entry(*s).sources.push_back(s->mountpoint);
+    std::vector<FuseConnectionInfo> out;
+    out.reserve(by_device.size());
+    for (auto& [dev, info] : by_device) out.push_back(std::move(info));
+    return out;
+}
+
 ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     ReconcileSummary sum;
     std::vector<NamespaceView> namespaces;
@@ -610,9 +631,17 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     for (const auto& [path, tr] : tracks_)
         snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reason, tr.heals,
                                         tr.last_outage_us});
+    std::optional<std::vector<FuseConnectionInfo>> connections;
+    if (host) connections = connections_of(c, liveness);
     std::lock_guard<std::mutex> lock(status_mu_);
     status_ = std::move(snapshot);
+    if (connections) connections_ = std::move(*connections);
     return sum;
+}
+
+std::vector<FuseConnectionInfo> Engine::connections() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return connections_;
 }
 
 std::optional<Clock::time_point> Engine::next_retry() const {

@@ -74,6 +74,18 @@ struct TargetStatus {
     std::int64_t last_outage_us = 0;
 };
 
+// One FUSE superblock the engine tracks (the topmost mount of a target, or a
+// source), as the last reconcile saw it: the connections whose servers the
+// death watch looks for (engine/death_watch.h).
+struct FuseConnectionInfo {
+    dev_t device = 0;
+    std::string fstype;
+    std::vector<std::string> sources;  // source mountpoints of this superblock
+    std::vector<std::string> targets;  // targets whose topmost mount is of this superblock
+    Liveness liveness = Liveness::Unknown;  // as the last reconcile found it
+    bool operator==(const FuseConnectionInfo&) const = default;
+};
+
 struct ReconcileSummary {
     int actions = 0;          // actions carried out
     int failures = 0;         // actions that failed
@@ -133,6 +145,10 @@ public:
     // Returns the strategy in use.
     Strategy strategy() const { return strategy_.load(); }
 
+    // Returns the FUSE superblocks of the targets and sources seen by the
+    // last reconcile that read the mount table, by device (thread-safe).
+    std::vector<FuseConnectionInfo> connections() const;
+
 private:
     struct Track {  // per-target memory across steps
         TargetState state = TargetState::Unknown;
@@ -162,6 +178,8 @@ private:
     void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
     // Returns the liveness of the targets' and the sources' superblocks.
     LivenessMap check_liveness(const MountTable& host, const Classification& c);
+    // Returns the superblocks of `c`'s targets and sources, by device.
+    static std::vector<FuseConnectionInfo> connections_of(const Classification& c, const LivenessMap& liveness);
     // Adds to `liveness` the dead superblocks of healed_ targets that copies
     // in `namespaces` may still hold (see the planner's healed copies).
     void check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness);
@@ -222,6 +240,7 @@ private:
     std::map<std::string, Track> tracks_;
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;
+    std::vector<FuseConnectionInfo> connections_;  // under status_mu_
 };
 
 } // namespace fh

@@ -164,6 +164,12 @@ void Daemon::arm_retry_timer() {
 }
 
 void Daemon::on_reconcile_done() {
+    if (death_watch_ || hung_aborter_) {
+        const std::vector<FuseConnectionInfo> connections = engine_->connections();
+        connections_tracked_ = connections.size();
+        if (death_watch_) death_watch_->set_connections(connections);
+        if (hung_aborter_) hung_aborter_->set_connections(connections);
+    }
     arm_retry_timer();
     answer_heal_requests();
     notify_status();
@@ -187,7 +193,7 @@ void Daemon::notify_status() {
         return;
     }
     sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
-               broken, healed, to_string(engine_->strategy()), prober_->method());
+               broken, healed, to_string(engine_->strategy()), detection());
 }
 
 void Daemon::start_control_server() {
@@ -222,7 +228,7 @@ void Daemon::on_control_request(const ControlRequest& request, const ControlServ
     summary.version = FUSE_HEALER_VERSION;
     summary.pid = ::getpid();
     summary.strategy = to_string(engine_->strategy());
-    summary.detection = prober_->method();
+    summary.detection = detection();
     summary.kernel_features = features_.describe();
     summary.targets = static_cast<int>(snapshot.size());
     summary.broken = static_cast<int>(
@@ -374,7 +380,9 @@ void Daemon::on_reload() {
         uv_timer_start(&safety_timer_, [](uv_timer_t* t) { self(t)->on_safety_timer(); },
                        to_ms(c.safety_scan_interval), to_ms(c.safety_scan_interval));
     metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(*resolve_strategy(c.strategy, features_)),
-                            prober_->method());
+                            detection());
+    if (hung_aborter_ && c.abort_hung_after != config_.abort_hung_after)
+        hung_aborter_->set_threshold(c.abort_hung_after);
     apply_metrics_config(c.metrics);
     config_ = c;
     {
@@ -384,6 +392,75 @@ void Daemon::on_reload() {
     }
     spdlog::info("config reloaded from {}", c.loaded_from.empty() ? "built-in defaults" : c.loaded_from);
     sd_notify(0, "READY=1");
+}
+
+const char* Daemon::detection() const {
+    return death_watch_ && features_.fuse_fdinfo ? "pidfd" : prober_->method();
+}
+
+void Daemon::start_death_watch() {
+    if (features_.fusectl) {
+        hung_aborter_ = std::make_unique<HungAborter>(
+            &loop_, features_.fusectl_dir, [this](const HungAbort& a) { on_hung_abort(a); },
+            [this] { request_reconcile(Clock::now()); });
+        hung_aborter_->set_threshold(config_.abort_hung_after);
+    } else if (config_.abort_hung_after.count() > 0) {
+        spdlog::warn("[heal] abort_hung_after is ignored: aborting a connection needs fusectl, which is not in use");
+    }
+    // The watch confirms each death with fusectl's marker. It also runs on a
+    // release older than 6.16 (fuse_fdinfo=no at start) where pidfds work:
+    // its first walk that sees /dev/fuse files tells whether this kernel
+    // carries the fdinfo line anyway (a backport), see on_server_scan.
+    if (!features_.pidfd || !features_.fusectl || features_.disabled.count(kFeatureFuseFdinfo)) return;
+    DeathWatchSettings settings;
+    settings.fusectl_dir = features_.fusectl_dir;
+    settings.self_pid = static_cast<int>(::getpid());
+    death_watch_ = std::make_unique<DeathWatch>(
+        &loop_, std::move(settings), [this](const ServerDeath& d) { on_server_death(d); },
+        [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); });
+}
+
+void Daemon::on_server_death(const ServerDeath& death) {
+    log_server_death(death);
+    metrics_.record_server_death(static_cast<double>(death.detection_latency_us) / 1e6);
+    metrics_.set_servers_watched(static_cast<int>(death_watch_->servers_watched()));
+    // The engine marks the targets broken as usual, and arms their heals.
+    request_reconcile(death.woke);
+}
+
+void Daemon::on_server_scan(const ServerScan& scan, std::chrono::microseconds took) {
+    metrics_.set_servers_watched(static_cast<int>(death_watch_->servers_watched()));
+    if (scan.unreadable > 0)
+        spdlog::debug("walk of /proc for FUSE servers: {} processes could not be inspected (no CAP_SYS_PTRACE?)",
+                      scan.unreadable);
+    const FdinfoSupport was = fdinfo_support_;
+    fdinfo_support_ = judge_fdinfo_support(was, scan.evidence, connections_tracked_);
+    if (fdinfo_support_ == was) return;
+    if (fdinfo_support_ == FdinfoSupport::Yes && !features_.fuse_fdinfo) {
+        features_.fuse_fdinfo = true;
+        spdlog::info("/dev/fuse fdinfo names its connection on this kernel ({}, a release older than 6.16): death "
+                     "detection is now pidfd (walk of /proc: {} us)",
+                     features_.kernel_release, took.count());
+    } else if (fdinfo_support_ == FdinfoSupport::No) {
+        features_.fuse_fdinfo = false;
+        // Nothing to watch without the line: no more walks.
+        death_watch_->close();
+        spdlog::info("/dev/fuse fdinfo does not name its connection on this kernel ({}; {} /dev/fuse files seen): "
+                     "death detection stays with {} on mount events and the safety reconcile",
+                     features_.kernel_release, scan.evidence.dev_fuse_files, prober_->method());
+    } else {
+        return;
+    }
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(engine_->strategy()), detection());
+    notify_status();
+}
+
+void Daemon::on_hung_abort(const HungAbort& abort) {
+    log_hung_abort(abort);
+    if (!abort.result) return;
+    metrics_.record_hung_abort();
+    // The connection reads as dead now: its targets wait for a new source.
+    request_reconcile(Clock::now());
 }
 
 void Daemon::on_stop(int signum) {
@@ -420,11 +497,12 @@ int Daemon::run() {
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
+    start_death_watch();
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");
     spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} kernel: {}",
-                 FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), prober_->method(),
+                 FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), detection(),
                  features_.statmount ? "statmount (heals armed while a source is down)"
                                      : "mountinfo (the whole table read per event)",
                  features_.describe());
@@ -483,7 +561,7 @@ int Daemon::run() {
 
     metrics_.set_start_time(
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
-    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), prober_->method());
+    metrics_.set_build_info(FUSE_HEALER_VERSION, to_string(strategy_), detection());
     apply_metrics_config(config_.metrics);
 
     worker_ = std::thread([this] { worker_main(); });
@@ -504,6 +582,8 @@ int Daemon::run() {
     // socket file, even if we leave through _Exit below.
     pending_heals_.clear();
     if (control_) control_->close();
+    if (death_watch_) death_watch_->close();
+    if (hung_aborter_) hung_aborter_->close();
 
     {
         std::unique_lock<std::mutex> lock(mu_);
@@ -529,6 +609,8 @@ int Daemon::run() {
     }, nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     control_.reset();
+    death_watch_.reset();
+    hung_aborter_.reset();
     uv_loop_close(&loop_);
     spdlog::info("stopped");
     return exit_code_;

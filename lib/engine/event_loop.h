@@ -23,8 +23,11 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/fuse_servers.h"
 #include "engine/control_server.h"
+#include "engine/death_watch.h"
 #include "engine/engine.h"
+#include "engine/hung_abort.h"
 #include "engine/kernel_features.h"
 #include "engine/metrics_server.h"
 #include "engine/pod_index.h"
@@ -63,6 +66,15 @@ private:
     void on_reconcile_done();
     void on_reload();
     void on_stop(int signum);
+    // The death watch's and the hung aborter's reports (loop thread).
+    void on_server_death(const ServerDeath& death);
+    void on_server_scan(const ServerScan& scan, std::chrono::microseconds took);
+    void on_hung_abort(const HungAbort& abort);
+    // Starts the death watch and the hung aborter where the kernel allows.
+    void start_death_watch();
+    // Returns the death detection in use: "pidfd" (the death watch), else
+    // the prober's "fusectl" or "statx".
+    const char* detection() const;
 
     // Asks the heal worker for a reconcile. Returns the sequence number of
     // the reconcile that will serve this request (reconciles are numbered
@@ -108,6 +120,12 @@ private:
     std::unique_ptr<PodIndex> pods_;
     std::unique_ptr<Engine> engine_;
     std::unique_ptr<ControlServer> control_;
+    std::unique_ptr<DeathWatch> death_watch_;   // null when off (no pidfd, no fusectl, or disabled)
+    std::unique_ptr<HungAborter> hung_aborter_; // null without fusectl
+    // What walks of /proc said of /dev/fuse fdinfo (features_.fuse_fdinfo
+    // follows it once known). Loop thread only.
+    FdinfoSupport fdinfo_support_ = FdinfoSupport::Unknown;
+    std::size_t connections_tracked_ = 0;       // FUSE superblocks of the last reconcile; loop thread only
 
     // Heal requests waiting for their reconcile (loop thread only).
     struct PendingHeal {

@@ -3,10 +3,12 @@
 #include <sys/mount.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
 
+#include "core/fuse_servers.h"
 #include "engine/mount_query.h"
 #include "engine/sys.h"
 
@@ -48,6 +50,13 @@ bool probe_openat2() {
     return false;
 }
 
+bool probe_pidfd_open() {
+    // Our own pid always exists: a pidfd when the call works, ENOSYS before
+    // 5.3, EPERM under a seccomp filter that refuses it.
+    auto fd = sys::pidfd_open(static_cast<int>(::getpid()));
+    return fd.ok();
+}
+
 bool is_fusectl_mounted(const std::string& dir) {
     struct statfs sf {};
     return ::statfs(dir.c_str(), &sf) == 0 && static_cast<long>(sf.f_type) == kFusectlSuperMagic;
@@ -57,7 +66,8 @@ bool is_fusectl_mounted(const std::string& dir) {
 
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
-           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount;
+           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount ||
+           name == kFeatureFuseFdinfo;
 }
 
 KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
@@ -75,6 +85,14 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
         f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
     f.statmount = on(kFeatureStatmount, statmount_is_usable());
+    struct utsname u {};
+    if (::uname(&u) == 0) f.kernel_release = u.release;
+    f.pidfd = probe_pidfd_open();
+    // Whether the fdinfo line exists cannot be probed without an open
+    // /dev/fuse file, and the daemon must not open /dev/fuse itself (the
+    // unit's DevicePolicy=closed): the release is the guess until a walk of
+    // /proc finds one (see judge_fdinfo_support).
+    f.fuse_fdinfo = f.pidfd && on(kFeatureFuseFdinfo, kernel_release_has_fuse_fdinfo(f.kernel_release));
     if (!disabled.count(kFeatureFusectl)) {
         bool mounted = is_fusectl_mounted(fusectl_dir);
         if (!mounted && mount_fusectl)
@@ -93,7 +111,8 @@ std::string KernelFeatures::describe() const {
     };
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
-           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount);
+           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
+           item(kFeatureFuseFdinfo, fuse_fdinfo);
 }
 
 } // namespace fh

@@ -15,6 +15,9 @@ inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  /
 inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
 inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
 inline constexpr const char* kFeatureStatmount = "statmount";                  // 6.8; subtype+source 6.13
+// /dev/fuse fdinfo names its connection (6.16), for the death watch with
+// pidfds (pidfd_open, 5.3); see engine/death_watch.h.
+inline constexpr const char* kFeatureFuseFdinfo = "fuse_fdinfo";
 
 struct KernelFeatures {
     bool open_tree = false;
@@ -23,11 +26,20 @@ struct KernelFeatures {
     bool openat2 = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
     bool statmount = false;          // one mount can be queried without reading the table (armed heals)
+    // pidfd_open works (Linux 5.3; a seccomp filter may refuse it).
+    bool pidfd = false;
+    // The FUSE servers' exits can be watched: pidfd_open works and /dev/fuse
+    // fdinfo names its connection. At start a guess from the kernel release
+    // (6.16+); the daemon corrects it from the first /dev/fuse files it sees
+    // (a distribution kernel may carry the line in an older release).
+    bool fuse_fdinfo = false;
+    std::string kernel_release;      // uname -r
     std::string fusectl_dir;         // e.g. /sys/fs/fuse/connections
     std::set<std::string> disabled;  // forced off by the operator
 
     // Returns a one-line summary, e.g.
-    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes".
+    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes
+    // fuse_fdinfo=yes".
     std::string describe() const;
 };
 

@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "core/fuse_servers.h"
 #include "engine/sys.h"
 
 #ifndef AT_STATX_FORCE_SYNC
@@ -17,15 +18,24 @@ namespace fh {
 FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device) {
     FusectlReading r;
     // The directory is named after the kernel's internal dev_t of the
-    // superblock; FUSE uses anonymous devices (major 0), whose internal
-    // encoding equals the minor.
-    const std::string dir = fusectl_dir + "/" + std::to_string(minor(device));
+    // superblock (major << 20 | minor): for FUSE's anonymous devices (major
+    // 0) the minor, for fuseblk the block device's number.
+    const std::string dir = fusectl_dir + "/" + std::to_string(connection_id(device));
     auto maxbg = sys::read_small_file(dir + "/max_background");
     if (!maxbg) return r;
     r.present = true;
     r.aborted = std::strtoul(maxbg->c_str(), nullptr, 10) == 4294967295UL;
     if (auto w = sys::read_small_file(dir + "/waiting")) r.waiting = std::strtoul(w->c_str(), nullptr, 10);
     return r;
+}
+
+Status abort_fuse_connection(const std::string& fusectl_dir, dev_t device) {
+    const std::string path = fusectl_dir + "/" + std::to_string(connection_id(device)) + "/abort";
+    sys::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.valid()) return errno_error("open", path);
+    // Any write aborts; the content is ignored.
+    if (::write(fd.get(), "1", 1) != 1) return errno_error("write", path);
+    return {};
 }
 
 struct LivenessProber::Job {

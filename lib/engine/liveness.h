@@ -38,6 +38,12 @@ struct FusectlReading {
 // Returns the fusectl reading for `device` under `fusectl_dir`.
 FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device);
 
+// Aborts the FUSE connection of `device` (writes to <fusectl_dir>/<id>/abort),
+// as `echo 1 > .../abort` would: every request pending or to come fails with
+// ECONNABORTED and the connection reads as dead. Returns an Error naming the
+// file and errno.
+Status abort_fuse_connection(const std::string& fusectl_dir, dev_t device);
+
 class LivenessProber {
 public:
     // `on_late_result` is called (from a probe thread) when a probe that had

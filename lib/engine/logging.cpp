@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/sysmacros.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 #include <sys/uio.h>
 #include <syslog.h>
@@ -110,18 +113,80 @@ void log_config_error(const std::string& what, const ConfigError& err) {
     if (spdlog::default_logger()) spdlog::error("{}", text);
 }
 
-void log_heal_event(const HealEvent& e) {
-    auto [text, level] = heal_event_text(e);
+// Logs `text` at `level`: straight to the journal with `fields` when logs go
+// there, else through spdlog.
+static void log_event(const std::string& text, spdlog::level::level_enum level, const JournalFields& fields) {
     if (journal_direct && spdlog::default_logger()->should_log(level)) {
         // Straight to the journal, with the structured fields operators
         // query (journalctl MESSAGE_ID=..., POD_UID=...).
-        std::vector<std::string> fields{"MESSAGE=" + text, "SYSLOG_IDENTIFIER=fuse-healer"};
-        for (const auto& [k, v] : journal_fields(e)) fields.push_back(k + "=" + v);
+        std::vector<std::string> lines{"MESSAGE=" + text, "SYSLOG_IDENTIFIER=fuse-healer"};
+        for (const auto& [k, v] : fields) lines.push_back(k + "=" + v);
         std::vector<struct iovec> iov;
-        for (auto& f : fields) iov.push_back({f.data(), f.size()});
+        for (auto& f : lines) iov.push_back({f.data(), f.size()});
         if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) == 0) return;
     }
     spdlog::log(level, "{}", text);
+}
+
+void log_heal_event(const HealEvent& e) {
+    auto [text, level] = heal_event_text(e);
+    log_event(text, level, journal_fields(e));
+}
+
+namespace {
+
+std::string device_text(dev_t d) { return std::to_string(major(d)) + ":" + std::to_string(minor(d)); }
+
+// Returns " fstype=F source=S[,S...] targets=N [target=T1,T2,T3[,...]]": the
+// first three targets only, a node may have hundreds per source (the
+// journal entry carries every one).
+std::string mounts_text(const std::string& fstype, const std::vector<std::string>& sources,
+                        const std::vector<std::string>& targets) {
+    std::string out = " fstype=" + (fstype.empty() ? std::string("-") : fstype) + " source=";
+    if (sources.empty()) out += "-";
+    for (std::size_t i = 0; i < sources.size(); ++i) out += (i ? "," : "") + sources[i];
+    out += " targets=" + std::to_string(targets.size());
+    if (targets.empty()) return out;
+    out += " target=";
+    for (std::size_t i = 0; i < targets.size() && i < 3; ++i) out += (i ? "," : "") + targets[i];
+    if (targets.size() > 3) out += ",...";
+    return out;
+}
+
+// Returns a wall-clock time as "2025-11-26T10:56:01.123456Z".
+std::string utc_text(std::chrono::system_clock::time_point t) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+    const std::time_t secs = static_cast<std::time_t>(us / 1000000);
+    std::tm tm {};
+    ::gmtime_r(&secs, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(us % 1000000));
+    return buf;
+}
+
+} // namespace
+
+std::string server_death_text(const ServerDeath& d) {
+    return fmt::format("FUSE server died: connection={} pid={} comm={}{} outage_start={} detection_latency_us={}",
+                       device_text(d.connection), d.pid, d.comm.empty() ? std::string("-") : d.comm,
+                       mounts_text(d.fstype, d.sources, d.targets), utc_text(d.outage_start),
+                       d.detection_latency_us);
+}
+
+std::string hung_abort_text(const HungAbort& a) {
+    const std::string what = fmt::format(
+        "connection={}{} waiting={} stuck_us={} abort_hung_after_us={}", device_text(a.connection),
+        mounts_text(a.fstype, a.sources, a.targets), a.waiting, a.stuck_for.count(), a.threshold.count());
+    if (!a.result) return "failed to abort hung FUSE connection: " + what + " error=\"" + a.result.error().message() + "\"";
+    return "aborted hung FUSE connection: " + what +
+           " reason=\"no request answered for longer than abort_hung_after and a probe timed out\"";
+}
+
+void log_server_death(const ServerDeath& d) { log_event(server_death_text(d), spdlog::level::warn, journal_fields(d)); }
+
+void log_hung_abort(const HungAbort& a) {
+    log_event(hung_abort_text(a), a.result ? spdlog::level::warn : spdlog::level::err, journal_fields(a));
 }
 
 } // namespace fh

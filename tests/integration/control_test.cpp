@@ -400,7 +400,7 @@ TEST_F(ControlWithTarget, StatusTableAndJsonShowAHealedTarget) {
               std::string::npos)
         << started << "\n" << daemon;
     EXPECT_EQ(started.substr(started.find(" kernel: ") + 9), daemon["kernel"]);
-    EXPECT_EQ(daemon["detection"], "fusectl");
+    EXPECT_EQ(daemon["detection"], "pidfd") << "the death watch (fuse_fdinfo, Linux 6.16+)";
     EXPECT_EQ(daemon["targets"], 1);
     EXPECT_EQ(daemon["broken"], 0);
     EXPECT_EQ(daemon["heals"], 1);
@@ -429,7 +429,7 @@ TEST_F(ControlWithTarget, StatusTableAndJsonShowAHealedTarget) {
     const std::vector<std::string> lines = split_lines(table.out);
     ASSERT_EQ(lines.size(), 6u) << table.out;
     EXPECT_EQ(lines[0], "fuse-healerd " FUSE_HEALER_VERSION ", pid " + std::to_string(d.pid()) + ": strategy " +
-                            daemon["strategy"].get<std::string>() + ", detection fusectl");
+                            daemon["strategy"].get<std::string>() + ", detection pidfd");
     EXPECT_EQ(lines[1], "kernel: " + daemon["kernel"].get<std::string>());
     EXPECT_EQ(lines[2].rfind("targets: 1 tracked, 0 broken; 1 healed since start; ", 0), 0u) << lines[2];
     EXPECT_EQ(lines[3], "");

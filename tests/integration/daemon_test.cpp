@@ -207,12 +207,13 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
 
 INSTANTIATE_TEST_SUITE_P(
     Variants, KernelFallbacks,
-    ::testing::Values(Variant{"all_features", {}, "replace", "fusectl", true},
+    ::testing::Values(Variant{"all_features", {}, "replace", "pidfd", true},
+                      Variant{"no_fuse_fdinfo", {"fuse_fdinfo"}, "replace", "fusectl", true},
                       Variant{"no_fusectl", {"fusectl"}, "replace", "statx", true},
-                      Variant{"no_openat2", {"openat2"}, "replace", "fusectl", true},
-                      Variant{"no_statmount", {"statmount"}, "replace", "fusectl", true},
-                      Variant{"no_beneath", {"move_mount_beneath"}, "stack", "fusectl", true},
-                      Variant{"no_mount_setattr", {"move_mount_beneath", "mount_setattr"}, "stack", "fusectl", true},
+                      Variant{"no_openat2", {"openat2"}, "replace", "pidfd", true},
+                      Variant{"no_statmount", {"statmount"}, "replace", "pidfd", true},
+                      Variant{"no_beneath", {"move_mount_beneath"}, "stack", "pidfd", true},
+                      Variant{"no_mount_setattr", {"move_mount_beneath", "mount_setattr"}, "stack", "pidfd", true},
                       Variant{"no_open_tree", {"open_tree", "fusectl"}, "stack", "statx", false}),
     [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
 

@@ -499,7 +499,11 @@ void hung_daemon_does_not_stall_other_heals(const std::vector<std::string>& daem
 
 }  // namespace
 
-TEST_F(HealEdge, HungDaemonDoesNotStallOtherHealsFusectl) { hung_daemon_does_not_stall_other_heals({}, "fusectl"); }
+TEST_F(HealEdge, HungDaemonDoesNotStallOtherHealsPidfd) { hung_daemon_does_not_stall_other_heals({}, "pidfd"); }
+
+TEST_F(HealEdge, HungDaemonDoesNotStallOtherHealsFusectl) {
+    hung_daemon_does_not_stall_other_heals({"--disable-kernel-feature", "fuse_fdinfo"}, "fusectl");
+}
 
 TEST_F(HealEdge, HungDaemonDoesNotStallOtherHealsStatx) {
     hung_daemon_does_not_stall_other_heals({"--disable-kernel-feature", "fusectl"}, "statx");

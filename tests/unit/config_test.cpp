@@ -44,6 +44,7 @@ void expect_same_settings(const Config& actual, const Config& expected) {
     EXPECT_EQ(actual.namespaces, expected.namespaces);
     EXPECT_EQ(actual.safety_scan_interval, expected.safety_scan_interval);
     EXPECT_EQ(actual.probe_timeout, expected.probe_timeout);
+    EXPECT_EQ(actual.abort_hung_after, expected.abort_hung_after);
     EXPECT_EQ(actual.state_dir, expected.state_dir);
     EXPECT_EQ(actual.log_level, expected.log_level);
     EXPECT_EQ(actual.metrics.listen, expected.metrics.listen);
@@ -80,6 +81,7 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_TRUE(c.namespaces);
     EXPECT_EQ(c.safety_scan_interval, 30s);
     EXPECT_EQ(c.probe_timeout, 2s);
+    EXPECT_EQ(c.abort_hung_after, 0s);
     EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Info);
     EXPECT_EQ(c.metrics.listen, "127.0.0.1:9766");
@@ -108,6 +110,7 @@ read_write = true
 namespaces = false
 safety_scan_interval = "5m"
 probe_timeout = "500ms"
+abort_hung_after = "5m"
 [state]
 dir = "/run/fuse-healer/"
 [log]
@@ -121,6 +124,7 @@ level = "debug"
     EXPECT_FALSE(c.namespaces);
     EXPECT_EQ(c.safety_scan_interval, 5min);
     EXPECT_EQ(c.probe_timeout, 500ms);
+    EXPECT_EQ(c.abort_hung_after, 5min);
     EXPECT_EQ(c.state_dir, "/run/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Debug);
 }
@@ -136,6 +140,12 @@ TEST(Config, SafetyScanZeroDisablesAndOneSecondIsTheMinimum) {
     EXPECT_EQ(parsed("[heal]\nsafety_scan_interval = \"0ms\"\n").safety_scan_interval, 0s);
     EXPECT_EQ(parsed("[heal]\nsafety_scan_interval = \"1000ms\"\n").safety_scan_interval, 1s);
     EXPECT_EQ(parsed("[heal]\nprobe_timeout = \"1us\"\n").probe_timeout, 1us);
+}
+
+TEST(Config, AbortHungAfterZeroDisablesAndOneSecondIsTheMinimum) {
+    EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"0s\"\n").abort_hung_after, 0s);
+    EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"1s\"\n").abort_hung_after, 1s);
+    EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"2h\"\n").abort_hung_after, 2h);
 }
 
 TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
@@ -173,7 +183,7 @@ TEST(Config, ShippedFileSetsEveryKey) {
     const std::vector<std::pair<std::string, std::vector<std::string>>> layout = {
         {"kubelet", {"root_dir"}},
         {"match", {"fs_types", "source_prefixes"}},
-        {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout"}},
+        {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after"}},
         {"state", {"dir"}},
         {"log", {"level"}},
         {"metrics", {"listen", "textfile"}},
@@ -286,6 +296,13 @@ const ErrorCase kErrorCases[] = {
      "one of us, ms, s, m, h, such as \"30s\", got \"-1s\""},
     {"ZeroProbeTimeout", "[heal]\nprobe_timeout = \"0ms\"\n",
      "test.toml:2:17: [heal] probe_timeout must be greater than 0s"},
+    {"SubSecondAbortHungAfter", "[heal]\nabort_hung_after = \"500ms\"\n",
+     "test.toml:2:20: [heal] abort_hung_after must be at least 1s, or \"0s\" to disable it, got \"500ms\""},
+    {"AbortHungAfterNotAString", "[heal]\n  abort_hung_after = 300\n",
+     "test.toml:2:22: [heal] abort_hung_after: expected a duration string such as \"5m\", got integer"},
+    {"AbortHungAfterWithoutUnit", "[heal]\nabort_hung_after = \"300\"\n",
+     "test.toml:2:20: [heal] abort_hung_after must be a whole number followed by one of us, ms, s, m, h, such as "
+     "\"5m\", got \"300\""},
     {"SubSecondSafetyScan", "[heal]\nsafety_scan_interval = \"999ms\"\n",
      "test.toml:2:24: [heal] safety_scan_interval must be at least 1s, "
      "or \"0s\" to disable it, got \"999ms\""},

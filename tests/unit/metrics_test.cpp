@@ -195,7 +195,9 @@ TEST(HealerMetrics, FreshTextHasEveryFixedSeriesAtZero) {
     for (const char* name : {"fuse_healer_heal_duration_seconds_count", "fuse_healer_outage_duration_seconds_count",
                              "fuse_healer_broken_detected_total", "fuse_healer_unresponsive_detected_total",
                              "fuse_healer_mount_events_total", "fuse_healer_reconciles_total",
-                             "fuse_healer_armed_actions_total"})
+                             "fuse_healer_armed_actions_total", "fuse_healer_server_deaths_total",
+                             "fuse_healer_detection_latency_seconds_count", "fuse_healer_servers_watched",
+                             "fuse_healer_hung_aborts_total"})
         EXPECT_EQ(samples(text, name), std::vector<std::string>{std::string(name) + " 0"});
     for (const char* family : {"fuse_healer_targets", "fuse_healer_heals_total", "fuse_healer_heal_duration_seconds",
                                "fuse_healer_outage_duration_seconds", "fuse_healer_broken_detected_total",
@@ -268,6 +270,30 @@ TEST(HealerMetrics, HealEventsFeedCountersAndHistograms) {
     EXPECT_NE(text.find("fuse_healer_outage_duration_seconds_bucket{le=\"2.5\"} 1\n"), std::string::npos) << text;
     EXPECT_NE(text.find("fuse_healer_outage_duration_seconds_bucket{le=\"5\"} 2\n"), std::string::npos) << text;
     EXPECT_NE(text.find("fuse_healer_outage_duration_seconds_sum 3.02\n"), std::string::npos) << text;
+    EXPECT_EQ(format_problems(text), std::vector<std::string>{});
+}
+
+TEST(HealerMetrics, ServerDeathsFeedTheDetectionLatencyHistogram) {
+    HealerMetrics m;
+    m.record_server_death(0.000012);
+    m.record_server_death(0.003);
+    m.set_servers_watched(4);
+    m.set_servers_watched(3);
+    m.record_hung_abort();
+    const MetricRegistry& r = m.registry();
+    EXPECT_EQ(r.value("fuse_healer_server_deaths_total"), 2);
+    EXPECT_EQ(r.value("fuse_healer_detection_latency_seconds"), 2);
+    EXPECT_EQ(r.value("fuse_healer_servers_watched"), 3);
+    EXPECT_EQ(r.value("fuse_healer_hung_aborts_total"), 1);
+    const std::string text = m.render();
+    EXPECT_EQ(HealerMetrics::kDetectionLatencyBuckets.front(), 0.00001);
+    EXPECT_EQ(samples(text, "fuse_healer_detection_latency_seconds_bucket").size(),
+              HealerMetrics::kDetectionLatencyBuckets.size() + 1);
+    // As Go's client writes bounds below 1e-4 (FormatFloat 'g').
+    EXPECT_NE(text.find("fuse_healer_detection_latency_seconds_bucket{le=\"1e-05\"} 0\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("fuse_healer_detection_latency_seconds_bucket{le=\"2.5e-05\"} 1\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("fuse_healer_detection_latency_seconds_bucket{le=\"0.0025\"} 1\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("fuse_healer_detection_latency_seconds_bucket{le=\"0.005\"} 2\n"), std::string::npos) << text;
     EXPECT_EQ(format_problems(text), std::vector<std::string>{});
 }
 

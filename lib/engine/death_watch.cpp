@@ -1,0 +1,283 @@
+#include "engine/death_watch.h"
+
+#include <poll.h>
+#include <sys/sysmacros.h>
+
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/liveness.h"
+#include "engine/sys.h"
+
+namespace fh {
+
+namespace {
+
+std::int64_t micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
+
+std::string device_text(dev_t d) { return std::to_string(::major(d)) + ":" + std::to_string(::minor(d)); }
+
+// Returns true when `pidfd`'s process has exited (the fd polls readable).
+bool has_exited(int pidfd) {
+    struct pollfd p {pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+} // namespace
+
+struct DeathWatch::Watch {
+    uv_poll_t poll{};
+    sys::UniqueFd pidfd;
+    DeathWatch* owner = nullptr;
+    int pid = 0;
+};
+
+struct DeathWatch::Scan {
+    uv_work_t work{};
+    DeathWatch* owner = nullptr;  // null once the watch is closed: the result is dropped
+    // Input, copied for the thread pool.
+    std::string proc_root;
+    int self_pid = 0;
+    std::set<dev_t> wanted;
+    // Output.
+    ServerScan result;
+    std::map<int, sys::UniqueFd> pidfds;  // per server of a wanted connection; invalid: gone before it was opened
+    Clock::duration took{};
+};
+
+DeathWatch::DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan)
+    : loop_(loop), settings_(std::move(settings)), on_death_(std::move(on_death)), on_scan_(std::move(on_scan)) {}
+
+DeathWatch::~DeathWatch() { close(); }
+
+void DeathWatch::close() {
+    if (closed_) return;
+    closed_ = true;
+    if (scan_) scan_->owner = nullptr;  // freed by its after-work callback
+    scan_ = nullptr;
+    while (!watches_.empty()) unwatch(watches_.begin()->first);
+    servers_.clear();
+}
+
+std::size_t DeathWatch::connections_watched() const {
+    std::set<dev_t> served;
+    for (const auto& [pid, s] : servers_)
+        for (dev_t c : s.connections)
+            if (connections_.count(c)) served.insert(c);
+    return served.size();
+}
+
+void DeathWatch::set_connections(const std::vector<FuseConnectionInfo>& connections) {
+    if (closed_) return;
+    connections_.clear();
+    std::set<dev_t> wanted;
+    for (const auto& c : connections) {
+        connections_[c.device] = c;
+        wanted.insert(c.device);
+    }
+    // A device number is handed to the next superblock once its last mount
+    // is gone: a number that left the set is walked for again if it returns.
+    for (auto it = scanned_.begin(); it != scanned_.end();) it = wanted.count(*it) ? std::next(it) : scanned_.erase(it);
+    for (auto it = unserved_told_.begin(); it != unserved_told_.end();)
+        it = wanted.count(*it) ? std::next(it) : unserved_told_.erase(it);
+    const std::set<int> keep = servers_to_watch(servers_, wanted);
+    for (auto it = servers_.begin(); it != servers_.end();) {
+        const int pid = it->first;
+        ++it;
+        if (!keep.count(pid)) {
+            spdlog::debug("no longer watching pid {}: it serves no FUSE connection tracked now", pid);
+            unwatch(pid);
+        }
+    }
+    if (!connections_to_scan(wanted, scanned_).empty()) start_scan();
+}
+
+void DeathWatch::start_scan() {
+    if (closed_) return;
+    if (scan_) {
+        rescan_ = true;
+        return;
+    }
+    auto* scan = new Scan;
+    scan->work.data = scan;
+    scan->owner = this;
+    scan->proc_root = settings_.proc_root;
+    scan->self_pid = settings_.self_pid;
+    for (const auto& [dev, info] : connections_) scan->wanted.insert(dev);
+    const int rc = uv_queue_work(
+        loop_, &scan->work,
+        [](uv_work_t* w) {
+            // On the thread pool: the walk, then a pidfd for each server of
+            // a wanted connection, opened after the walk and checked against
+            // it (the pid may have been reused in between).
+            auto* s = static_cast<Scan*>(w->data);
+            const auto t0 = Clock::now();
+            s->result = scan_fuse_servers(s->proc_root, s->self_pid);
+            for (int pid : servers_to_watch(s->result.servers, s->wanted)) {
+                auto fd = sys::pidfd_open(pid);
+                if (fd && !still_serves(s->proc_root, s->result.servers.at(pid))) fd = Error{"pidfd_open", {}, ESRCH, {}};
+                s->pidfds[pid] = fd ? std::move(*fd) : sys::UniqueFd();
+            }
+            s->took = Clock::now() - t0;
+        },
+        [](uv_work_t* w, int) {
+            std::unique_ptr<Scan> s(static_cast<Scan*>(w->data));
+            if (s->owner) s->owner->finish_scan(*s);
+        });
+    if (rc != 0) {
+        spdlog::warn("failed to start a walk of {} for FUSE servers, ignoring: {}", settings_.proc_root,
+                     uv_strerror(rc));
+        delete scan;
+        return;
+    }
+    scan_ = scan;
+}
+
+void DeathWatch::finish_scan(Scan& scan) {
+    scan_ = nullptr;
+    ++scans_;
+    const auto now = Clock::now();
+    spdlog::debug("walked {} for FUSE servers: {} processes, {} fds, {} /dev/fuse files ({} naming their "
+                  "connection), {} servers, {} processes unreadable, {} us",
+                  scan.proc_root, scan.result.processes, scan.result.fds, scan.result.evidence.dev_fuse_files,
+                  scan.result.evidence.with_connection, scan.result.servers.size(), scan.result.unreadable,
+                  micros(scan.took));
+    for (dev_t d : scan.wanted) scanned_.insert(d);
+    std::vector<int> gone;  // exited between the walk and pidfd_open
+    for (auto& [pid, fd] : scan.pidfds) {
+        const FuseServer& server = scan.result.servers.at(pid);
+        if (watches_.count(pid)) {
+            servers_[pid] = server;  // the same process (its pidfd has not fired): refresh what it holds
+            continue;
+        }
+        servers_[pid] = server;
+        if (!fd.valid()) {
+            gone.push_back(pid);
+            continue;
+        }
+        watch(server, fd.release());
+        spdlog::info("watching FUSE server {} (pid {}) of connection{} {}", server.comm, pid,
+                     server.connections.size() > 1 ? "s" : "", [&] {
+                         std::string out;
+                         for (dev_t c : server.connections) out += (out.empty() ? "" : ",") + device_text(c);
+                         return out;
+                     }());
+    }
+    // A watched process the walk no longer saw as a server: it exited
+    // (its pidfd is about to fire) or closed its /dev/fuse files.
+    std::vector<int> dropped;
+    for (const auto& [pid, w] : watches_)
+        if (!scan.pidfds.count(pid)) dropped.push_back(pid);
+    for (int pid : dropped) {
+        if (has_exited(watches_.at(pid)->pidfd.get())) {
+            gone.push_back(pid);
+        } else {
+            spdlog::debug("no longer watching pid {}: it holds no /dev/fuse file of a tracked connection", pid);
+            unwatch(pid);
+        }
+    }
+    if (on_scan_) on_scan_(scan.result, std::chrono::duration_cast<std::chrono::microseconds>(scan.took));
+    for (int pid : gone) on_exit(pid, now);
+    if (closed_) return;
+    // Connections nobody visible serves (a daemon in a process we may not
+    // inspect, a file in flight over a socket) rely on the fusectl checks of
+    // each reconcile, as without the feature. Dead ones have no server.
+    std::set<dev_t> served;
+    for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
+    for (const auto& [dev, info] : connections_) {
+        if (served.count(dev) || !scan.wanted.count(dev) || info.liveness == Liveness::Dead ||
+            unserved_told_.count(dev))
+            continue;
+        if (read_fusectl(settings_.fusectl_dir, dev).aborted) continue;
+        unserved_told_.insert(dev);
+        spdlog::info("no process serving FUSE connection {} (source {}) was found in {}: its death is detected on "
+                     "mount events and the safety reconcile",
+                     device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front(),
+                     settings_.proc_root);
+    }
+    if (rescan_) {
+        rescan_ = false;
+        start_scan();
+    }
+}
+
+void DeathWatch::watch(const FuseServer& server, int pidfd) {
+    auto* w = new Watch;
+    w->pidfd.reset(pidfd);
+    w->owner = this;
+    w->pid = server.pid;
+    w->poll.data = w;
+    if (const int rc = uv_poll_init(loop_, &w->poll, pidfd); rc != 0) {
+        spdlog::warn("failed to watch FUSE server pid {}, ignoring: uv_poll_init: {}", server.pid, uv_strerror(rc));
+        delete w;
+        return;
+    }
+    uv_poll_start(&w->poll, UV_READABLE, [](uv_poll_t* h, int status, int) {
+        // The first thing done on the wake-up: its time is the outage start.
+        const auto woke = Clock::now();
+        auto* w = static_cast<Watch*>(h->data);
+        if (status < 0)
+            spdlog::debug("poll of the pidfd of pid {} failed ({}); checking its connections", w->pid,
+                          uv_strerror(status));
+        w->owner->on_exit(w->pid, woke);
+    });
+    watches_[server.pid] = w;
+}
+
+void DeathWatch::unwatch(int pid) {
+    servers_.erase(pid);
+    const auto it = watches_.find(pid);
+    if (it == watches_.end()) return;
+    Watch* w = it->second;
+    watches_.erase(it);
+    uv_poll_stop(&w->poll);
+    // The pidfd is closed with the Watch, after libuv is done with it.
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watch*>(h->data); });
+}
+
+void DeathWatch::on_exit(int pid, Clock::time_point woke) {
+    const auto it = servers_.find(pid);
+    if (it == servers_.end()) {
+        unwatch(pid);
+        return;
+    }
+    const std::vector<dev_t> orphaned = connections_orphaned_by(servers_, pid);
+    const FuseServer server = it->second;
+    unwatch(pid);
+    bool rescan = false;
+    for (dev_t dev : orphaned) {
+        const auto conn = connections_.find(dev);
+        if (conn == connections_.end()) continue;
+        const FusectlReading r = read_fusectl(settings_.fusectl_dir, dev);
+        if (!r.present) {
+            // Its superblock is gone with its last mount (a clean unmount
+            // before the exit): nothing is left to break.
+            spdlog::debug("FUSE server {} (pid {}) exited; connection {} is gone with its mounts", server.comm, pid,
+                          device_text(dev));
+            continue;
+        }
+        if (!r.aborted) {
+            spdlog::info("FUSE server {} (pid {}) exited but connection {} is alive: another process holds its "
+                         "/dev/fuse file; looking for it",
+                         server.comm, pid, device_text(dev));
+            rescan = true;
+            continue;
+        }
+        ServerDeath d;
+        d.connection = dev;
+        d.pid = pid;
+        d.comm = server.comm;
+        d.fstype = conn->second.fstype;
+        d.sources = conn->second.sources;
+        d.targets = conn->second.targets;
+        d.woke = woke;
+        d.outage_start = std::chrono::system_clock::now() -
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - woke);
+        d.detection_latency_us = micros(Clock::now() - woke);
+        if (on_death_) on_death_(d);
+    }
+    if (rescan) start_scan();
+}
+
+} // namespace fh

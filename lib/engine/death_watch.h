@@ -1,0 +1,121 @@
+// The death watch: FUSE servers' exits seen the moment they happen.
+//
+// A walk of /proc (engine/server_scan.h) maps each FUSE connection the engine
+// tracks to the processes holding its /dev/fuse files; each of them is
+// watched with a pidfd on the libuv loop (a pidfd polls readable once its
+// process has exited, i.e. after every thread is gone and its files are
+// closed: a connection whose last file was closed is aborted by then). When
+// a watched process exits and no other known server holds one of its
+// connections, fusectl's marker confirms the death (max_background reads
+// 4294967295), and the outage start is reported at once, on the loop thread,
+// before any mount event or timer: a kill -9 does not change the mount table.
+//
+// The walk runs on libuv's thread pool, never on the loop, and only when
+// the engine reports a FUSE superblock it has not walked for (a source mounted
+// again, at start) or a connection outlived its last known server (its file
+// was passed to a process we had not seen). Connections without a visible
+// server are covered by the fusectl checks of every reconcile, as on kernels
+// without the feature.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/server_scan.h"
+
+namespace fh {
+
+// One connection that lost its last server: the start of an outage.
+struct ServerDeath {
+    dev_t connection = 0;                // the superblock's device (fusectl dir connection_id())
+    int pid = 0;                         // the server that exited last
+    std::string comm;                    // its command name, as /proc/<pid>/comm read at the walk
+    std::string fstype;                  // of the connection's mounts, as the engine last saw them
+    std::vector<std::string> sources;    // its source mountpoints
+    std::vector<std::string> targets;    // targets whose topmost mount it is
+    // When the loop woke on the pidfd: the outage start as this daemon
+    // knows it (the process died a few microseconds before, unmeasurable).
+    Clock::time_point woke{};
+    std::chrono::system_clock::time_point outage_start{};  // the same instant, wall clock
+    // From `woke` to the report (the fusectl read and this event's making);
+    // the time from the process's death to the wake-up is not measurable
+    // here (bench/detection_bench measures kill -9 to log).
+    std::int64_t detection_latency_us = 0;
+};
+
+struct DeathWatchSettings {
+    std::string proc_root = "/proc";
+    std::string fusectl_dir;  // where fusectl is mounted (the death is confirmed there)
+    int self_pid = 0;         // skipped by the walk
+};
+
+class DeathWatch {
+public:
+    // Called on the loop thread for each connection whose last server died.
+    using DeathObserver = std::function<void(const ServerDeath&)>;
+    // Called on the loop thread after each walk, with how long it took.
+    using ScanObserver = std::function<void(const ServerScan&, std::chrono::microseconds took)>;
+
+    DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan = {});
+    // Closes the handles (see close()); on the loop thread.
+    ~DeathWatch();
+    DeathWatch(const DeathWatch&) = delete;
+    DeathWatch& operator=(const DeathWatch&) = delete;
+
+    // Step (loop thread): the engine's FUSE superblocks after a reconcile.
+    // Starts a walk when one of them has not been walked for; stops
+    // watching servers of connections no longer tracked.
+    void set_connections(const std::vector<FuseConnectionInfo>& connections);
+
+    // Step (loop thread): the pidfd of `pid` polled readable at `woke`.
+    // Reports the deaths it confirms (see the class comment).
+    void on_exit(int pid, Clock::time_point woke);
+
+    // Stops every watch and ignores the result of a walk in flight; the
+    // loop must run once more to finish closing. Idempotent.
+    void close();
+
+    // Returns the number of processes watched.
+    std::size_t servers_watched() const { return watches_.size(); }
+    // Returns the number of tracked connections with at least one watched server.
+    std::size_t connections_watched() const;
+    // Returns true while a walk runs.
+    bool scanning() const { return scan_ != nullptr; }
+    // Returns the walks finished so far.
+    std::uint64_t scans() const { return scans_; }
+
+private:
+    struct Watch;  // a pidfd and its uv_poll_t
+    struct Scan;   // a walk on the thread pool, and its result
+
+    void start_scan();
+    void finish_scan(Scan& scan);
+    // Starts polling `pidfd` for `server`'s exit.
+    void watch(const FuseServer& server, int pidfd);
+    void unwatch(int pid);
+
+    uv_loop_t* loop_;
+    DeathWatchSettings settings_;
+    DeathObserver on_death_;
+    ScanObserver on_scan_;
+    std::map<dev_t, FuseConnectionInfo> connections_;  // the engine's, by device
+    std::set<dev_t> scanned_;       // tracked connections a walk has looked for
+    std::set<dev_t> unserved_told_; // connections logged as having no visible server
+    ServerMap servers_;             // the watched servers, by pid
+    std::map<int, Watch*> watches_; // by pid
+    Scan* scan_ = nullptr;          // the walk in flight
+    bool rescan_ = false;           // walk again when the one in flight ends
+    bool closed_ = false;
+    std::uint64_t scans_ = 0;
+};
+
+} // namespace fh
