@@ -249,6 +249,13 @@ void DeathWatch::on_exit(int pid, Clock::time_point woke) {
     for (dev_t dev : orphaned) {
         const auto conn = connections_.find(dev);
         if (conn == connections_.end()) continue;
+        if (conn->second.liveness == Liveness::Dead) {
+            // Its outage began earlier (e.g. [heal] abort_hung_after aborted
+            // it, then its supervisor killed the hung daemon).
+            spdlog::debug("FUSE server {} (pid {}) exited; connection {} was dead already", server.comm, pid,
+                          device_text(dev));
+            continue;
+        }
         const FusectlReading r = read_fusectl(settings_.fusectl_dir, dev);
         if (!r.present) {
             // Its superblock is gone with its last mount (a clean unmount

@@ -1,6 +1,9 @@
 // The structured journal fields of heal events (engine/journal_fields.h).
 #include "engine/journal_fields.h"
 
+#include "engine/logging.h"
+
+#include <sys/sysmacros.h>
 #include <syslog.h>
 
 #include <gtest/gtest.h>
@@ -87,10 +90,108 @@ TEST(JournalFields, EveryKindHasItsOwnFixedMessageId) {
         ids.insert(id);
     }
     ids.insert(kMessageIdConfigError);
-    EXPECT_EQ(ids.size(), 7u);
+    ids.insert(kMessageIdServerDied);
+    ids.insert(kMessageIdHungAborted);
+    EXPECT_EQ(ids.size(), 9u);
     // The IDs are an interface: pin them.
     EXPECT_STREQ(message_id(HealEvent::Kind::Healed), "d3c632f47f424b5cbf6d079e93e312b3");
     EXPECT_STREQ(message_id(HealEvent::Kind::Broken), "fe6a29b72507404b8ae18fbeb3d766c5");
+    EXPECT_STREQ(kMessageIdServerDied, "c24be80fe7524603884b84ffac4c3bf0");
+    EXPECT_STREQ(kMessageIdHungAborted, "101d7d99603a4c7c9d86033df2e0dfa4");
+}
+
+// Fields repeated per value (SOURCE, TARGET) are kept as lists.
+std::multimap<std::string, std::string> as_multimap(const JournalFields& f) {
+    return std::multimap<std::string, std::string>(f.begin(), f.end());
+}
+std::vector<std::string> values(const std::multimap<std::string, std::string>& m, const std::string& key) {
+    std::vector<std::string> out;
+    for (auto [it, end] = m.equal_range(key); it != end; ++it) out.push_back(it->second);
+    return out;
+}
+
+ServerDeath death() {
+    ServerDeath d;
+    d.connection = ::makedev(0, 946);
+    d.pid = 4242;
+    d.comm = "juicefs";
+    d.fstype = "fuse.juicefs";
+    d.sources = {"/runtime/ds/fuse"};
+    d.targets = {"/k/pods/u1/volumes/kubernetes.io~csi/pv1/mount", "/k/pods/u2/volumes/kubernetes.io~csi/pv1/mount"};
+    d.outage_start = std::chrono::system_clock::time_point(std::chrono::microseconds(1764150961123456));
+    d.detection_latency_us = 37;
+    return d;
+}
+
+TEST(JournalFields, ServerDeathCarriesTheOutageStartAndTheServer) {
+    const auto m = as_multimap(journal_fields(death()));
+    auto one = [&](const std::string& key) {
+        EXPECT_EQ(m.count(key), 1u) << key;
+        return m.count(key) ? m.find(key)->second : std::string();
+    };
+    EXPECT_EQ(one("MESSAGE_ID"), kMessageIdServerDied);
+    EXPECT_EQ(one("PRIORITY"), std::to_string(LOG_WARNING));
+    EXPECT_EQ(one("EVENT"), "server-died");
+    EXPECT_EQ(one("CONNECTION"), "0:946");
+    EXPECT_EQ(one("SERVER_PID"), "4242");
+    EXPECT_EQ(one("SERVER_COMM"), "juicefs");
+    EXPECT_EQ(one("FSTYPE"), "fuse.juicefs");
+    EXPECT_EQ(one("TARGETS"), "2");
+    EXPECT_EQ(one("OUTAGE_START_REALTIME_USEC"), "1764150961123456");
+    EXPECT_EQ(one("DETECTION_LATENCY_USEC"), "37");
+    EXPECT_EQ(values(m, "SOURCE"), (std::vector<std::string>{"/runtime/ds/fuse"}));
+    EXPECT_EQ(values(m, "TARGET"), death().targets) << "journalctl TARGET=<path> finds the entry by any target";
+}
+
+TEST(JournalFields, ServerDeathLogLineIsOneLineWithTheFirstTargets) {
+    ServerDeath d = death();
+    for (int i = 3; i <= 5; ++i) d.targets.push_back("/k/pods/u" + std::to_string(i) + "/v");
+    const std::string text = server_death_text(d);
+    EXPECT_EQ(text,
+              "FUSE server died: connection=0:946 pid=4242 comm=juicefs fstype=fuse.juicefs source=/runtime/ds/fuse "
+              "targets=5 target=/k/pods/u1/volumes/kubernetes.io~csi/pv1/mount,"
+              "/k/pods/u2/volumes/kubernetes.io~csi/pv1/mount,/k/pods/u3/v,... "
+              "outage_start=2025-11-26T09:56:01.123456Z detection_latency_us=37");
+    d.targets.clear();
+    d.sources.clear();
+    d.comm.clear();
+    EXPECT_EQ(server_death_text(d), "FUSE server died: connection=0:946 pid=4242 comm=- fstype=fuse.juicefs source=- "
+                                    "targets=0 outage_start=2025-11-26T09:56:01.123456Z detection_latency_us=37");
+}
+
+TEST(JournalFields, HungAbortCarriesTheNumbers) {
+    HungAbort a;
+    a.connection = ::makedev(0, 40);
+    a.waiting = 3;
+    a.stuck_for = std::chrono::seconds(301);
+    a.threshold = std::chrono::minutes(5);
+    a.fstype = "fuse.s3fs";
+    a.sources = {"/runtime/s3/fuse"};
+    a.targets = {"/k/pods/u1/v"};
+    auto m = as_map(journal_fields(a));
+    EXPECT_EQ(m["MESSAGE_ID"], kMessageIdHungAborted);
+    EXPECT_EQ(m["PRIORITY"], std::to_string(LOG_WARNING));
+    EXPECT_EQ(m["EVENT"], "hung-aborted");
+    EXPECT_EQ(m["CONNECTION"], "0:40");
+    EXPECT_EQ(m["WAITING"], "3");
+    EXPECT_EQ(m["STUCK_USEC"], "301000000");
+    EXPECT_EQ(m["ABORT_HUNG_AFTER_USEC"], "300000000");
+    EXPECT_EQ(m["SOURCE"], "/runtime/s3/fuse");
+    EXPECT_EQ(m["TARGET"], "/k/pods/u1/v");
+    EXPECT_EQ(m["TARGETS"], "1");
+    EXPECT_EQ(m.count("REASON"), 0u);
+    EXPECT_EQ(hung_abort_text(a),
+              "aborted hung FUSE connection: connection=0:40 fstype=fuse.s3fs source=/runtime/s3/fuse targets=1 "
+              "target=/k/pods/u1/v waiting=3 stuck_us=301000000 abort_hung_after_us=300000000 reason=\"no request "
+              "answered for longer than abort_hung_after and a probe timed out\"");
+
+    a.result = Error{"open", "/sys/fs/fuse/connections/40/abort", EACCES, {}};
+    auto failed = as_map(journal_fields(a));
+    EXPECT_EQ(failed["PRIORITY"], std::to_string(LOG_ERR));
+    EXPECT_EQ(failed["EVENT"], "hung-abort-failed");
+    EXPECT_EQ(failed["REASON"], "open /sys/fs/fuse/connections/40/abort: Permission denied");
+    EXPECT_EQ(hung_abort_text(a).rfind("failed to abort hung FUSE connection: connection=0:40 ", 0), 0u)
+        << hung_abort_text(a);
 }
 
 } // namespace

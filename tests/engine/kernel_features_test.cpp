@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <string>
 
+#include "core/fuse_servers.h"
 #include "engine/engine.h"
 #include "engine/event_loop.h"
 #include "engine/sys.h"
@@ -76,6 +77,17 @@ TEST(KernelFeatures, BeneathImpliesOpenTreeAndMountSetattr) {
     EXPECT_TRUE(contains(no_beneath.describe(), "move_mount_beneath=no(disabled)")) << no_beneath.describe();
 }
 
+TEST(KernelFeatures, FuseFdinfoFollowsTheReleaseAndPidfdAndCanBeDisabled) {
+    const KernelFeatures f = detect_kernel_features({}, "/nonexistent", false);
+    EXPECT_FALSE(f.kernel_release.empty());
+    EXPECT_TRUE(f.pidfd) << "pidfd_open (Linux 5.3) works here";
+    EXPECT_EQ(f.fuse_fdinfo, kernel_release_has_fuse_fdinfo(f.kernel_release)) << f.kernel_release;
+    const KernelFeatures off = detect_kernel_features({"fuse_fdinfo"}, "/nonexistent", false);
+    EXPECT_FALSE(off.fuse_fdinfo);
+    EXPECT_TRUE(off.pidfd) << "pidfd_open is not the feature disabled";
+    EXPECT_TRUE(contains(off.describe(), "fuse_fdinfo=no(disabled)")) << off.describe();
+}
+
 TEST(KernelFeatures, OpenTreeProbeMatchesTheSyscall) {
     // Cross-check the probe with our own call: ENOSYS means the syscall is missing.
     errno = 0;
@@ -94,15 +106,19 @@ TEST(KernelFeatures, DescribeFormat) {
     f.fusectl = true;
     f.statmount = true;
     f.disabled = {"move_mount_beneath"};
+    f.fuse_fdinfo = true;
     EXPECT_EQ(f.describe(),
-              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes");
+              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes "
+              "fuse_fdinfo=yes");
     KernelFeatures none;
     EXPECT_EQ(none.describe(),
-              "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no statmount=no");
+              "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no statmount=no "
+              "fuse_fdinfo=no");
 }
 
 TEST(KernelFeatures, IsKnownKernelFeature) {
-    for (const char* name : {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount"})
+    for (const char* name :
+         {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount", "fuse_fdinfo"})
         EXPECT_TRUE(is_known_kernel_feature(name)) << name;
     for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx", "listmount"})
         EXPECT_FALSE(is_known_kernel_feature(name)) << "\"" << name << "\"";
