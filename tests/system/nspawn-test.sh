@@ -434,8 +434,10 @@ say "daemon: $start_line"
 # The host's fusectl is bound into the container (nspawn-boot.sh): under the
 # unit's hardening the daemon must still detect dead connections with it.
 if [ "$(stat -f -c %T /sys/fs/fuse/connections 2>/dev/null)" = fusectl ]; then
-  check "$([[ "$start_line" == *"death detection=fusectl"* ]]; echo $?)" \
-    "start: under the unit the daemon detects dead FUSE connections through fusectl"
+  # pidfd: the death watch (fuse_fdinfo, Linux 6.16+), which confirms each
+  # death with fusectl; fusectl alone on older kernels.
+  check "$([[ "$start_line" == *"death detection=pidfd"* || "$start_line" == *"death detection=fusectl"* ]]; echo $?)" \
+    "start: under the unit the daemon detects dead FUSE connections through fusectl (death detection=pidfd or fusectl)"
 fi
 # The unit's SystemCallFilter= is a deny-list so that calls systemd 252
 # cannot name stay allowed: on a kernel with a usable statmount (6.13+: fs
@@ -558,6 +560,12 @@ done
 check $learned "heal: the daemon learned the target's origin (/var/lib/fuse-healer/origins.json)"
 
 fuse1_pid=$(in_ct 5 systemctl show -p MainPID --value fh-system-test-fuse1.service)
+if [[ "$start_line" == *"death detection=pidfd"* ]]; then
+  # The walk of /proc that finds the server follows the reconcile that
+  # learned the target by a few milliseconds.
+  wait_count '(.MESSAGE|type)=="string" and (.MESSAGE|contains("watching FUSE server fh_testfs (pid '"$fuse1_pid"')"))' 1
+  check $? "heal: the daemon watches the FUSE server (\"watching FUSE server fh_testfs (pid $fuse1_pid)\")"
+fi
 in_ct 5 kill -9 "$fuse1_pid"
 dead=1
 for ((i = 0; i < 50; i++)); do
@@ -566,6 +574,20 @@ for ((i = 0; i < 50; i++)); do
   sleep 0.1
 done
 check $dead "heal: kill -9 of the FUSE daemon (pid $fuse1_pid): the pod volume fails with ENOTCONN"
+# With the death watch the kill is logged at once, before any mount event:
+# the /proc walk (CAP_SYS_PTRACE) and pidfd_open (@process) work under the
+# unit's hardening.
+if [[ "$start_line" == *"death detection=pidfd"* ]]; then
+  mid_server_died=c24be80fe7524603884b84ffac4c3bf0
+  sel_died='.MESSAGE_ID=="'$mid_server_died'" and .SERVER_PID=="'$fuse1_pid'"'
+  wait_count "$sel_died" 1
+  got_died=$?
+  died_json=$(journal_json | jq -c -s "[.[] | select($sel_died)] | last")
+  say "journal \"FUSE server died\": $(jq -c '{MESSAGE_ID, EVENT, CONNECTION, SERVER_PID, SERVER_COMM, SOURCE, TARGET, OUTAGE_START_REALTIME_USEC, DETECTION_LATENCY_USEC}' <<<"$died_json")"
+  check "$([ $got_died -eq 0 ] && [ "$(jq -r '.SERVER_COMM // empty' <<<"$died_json")" = fh_testfs ] &&
+    [ "$(jq -r '.TARGET // empty' <<<"$died_json")" = "$ct_target" ]; echo $?)" \
+    "heal: the kill -9 is in the journal as \"FUSE server died\" (MESSAGE_ID=$mid_server_died SERVER_PID=$fuse1_pid SERVER_COMM=fh_testfs TARGET) before the stale source is unmounted"
+fi
 # What a restarted FUSE daemon's entrypoint does: drop the stale source, mount again.
 in_ct 5 umount -l "$ct_src"
 sel_broken='.MESSAGE_ID=="'$mid_broken'" and .TARGET=="'$ct_target'"'
