@@ -172,7 +172,7 @@ void run_detection(const Options& o) {
     const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
     ft::csi_bind(fuse.source(), "", vol, true);
     ft::Daemon d{sb, o.daemon.empty() ? ft::daemon_path() : o.daemon};
-    d.start("[heal]\nsafety_scan_interval = \"0s\"\n", {"--log-level", "info"});
+    d.start("[heal]\nsafety_scan_interval = \"0s\"\n", {"--log-level", std::getenv("FH_BENCH_LOG_LEVEL") ? std::getenv("FH_BENCH_LOG_LEVEL") : "info"});
     if (!d.wait_for_log("ready: watching", 10s)) throw std::runtime_error("fuse-healerd did not start:\n" + d.log());
     if (d.log().find("death detection=pidfd") == std::string::npos)
         throw std::runtime_error("fuse-healerd does not use the pidfd death watch here:\n" + d.log());
@@ -187,7 +187,8 @@ void run_detection(const Options& o) {
         const std::string died = "FUSE server died: connection=" + fuse.mount().device + " pid=" + std::to_string(pid) + " ";
         const std::int64_t t0 = realtime_usec();
         fuse.kill9();
-        if (!d.wait_for_log(died, 10s, mark)) throw std::runtime_error("no death logged for pid " + std::to_string(pid));
+        if (!d.wait_for_log(died, 10s, mark))
+            throw std::runtime_error("no death logged for pid " + std::to_string(pid) + ":\n" + d.log().substr(mark > 4000 ? mark - 4000 : 0));
         const std::string line = last_line_with(d.log(), died, mark);
         if (cycle >= o.warmup) {
             kill_to_log.v.push_back(static_cast<double>(log_line_usec(line) - t0));

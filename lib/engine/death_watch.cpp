@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <spdlog/spdlog.h>
@@ -90,13 +91,18 @@ void DeathWatch::set_connections(const std::vector<FuseConnectionInfo>& connecti
             unwatch(pid);
         }
     }
-    if (!connections_to_scan(wanted, scanned_).empty()) start_scan();
+    const std::set<dev_t> fresh = connections_to_scan(wanted, scanned_);
+    if (fresh.empty()) return;
+    // A walk in flight that looks for all of them will do (a heal makes
+    // several reconciles in a row, each reporting the new superblock).
+    if (scan_ && std::includes(scan_->wanted.begin(), scan_->wanted.end(), fresh.begin(), fresh.end())) return;
+    start_scan();
 }
 
 void DeathWatch::start_scan() {
     if (closed_) return;
     if (scan_) {
-        rescan_ = true;
+        rescan_ = true;  // when this one ends
         return;
     }
     auto* scan = new Scan;
@@ -148,7 +154,13 @@ void DeathWatch::finish_scan(Scan& scan) {
     for (auto& [pid, fd] : scan.pidfds) {
         const FuseServer& server = scan.result.servers.at(pid);
         if (watches_.count(pid)) {
-            servers_[pid] = server;  // the same process (its pidfd has not fired): refresh what it holds
+            // The same process (its pidfd has not fired). What it holds only
+            // grows while it lives: a walk that meets it while it exits may
+            // see its files half closed.
+            FuseServer& known = servers_[pid];
+            known.comm = server.comm;
+            known.connections.insert(server.connections.begin(), server.connections.end());
+            known.fds.insert(server.fds.begin(), server.fds.end());
             continue;
         }
         servers_[pid] = server;
@@ -164,19 +176,13 @@ void DeathWatch::finish_scan(Scan& scan) {
                          return out;
                      }());
     }
-    // A watched process the walk no longer saw as a server: it exited
-    // (its pidfd is about to fire) or closed its /dev/fuse files.
-    std::vector<int> dropped;
+    // A watched process the walk no longer saw as a server has exited (its
+    // pidfd is about to fire), is exiting (its files are closed before its
+    // pidfd polls readable, and the kernel aborts the connection only after
+    // that), or closed its /dev/fuse files and lives on. It stays watched,
+    // with what it held: its exit is checked against fusectl like any other.
     for (const auto& [pid, w] : watches_)
-        if (!scan.pidfds.count(pid)) dropped.push_back(pid);
-    for (int pid : dropped) {
-        if (has_exited(watches_.at(pid)->pidfd.get())) {
-            gone.push_back(pid);
-        } else {
-            spdlog::debug("no longer watching pid {}: it holds no /dev/fuse file of a tracked connection", pid);
-            unwatch(pid);
-        }
-    }
+        if (!scan.pidfds.count(pid) && has_exited(w->pidfd.get())) gone.push_back(pid);
     if (on_scan_) on_scan_(scan.result, std::chrono::duration_cast<std::chrono::microseconds>(scan.took));
     for (int pid : gone) on_exit(pid, now);
     if (closed_) return;
@@ -242,35 +248,42 @@ void DeathWatch::on_exit(int pid, Clock::time_point woke) {
         unwatch(pid);
         return;
     }
+    // fusectl decides for every connection the process held, orphaned or
+    // not: the map may be stale (another holder we know of may have closed
+    // its file, or be exiting too). Reported before anything else is done
+    // (the unwatch below included): each syscall here adds to the detection
+    // latency.
+    const FuseServer& server = it->second;
     const std::vector<dev_t> orphaned = connections_orphaned_by(servers_, pid);
-    const FuseServer server = it->second;
-    unwatch(pid);
     bool rescan = false;
-    for (dev_t dev : orphaned) {
+    for (dev_t dev : server.connections) {
         const auto conn = connections_.find(dev);
         if (conn == connections_.end()) continue;
         if (conn->second.liveness == Liveness::Dead) {
-            // Its outage began earlier (e.g. [heal] abort_hung_after aborted
-            // it, then its supervisor killed the hung daemon).
+            // Its outage began earlier: reported already, or the engine saw
+            // it dead (e.g. [heal] abort_hung_after aborted it, then its
+            // supervisor killed the hung daemon).
             spdlog::debug("FUSE server {} (pid {}) exited; connection {} was dead already", server.comm, pid,
                           device_text(dev));
             continue;
         }
-        const FusectlReading r = read_fusectl(settings_.fusectl_dir, dev);
-        if (!r.present) {
+        const std::optional<bool> aborted = fusectl_aborted(settings_.fusectl_dir, dev);
+        if (!aborted) {
             // Its superblock is gone with its last mount (a clean unmount
             // before the exit): nothing is left to break.
             spdlog::debug("FUSE server {} (pid {}) exited; connection {} is gone with its mounts", server.comm, pid,
                           device_text(dev));
             continue;
         }
-        if (!r.aborted) {
+        if (!*aborted) {
+            if (std::find(orphaned.begin(), orphaned.end(), dev) == orphaned.end()) continue;  // others serve it
             spdlog::info("FUSE server {} (pid {}) exited but connection {} is alive: another process holds its "
                          "/dev/fuse file; looking for it",
                          server.comm, pid, device_text(dev));
             rescan = true;
             continue;
         }
+        conn->second.liveness = Liveness::Dead;  // one report per death, whichever holder exits last
         ServerDeath d;
         d.connection = dev;
         d.pid = pid;
@@ -279,11 +292,13 @@ void DeathWatch::on_exit(int pid, Clock::time_point woke) {
         d.sources = conn->second.sources;
         d.targets = conn->second.targets;
         d.woke = woke;
+        const auto now = Clock::now();
         d.outage_start = std::chrono::system_clock::now() -
-                         std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - woke);
-        d.detection_latency_us = micros(Clock::now() - woke);
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(now - woke);
+        d.detection_latency_us = micros(now - woke);
         if (on_death_) on_death_(d);
     }
+    unwatch(pid);
     if (rescan) start_scan();
 }
 

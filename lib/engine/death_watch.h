@@ -5,10 +5,13 @@
 // watched with a pidfd on the libuv loop (a pidfd polls readable once its
 // process has exited, i.e. after every thread is gone and its files are
 // closed: a connection whose last file was closed is aborted by then). When
-// a watched process exits and no other known server holds one of its
-// connections, fusectl's marker confirms the death (max_background reads
-// 4294967295), and the outage start is reported at once, on the loop thread,
-// before any mount event or timer: a kill -9 does not change the mount table.
+// a watched process exits, fusectl's marker tells for each connection it
+// held whether the connection died with it (max_background reads 4294967295;
+// asked even where the map knows other holders, since the map may be stale),
+// and the outage start is reported at once, once per connection, on the loop
+// thread, before any mount event or timer: a kill -9 does not change the
+// mount table. A connection alive after its last known holder exited is
+// walked for again (its file went to a process not seen yet).
 //
 // The walk runs on libuv's thread pool, never on the loop, and only when
 // the engine reports a FUSE superblock it has not walked for (a source mounted

@@ -167,7 +167,10 @@ void Daemon::on_reconcile_done() {
     if (death_watch_ || hung_aborter_) {
         const std::vector<FuseConnectionInfo> connections = engine_->connections();
         connections_tracked_ = connections.size();
-        if (death_watch_) death_watch_->set_connections(connections);
+        if (death_watch_) {
+            death_watch_->set_connections(connections);
+            metrics_.set_servers_watched(static_cast<int>(death_watch_->servers_watched()));
+        }
         if (hung_aborter_) hung_aborter_->set_connections(connections);
     }
     arm_retry_timer();
@@ -423,7 +426,6 @@ void Daemon::start_death_watch() {
 void Daemon::on_server_death(const ServerDeath& death) {
     log_server_death(death);
     metrics_.record_server_death(static_cast<double>(death.detection_latency_us) / 1e6);
-    metrics_.set_servers_watched(static_cast<int>(death_watch_->servers_watched()));
     // The engine marks the targets broken as usual, and arms their heals.
     request_reconcile(death.woke);
 }

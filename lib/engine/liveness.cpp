@@ -29,6 +29,19 @@ FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device) {
     return r;
 }
 
+std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device) {
+    const std::string path = fusectl_dir + "/" + std::to_string(connection_id(device)) + "/max_background";
+    sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return std::nullopt;
+    char buf[32];
+    ssize_t n;
+    do n = ::read(fd.get(), buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return std::nullopt;
+    buf[n] = '\0';
+    return std::strtoul(buf, nullptr, 10) == 4294967295UL;
+}
+
 Status abort_fuse_connection(const std::string& fusectl_dir, dev_t device) {
     const std::string path = fusectl_dir + "/" + std::to_string(connection_id(device)) + "/abort";
     sys::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,12 @@ struct FusectlReading {
 
 // Returns the fusectl reading for `device` under `fusectl_dir`.
 FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device);
+
+// Returns whether the connection of `device` is aborted (max_background
+// reads 4294967295), or nullopt when fusectl has no such connection (its
+// superblock is gone). One open, one read and one close, nothing else: the
+// death watch calls it between a pidfd's wake-up and the outage's log line.
+std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device);
 
 // Aborts the FUSE connection of `device` (writes to <fusectl_dir>/<id>/abort),
 // as `echo 1 > .../abort` would: every request pending or to come fails with

@@ -337,6 +337,60 @@ TEST(DeathWatch, NoReportForCleanUnmountsOrConnectionsKnownDead) {
     EXPECT_TRUE(rec.deaths.empty());
 }
 
+// A walk can meet a server while it exits: its files are already closed
+// (the kernel aborts the connection a little later, then the pidfd fires).
+// It must stay watched, or that death is lost.
+TEST(DeathWatch, AServerAWalkNoLongerSeesStaysWatchedUntilItExits) {
+    Child a, b;
+    FakeProc proc;
+    FakeFusectl ctl;
+    proc.add_fd(a.pid(), 3, "/dev/fuse", fdinfo_of(50));
+    proc.add_fd(b.pid(), 3, "/dev/fuse", fdinfo_of(51));
+    ctl.set(50, false);
+    ctl.set(51, false);
+    Loop loop;
+    Recorder rec;
+    auto watch = make_watch(loop, proc, ctl, rec);
+    watch->set_connections({connection(50)});
+    ASSERT_TRUE(loop.run_until([&] { return watch->servers_watched() == 1 && !watch->scanning(); }));
+    // a's files are gone from /proc, a still runs; a new connection makes a walk.
+    proc.remove(a.pid());
+    watch->set_connections({connection(50), connection(51)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 2 && !watch->scanning(); }));
+    EXPECT_EQ(watch->servers_watched(), 2u) << "a is still watched";
+    ctl.set(50, true);
+    const int a_pid = a.pid();
+    a.kill();
+    ASSERT_TRUE(loop.run_until([&] { return !rec.deaths.empty(); }));
+    EXPECT_EQ(rec.deaths[0].pid, a_pid);
+    EXPECT_EQ(rec.deaths[0].connection, connection_device(50));
+}
+
+// Two holders of one connection exit together: one report, and none where
+// the map still counts a holder that no longer holds the file.
+TEST(DeathWatch, OneReportPerDeathWhateverTheMapSays) {
+    Child a, b;
+    FakeProc proc;
+    FakeFusectl ctl;
+    proc.add_fd(a.pid(), 3, "/dev/fuse", fdinfo_of(52));
+    proc.add_fd(b.pid(), 3, "/dev/fuse", fdinfo_of(52));
+    ctl.set(52, false);
+    Loop loop;
+    Recorder rec;
+    auto watch = make_watch(loop, proc, ctl, rec);
+    watch->set_connections({connection(52)});
+    ASSERT_TRUE(loop.run_until([&] { return watch->servers_watched() == 2; }));
+    ctl.set(52, true);  // b had closed its copy; a's exit aborts the connection
+    const int a_pid = a.pid();
+    a.kill();
+    ASSERT_TRUE(loop.run_until([&] { return watch->servers_watched() == 1; }));
+    ASSERT_EQ(rec.deaths.size(), 1u) << "reported although the map still counted b";
+    EXPECT_EQ(rec.deaths[0].pid, a_pid);
+    b.kill();
+    ASSERT_TRUE(loop.run_until([&] { return watch->servers_watched() == 0; }));
+    EXPECT_EQ(rec.deaths.size(), 1u) << "not twice";
+}
+
 TEST(DeathWatch, WalksOnlyForNewConnectionsAndDropsServersOfForgottenOnes) {
     Child a, b;
     FakeProc proc;

@@ -57,6 +57,32 @@ KernelFeatures with_fusectl(const std::string& dir) {
     return f;
 }
 
+TEST(FusectlAborted, ReadsTheMarkerOnly) {
+    FakeFusectl ctl;
+    const dev_t live = ctl.add(40, "12\n", "3\n");
+    const dev_t dead = ctl.add(41, "4294967295\n", nullptr);
+    EXPECT_EQ(fusectl_aborted(ctl.dir(), live), false);
+    EXPECT_EQ(fusectl_aborted(ctl.dir(), dead), true);
+    EXPECT_EQ(fusectl_aborted(ctl.dir(), ::makedev(0, 42)), std::nullopt) << "no such connection";
+    // Above minor 255 the directory is still named by the minor.
+    const dev_t high = ctl.add(946, "4294967295\n", "0\n");
+    EXPECT_EQ(high, ::makedev(0, 946));
+    EXPECT_EQ(fusectl_aborted(ctl.dir(), high), true);
+    EXPECT_TRUE(read_fusectl(ctl.dir(), high).aborted);
+}
+
+TEST(AbortFuseConnection, WritesToTheAbortFile) {
+    FakeFusectl ctl;
+    const dev_t dev = ctl.add(43, "12\n", "2\n");
+    spit(ctl.dir() + "/43/abort", "");
+    ASSERT_TRUE(abort_fuse_connection(ctl.dir(), dev).ok());
+    EXPECT_EQ(testing_support::slurp(ctl.dir() + "/43/abort"), "1");
+    const Status missing = abort_fuse_connection(ctl.dir(), ::makedev(0, 44));
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().err, ENOENT);
+    EXPECT_NE(missing.error().message().find("/44/abort"), std::string::npos) << missing.error().message();
+}
+
 TEST(ReadFusectl, HealthyConnection) {
     FakeFusectl fc;
     dev_t dev = fc.add(57, "12\n", "0\n");
