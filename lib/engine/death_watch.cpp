@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -41,9 +42,15 @@ struct DeathWatch::Scan {
     std::string proc_root;
     int self_pid = 0;
     std::set<dev_t> wanted;
+    std::set<dev_t> fresh;     // of `wanted`, those no walk has looked for yet
+    std::set<int> known_pids;  // looked at last only when `fresh` is not all found among the others
+    bool second_pass = false;  // the known processes had to be looked at too
     // Output.
     ServerScan result;
-    std::map<int, sys::UniqueFd> pidfds;  // per server of a wanted connection; invalid: gone before it was opened
+    // Per server of a wanted connection: its pidfd, or the errno of
+    // pidfd_open (ESRCH also when the pid no longer holds the files: reused).
+    std::map<int, sys::UniqueFd> pidfds;
+    std::map<int, int> pidfd_errors;
     Clock::duration took{};
 };
 
@@ -99,10 +106,11 @@ void DeathWatch::set_connections(const std::vector<FuseConnectionInfo>& connecti
     start_scan();
 }
 
-void DeathWatch::start_scan() {
+void DeathWatch::start_scan(bool full) {
     if (closed_) return;
     if (scan_) {
         rescan_ = true;  // when this one ends
+        rescan_full_ = rescan_full_ || full;
         return;
     }
     auto* scan = new Scan;
@@ -111,6 +119,8 @@ void DeathWatch::start_scan() {
     scan->proc_root = settings_.proc_root;
     scan->self_pid = settings_.self_pid;
     for (const auto& [dev, info] : connections_) scan->wanted.insert(dev);
+    scan->fresh = connections_to_scan(scan->wanted, scanned_);
+    if (!full) scan->known_pids = known_pids_;
     const int rc = uv_queue_work(
         loop_, &scan->work,
         [](uv_work_t* w) {
@@ -119,11 +129,26 @@ void DeathWatch::start_scan() {
             // it (the pid may have been reused in between).
             auto* s = static_cast<Scan*>(w->data);
             const auto t0 = Clock::now();
-            s->result = scan_fuse_servers(s->proc_root, s->self_pid);
+            // A restarted FUSE daemon is a new process: looking at those
+            // first spares reading every fd of every process (~10 us per fd
+            // on a small VM, see docs/PERFORMANCE.md) on most walks.
+            s->result = scan_fuse_servers(s->proc_root, s->self_pid,
+                                          [s](int pid) { return !s->known_pids.count(pid); });
+            if (!s->known_pids.empty()) {
+                std::set<dev_t> found;
+                for (const auto& [pid, server] : s->result.servers)
+                    found.insert(server.connections.begin(), server.connections.end());
+                if (!std::includes(found.begin(), found.end(), s->fresh.begin(), s->fresh.end())) {
+                    s->second_pass = true;
+                    s->result.merge(scan_fuse_servers(s->proc_root, s->self_pid,
+                                                      [s](int pid) { return s->known_pids.count(pid) > 0; }));
+                }
+            }
             for (int pid : servers_to_watch(s->result.servers, s->wanted)) {
                 auto fd = sys::pidfd_open(pid);
                 if (fd && !still_serves(s->proc_root, s->result.servers.at(pid))) fd = Error{"pidfd_open", {}, ESRCH, {}};
-                s->pidfds[pid] = fd ? std::move(*fd) : sys::UniqueFd();
+                if (fd) s->pidfds[pid] = std::move(*fd);
+                else s->pidfd_errors[pid] = fd.error().err;
             }
             s->took = Clock::now() - t0;
         },
@@ -144,13 +169,26 @@ void DeathWatch::finish_scan(Scan& scan) {
     scan_ = nullptr;
     ++scans_;
     const auto now = Clock::now();
-    spdlog::debug("walked {} for FUSE servers: {} processes, {} fds, {} /dev/fuse files ({} naming their "
-                  "connection), {} servers, {} processes unreadable, {} us",
-                  scan.proc_root, scan.result.processes, scan.result.fds, scan.result.evidence.dev_fuse_files,
-                  scan.result.evidence.with_connection, scan.result.servers.size(), scan.result.unreadable,
-                  micros(scan.took));
+    spdlog::debug("walked {} for FUSE servers: {} of {} processes looked at ({}), {} fds, {} /dev/fuse files ({} "
+                  "naming their connection), {} servers, {} processes unreadable, {} us",
+                  scan.proc_root, scan.result.processes, scan.result.pids.size(),
+                  scan.known_pids.empty() ? "all" : scan.second_pass ? "new ones, then the others" : "new ones",
+                  scan.result.fds, scan.result.evidence.dev_fuse_files, scan.result.evidence.with_connection,
+                  scan.result.servers.size(), scan.result.unreadable, micros(scan.took));
     for (dev_t d : scan.wanted) scanned_.insert(d);
+    known_pids_ = std::move(scan.result.pids);
     std::vector<int> gone;  // exited between the walk and pidfd_open
+    for (const auto& [pid, err] : scan.pidfd_errors) {
+        if (watches_.count(pid)) continue;  // watched already: its pidfd tells
+        if (err == ESRCH) {
+            servers_[pid] = scan.result.servers.at(pid);
+            gone.push_back(pid);
+            continue;
+        }
+        // EMFILE, ENOMEM...: not a death; the fusectl checks of each
+        // reconcile cover its connections.
+        spdlog::warn("failed to watch FUSE server pid {}, ignoring: pidfd_open: {}", pid, std::strerror(err));
+    }
     for (auto& [pid, fd] : scan.pidfds) {
         const FuseServer& server = scan.result.servers.at(pid);
         if (watches_.count(pid)) {
@@ -164,10 +202,6 @@ void DeathWatch::finish_scan(Scan& scan) {
             continue;
         }
         servers_[pid] = server;
-        if (!fd.valid()) {
-            gone.push_back(pid);
-            continue;
-        }
         watch(server, fd.release());
         spdlog::info("watching FUSE server {} (pid {}) of connection{} {}", server.comm, pid,
                      server.connections.size() > 1 ? "s" : "", [&] {
@@ -182,9 +216,10 @@ void DeathWatch::finish_scan(Scan& scan) {
     // that), or closed its /dev/fuse files and lives on. It stays watched,
     // with what it held: its exit is checked against fusectl like any other.
     for (const auto& [pid, w] : watches_)
-        if (!scan.pidfds.count(pid) && has_exited(w->pidfd.get())) gone.push_back(pid);
+        if (!scan.pidfds.count(pid) && !scan.pidfd_errors.count(pid) && has_exited(w->pidfd.get()))
+            gone.push_back(pid);
     if (on_scan_) on_scan_(scan.result, std::chrono::duration_cast<std::chrono::microseconds>(scan.took));
-    for (int pid : gone) on_exit(pid, now);
+    for (int pid : gone) handle_exit(pid, now, false);
     if (closed_) return;
     // Connections nobody visible serves (a daemon in a process we may not
     // inspect, a file in flight over a socket) rely on the fusectl checks of
@@ -203,8 +238,9 @@ void DeathWatch::finish_scan(Scan& scan) {
                      settings_.proc_root);
     }
     if (rescan_) {
-        rescan_ = false;
-        start_scan();
+        const bool full = rescan_full_;
+        rescan_ = rescan_full_ = false;
+        start_scan(full);
     }
 }
 
@@ -242,7 +278,9 @@ void DeathWatch::unwatch(int pid) {
     uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watch*>(h->data); });
 }
 
-void DeathWatch::on_exit(int pid, Clock::time_point woke) {
+void DeathWatch::on_exit(int pid, Clock::time_point woke) { handle_exit(pid, woke, true); }
+
+void DeathWatch::handle_exit(int pid, Clock::time_point woke, bool may_rescan) {
     const auto it = servers_.find(pid);
     if (it == servers_.end()) {
         unwatch(pid);
@@ -278,9 +316,9 @@ void DeathWatch::on_exit(int pid, Clock::time_point woke) {
         if (!*aborted) {
             if (std::find(orphaned.begin(), orphaned.end(), dev) == orphaned.end()) continue;  // others serve it
             spdlog::info("FUSE server {} (pid {}) exited but connection {} is alive: another process holds its "
-                         "/dev/fuse file; looking for it",
-                         server.comm, pid, device_text(dev));
-            rescan = true;
+                         "/dev/fuse file{}",
+                         server.comm, pid, device_text(dev), may_rescan ? "; looking for it" : "");
+            rescan = may_rescan;
             continue;
         }
         conn->second.liveness = Liveness::Dead;  // one report per death, whichever holder exits last
@@ -299,7 +337,7 @@ void DeathWatch::on_exit(int pid, Clock::time_point woke) {
         if (on_death_) on_death_(d);
     }
     unwatch(pid);
-    if (rescan) start_scan();
+    if (rescan) start_scan(true);
 }
 
 } // namespace fh

@@ -100,7 +100,16 @@ private:
     struct Watch;  // a pidfd and its uv_poll_t
     struct Scan;   // a walk on the thread pool, and its result
 
-    void start_scan();
+    // Starts a walk (or another one once the walk in flight ends). A walk
+    // looks at the processes that appeared since the last one first, and at
+    // the others only when some connection it looks for is still without a
+    // server; `full` looks at every process at once (a connection alive
+    // after its last known server exited: an old process may hold it now).
+    void start_scan(bool full = false);
+    // on_exit; `may_rescan` is false for the exits a walk itself found
+    // (the walk just looked: walking again at once would find no more, and
+    // a process it cannot watch would make walks follow each other).
+    void handle_exit(int pid, Clock::time_point woke, bool may_rescan);
     void finish_scan(Scan& scan);
     // Starts polling `pidfd` for `server`'s exit.
     void watch(const FuseServer& server, int pidfd);
@@ -117,6 +126,8 @@ private:
     std::map<int, Watch*> watches_; // by pid
     Scan* scan_ = nullptr;          // the walk in flight
     bool rescan_ = false;           // walk again when the one in flight ends
+    bool rescan_full_ = false;      // that walk looks at every process
+    std::set<int> known_pids_;      // the processes listed by the last walk
     bool closed_ = false;
     std::uint64_t scans_ = 0;
 };

@@ -66,7 +66,17 @@ std::optional<dev_t> fuse_connection_of(int pid_fd, int fd_dir, const char* fd_n
 
 } // namespace
 
-ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid) {
+void ServerScan::merge(ServerScan&& other) {
+    for (auto& [pid, server] : other.servers) servers[pid] = std::move(server);
+    evidence.dev_fuse_files += other.evidence.dev_fuse_files;
+    evidence.with_connection += other.evidence.with_connection;
+    processes += other.processes;
+    fds += other.fds;
+    unreadable += other.unreadable;
+    pids.insert(other.pids.begin(), other.pids.end());
+}
+
+ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid, const std::function<bool(int pid)>& include) {
     ServerScan out;
     sys::UniqueFd proc_fd(::open(proc_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!proc_fd.valid()) return out;
@@ -76,6 +86,8 @@ ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid) {
         char* end = nullptr;
         const long pid = std::strtol(de->d_name, &end, 10);
         if (pid <= 0 || *end != '\0' || pid == self_pid) continue;
+        out.pids.insert(static_cast<int>(pid));
+        if (include && !include(static_cast<int>(pid))) continue;
         ++out.processes;
         sys::UniqueFd pid_fd(::openat(proc_fd.get(), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!pid_fd.valid()) continue;  // exited

@@ -6,6 +6,8 @@
 // unit's DevicePolicy=closed forbids it).
 #pragma once
 
+#include <functional>
+#include <set>
 #include <string>
 
 #include "core/fuse_servers.h"
@@ -18,6 +20,10 @@ struct ServerScan {
     int processes = 0;           // processes looked at
     int fds = 0;                 // fd links read
     int unreadable = 0;          // processes whose fd directory could not be read (EACCES, ...)
+    std::set<int> pids;          // every process listed, looked at or not (`self_pid` excluded)
+
+    // Adds what `other` found (a walk of other processes) to this one.
+    void merge(ServerScan&& other);
 };
 
 // Returns the FUSE servers under `proc_root` (normally "/proc"), skipping
@@ -28,7 +34,11 @@ struct ServerScan {
 // directory cannot be read (EACCES without CAP_SYS_PTRACE) is counted in
 // `unreadable`. Only the thread group's fd table is read (threads made
 // without CLONE_FILES, which hold a table of their own, are not).
-ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid);
+// `include`, when set, picks the processes looked at (the others are only
+// listed in `pids`): the death watch looks at the processes started since
+// its last walk first, where a restarted FUSE daemon is.
+ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid,
+                             const std::function<bool(int pid)>& include = {});
 
 // Returns true when `server.pid` under `proc_root` still holds at least one
 // of the files `server.fds` recorded, attached to the same connection: the

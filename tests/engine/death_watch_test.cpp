@@ -391,6 +391,61 @@ TEST(DeathWatch, OneReportPerDeathWhateverTheMapSays) {
     EXPECT_EQ(rec.deaths.size(), 1u) << "not twice";
 }
 
+TEST(DeathWatch, ALaterWalkLooksAtNewProcessesFirst) {
+    Child old_server, restarted, late, bystanders[3];
+    FakeProc proc;
+    FakeFusectl ctl;
+    proc.add_fd(old_server.pid(), 3, "/dev/fuse", fdinfo_of(53));
+    for (const Child& b : bystanders) proc.add_fd(b.pid(), 0, "/dev/null", "pos:\t0\n");
+    ctl.set(53, false);
+    ctl.set(54, false);
+    ctl.set(55, false);
+    Loop loop;
+    Recorder rec;
+    auto watch = make_watch(loop, proc, ctl, rec);
+    watch->set_connections({connection(53)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
+    EXPECT_EQ(rec.scans[0].processes, 4) << "the first walk looks at every process";
+    // A daemon restarted as a new process: found among the new ones alone.
+    proc.add_fd(restarted.pid(), 3, "/dev/fuse", fdinfo_of(54));
+    watch->set_connections({connection(53), connection(54)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 2 && !watch->scanning(); }));
+    EXPECT_EQ(rec.scans[1].processes, 1) << "only the new process was looked at";
+    EXPECT_EQ(watch->servers_watched(), 2u);
+    // A new connection served by an old process (a bystander mounted
+    // another filesystem): the new ones first, then the others.
+    proc.add_fd(bystanders[1].pid(), 4, "/dev/fuse", fdinfo_of(55));
+    proc.add_fd(late.pid(), 0, "/dev/null", "pos:\t0\n");
+    watch->set_connections({connection(53), connection(54), connection(55)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 3 && !watch->scanning(); }));
+    EXPECT_EQ(rec.scans[2].processes, 6) << "1 new, then the 5 known";
+    EXPECT_TRUE(rec.scans[2].servers.count(bystanders[1].pid()));
+    EXPECT_EQ(watch->servers_watched(), 3u);
+}
+
+// A server listed by the walk that cannot be watched and whose connection
+// lives on (here a pid that does not exist) must not make walks follow
+// each other.
+TEST(DeathWatch, NoWalkStormForAServerThatCannotBeWatched) {
+    FakeProc proc;
+    FakeFusectl ctl;
+    int gone_pid = 0;
+    {
+        Child c;
+        gone_pid = c.pid();
+    }
+    proc.add_fd(gone_pid, 3, "/dev/fuse", fdinfo_of(56));
+    ctl.set(56, false);
+    Loop loop;
+    Recorder rec;
+    auto watch = make_watch(loop, proc, ctl, rec);
+    watch->set_connections({connection(56)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
+    loop.run_until([] { return false; }, 200ms);
+    EXPECT_EQ(rec.scans.size(), 1u);
+    EXPECT_TRUE(rec.deaths.empty());
+}
+
 TEST(DeathWatch, WalksOnlyForNewConnectionsAndDropsServersOfForgottenOnes) {
     Child a, b;
     FakeProc proc;
