@@ -22,7 +22,8 @@
 //        - detection_latency_us (the daemon's own measure, wake-up -> log);
 //   4. restart the source the way a supervisor does (umount -l, mount again)
 //      and wait until the volume reads the new generation.
-// --warmup cycles are run first and not counted.
+// --warmup cycles are run first and not counted. FH_BENCH_LOG_LEVEL=debug runs
+// the daemon at that level (default info).
 //
 // Walk: for each N in --walk-processes, N idle processes holding --walk-fds
 // open files each are started (forked children, killed afterwards), and the
