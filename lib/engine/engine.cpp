@@ -635,7 +635,10 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     if (host) connections = connections_of(c, liveness);
     std::lock_guard<std::mutex> lock(status_mu_);
     status_ = std::move(snapshot);
-    if (connections) connections_ = std::move(*connections);
+    if (connections && *connections != connections_) {
+        connections_ = std::move(*connections);
+        ++connections_version_;
+    }
     return sum;
 }
 

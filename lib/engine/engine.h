@@ -148,6 +148,9 @@ public:
     // Returns the FUSE superblocks of the targets and sources seen by the
     // last reconcile that read the mount table, by device (thread-safe).
     std::vector<FuseConnectionInfo> connections() const;
+    // Returns a number that changes whenever connections() does (starts at
+    // 0, thread-safe): the loop copies them only then.
+    std::uint64_t connections_version() const { return connections_version_.load(); }
 
 private:
     struct Track {  // per-target memory across steps
@@ -241,6 +244,7 @@ private:
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;
     std::vector<FuseConnectionInfo> connections_;  // under status_mu_
+    std::atomic<std::uint64_t> connections_version_{0};
 };
 
 } // namespace fh

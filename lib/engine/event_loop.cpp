@@ -164,7 +164,10 @@ void Daemon::arm_retry_timer() {
 }
 
 void Daemon::on_reconcile_done() {
-    if (death_watch_ || hung_aborter_) {
+    if ((death_watch_ || hung_aborter_) && engine_->connections_version() != connections_version_) {
+        // Copied only when they changed: with thousands of targets the copy
+        // would cost every reconcile's wake-up of the loop.
+        connections_version_ = engine_->connections_version();
         const std::vector<FuseConnectionInfo> connections = engine_->connections();
         connections_tracked_ = connections.size();
         if (death_watch_) {

@@ -126,6 +126,7 @@ private:
     // follows it once known). Loop thread only.
     FdinfoSupport fdinfo_support_ = FdinfoSupport::Unknown;
     std::size_t connections_tracked_ = 0;       // FUSE superblocks of the last reconcile; loop thread only
+    std::uint64_t connections_version_ = 0;     // Engine::connections_version() of those; loop thread only
 
     // Heal requests waiting for their reconcile (loop thread only).
     struct PendingHeal {
