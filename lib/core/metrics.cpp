@@ -253,13 +253,16 @@ HealerMetrics::HealerMetrics() {
     registry_.declare(kBrokenDetected, MetricType::Counter, "Targets found dead (FUSE connection gone).");
     registry_.declare(kUnresponsiveDetected, MetricType::Counter,
                       "Targets whose FUSE daemon stopped answering probes (hung, not dead).");
-    registry_.declare(kMountEvents, MetricType::Counter, "Mount table change notifications received.");
+    registry_.declare(kMountEvents, MetricType::Counter,
+                      "Mount table changes received, by relevance: relevant (may concern a target or a source: "
+                      "a reconcile follows) or unrelated (dropped).");
+    for (const char* relevance : {"relevant", "unrelated"}) registry_.ensure(kMountEvents, {{"relevance", relevance}});
     registry_.declare(kReconciles, MetricType::Counter, "Reconcile steps run (each reads the whole mount table).");
     registry_.declare(kArmedActions, MetricType::Counter,
                       "Heal actions started from heals armed while their source was down, before the mount table "
                       "was read.");
-    for (const char* name : {kHealDuration, kOutageDuration, kBrokenDetected, kUnresponsiveDetected, kMountEvents,
-                             kReconciles, kArmedActions})
+    for (const char* name :
+         {kHealDuration, kOutageDuration, kBrokenDetected, kUnresponsiveDetected, kReconciles, kArmedActions})
         registry_.ensure(name);
 
     // Both are set by the daemon once it knows them; until then they are
@@ -291,7 +294,9 @@ void HealerMetrics::record_heal(HealResult result, double heal_seconds, double o
 
 void HealerMetrics::record_recovered(double outage_seconds) { registry_.observe(kOutageDuration, {}, outage_seconds); }
 
-void HealerMetrics::record_mount_event() { registry_.add(kMountEvents); }
+void HealerMetrics::record_mount_event(bool relevant) {
+    registry_.add(kMountEvents, {{"relevance", relevant ? "relevant" : "unrelated"}});
+}
 
 void HealerMetrics::record_reconcile(int armed_actions) {
     registry_.add(kReconciles);

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "engine/mount_query.h"
+#include "engine/mount_tracker.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -57,7 +58,8 @@ bool is_fusectl_mounted(const std::string& dir) {
 
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
-           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount;
+           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount ||
+           name == kFeatureFanotifyMount;
 }
 
 KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
@@ -75,6 +77,10 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
         f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
     f.statmount = on(kFeatureStatmount, statmount_is_usable());
+    // The tracker looks every mount up with statmount, fs subtypes and
+    // sources included: without a usable statmount (or with it disabled)
+    // there is no tracking, whatever fanotify offers.
+    f.fanotify_mount = f.statmount && on(kFeatureFanotifyMount, fanotify_mount_is_usable());
     if (!disabled.count(kFeatureFusectl)) {
         bool mounted = is_fusectl_mounted(fusectl_dir);
         if (!mounted && mount_fusectl)
@@ -93,7 +99,8 @@ std::string KernelFeatures::describe() const {
     };
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
-           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount);
+           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
+           item(kFeatureFanotifyMount, fanotify_mount);
 }
 
 } // namespace fh

@@ -15,6 +15,7 @@ inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  /
 inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
 inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
 inline constexpr const char* kFeatureStatmount = "statmount";                  // 6.8; subtype+source 6.13
+inline constexpr const char* kFeatureFanotifyMount = "fanotify_mount";         // 6.14 (needs statmount)
 
 struct KernelFeatures {
     bool open_tree = false;
@@ -23,11 +24,16 @@ struct KernelFeatures {
     bool openat2 = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
     bool statmount = false;          // one mount can be queried without reading the table (armed heals)
+    // Mount events name the mount they changed (fanotify FAN_REPORT_MNT) and
+    // listmount lists the table: the host table is tracked per mount
+    // (engine/mount_tracker.h) instead of re-read per event.
+    bool fanotify_mount = false;
     std::string fusectl_dir;         // e.g. /sys/fs/fuse/connections
     std::set<std::string> disabled;  // forced off by the operator
 
     // Returns a one-line summary, e.g.
-    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes".
+    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes
+    // fanotify_mount=yes".
     std::string describe() const;
 };
 
