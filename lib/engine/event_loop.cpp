@@ -174,7 +174,17 @@ void Daemon::open_mount_tracker() {
 }
 
 void Daemon::on_pods_event() {
-    if (pods_) pods_->handle_events();
+    if (!pods_) return;
+    const std::uint64_t renamed = pods_->dirs_renamed();
+    pods_->handle_events();
+    // A directory renamed in the pods tree carries its mounts to another
+    // path without a mount event: the tracker lists the table again before
+    // the next reconcile (the mountinfo fallback reads it then anyway).
+    if (tracker_ && pods_->dirs_renamed() != renamed) {
+        spdlog::debug("a directory was renamed in {}/pods: the mount table is listed again at the next reconcile",
+                      config_.match.root_dir);
+        tracker_->request_resync();
+    }
 }
 
 void Daemon::on_safety_timer() {

@@ -43,7 +43,8 @@
 // - Propagation changes (--make-shared/slave/private, mount_setattr
 //   propagation): no notification at all, not even POLLPRI; a root whose
 //   directory was deleted ("/dir//deleted"); a mountpoint whose parent
-//   directory was renamed. Seen at the next resync.
+//   directory was renamed. Seen at the next resync; the daemon asks for one
+//   when its inotify watches of the pods tree see a directory renamed.
 // A resync lists the whole table again (request_resync(): the daemon's
 // safety timer, every [heal] safety_scan_interval; and a queue overflow) and
 // logs how many entries it found different.
