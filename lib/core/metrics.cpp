@@ -295,7 +295,9 @@ void HealerMetrics::record_heal(HealResult result, double heal_seconds, double o
 void HealerMetrics::record_recovered(double outage_seconds) { registry_.observe(kOutageDuration, {}, outage_seconds); }
 
 void HealerMetrics::record_mount_event(bool relevant) {
-    registry_.add(kMountEvents, {{"relevance", relevant ? "relevant" : "unrelated"}});
+    // Built once: this runs for every mount event of the node.
+    static const MetricLabels kRelevant{{"relevance", "relevant"}}, kUnrelated{{"relevance", "unrelated"}};
+    registry_.add(kMountEvents, relevant ? kRelevant : kUnrelated);
 }
 
 void HealerMetrics::record_reconcile(int armed_actions) {

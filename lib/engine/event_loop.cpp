@@ -149,6 +149,19 @@ void Daemon::on_tracked_mount_events() {
     // here, without a reconcile (see core/mount_relevance.h).
     const MountTracker::UpdateSummary s = tracker_->update();
     if (s.relevant > 0 || s.overflow) request_reconcile(now);
+    sync_mountinfo_poll();
+}
+
+void Daemon::sync_mountinfo_poll() {
+    if (!tracker_) return;
+    const bool want = tracker_->wants_mountinfo_poll();
+    if (want == mountinfo_polling_) return;
+    if (want)
+        uv_poll_start(&mountinfo_poll_, UV_PRIORITIZED,
+                      [](uv_poll_t* h, int, int) { self(h)->on_tracked_mount_events(); });
+    else
+        uv_poll_stop(&mountinfo_poll_);
+    mountinfo_polling_ = want;
 }
 
 void Daemon::on_tracked_event(const TrackedEvent& event) {
@@ -212,6 +225,7 @@ void Daemon::arm_retry_timer() {
 
 void Daemon::on_reconcile_done() {
     arm_retry_timer();
+    sync_mountinfo_poll();  // the reconcile's table() may have applied FUSE attaches
     answer_heal_requests();
     notify_status();
     if (metrics_textfile_) metrics_textfile_->request_write();
@@ -486,15 +500,15 @@ int Daemon::run() {
 
     if (tracker_) {
         // Mount events by fanotify, each naming its mount; mountinfo's
-        // POLLPRI for the remounts fanotify does not report.
+        // POLLPRI for the remounts fanotify does not report, while FUSE
+        // mounts attached in the last 2 s may be remounted.
         uv_poll_init(&loop_, &fanotify_poll_, tracker_->fanotify_fd());
         fanotify_poll_.data = this;
         uv_poll_start(&fanotify_poll_, UV_READABLE,
                       [](uv_poll_t* h, int, int) { self(h)->on_tracked_mount_events(); });
         uv_poll_init(&loop_, &mountinfo_poll_, tracker_->mountinfo_fd());
         mountinfo_poll_.data = this;
-        uv_poll_start(&mountinfo_poll_, UV_PRIORITIZED,
-                      [](uv_poll_t* h, int, int) { self(h)->on_tracked_mount_events(); });
+        sync_mountinfo_poll();
     } else {
         // Mount events: libmount's kernel monitor wakes on POLLPRI of
         // /proc/self/mountinfo, ~30 us after any mount or unmount.

@@ -65,6 +65,9 @@ private:
     // The tracker's fds are ready: apply its events; reconcile when one is
     // relevant.
     void on_tracked_mount_events();
+    // Polls the tracker's mountinfo fd while it wants it (young FUSE mounts
+    // that may be remounted), not otherwise.
+    void sync_mountinfo_poll();
     // The tracker's observer (loop or heal worker thread): counts an event.
     void on_tracked_event(const TrackedEvent& event);
     // Opens the mount tracker when the kernel has fanotify mount events;
@@ -108,6 +111,7 @@ private:
     uv_poll_t mount_poll_{};           // libmount monitor (mountinfo tracking)
     uv_poll_t fanotify_poll_{};        // tracker: mount events
     uv_poll_t mountinfo_poll_{};       // tracker: mountinfo POLLPRI (remounts)
+    bool mountinfo_polling_ = false;
     uv_poll_t pods_poll_{};
     uv_timer_t safety_timer_{};
     uv_timer_t retry_timer_{};

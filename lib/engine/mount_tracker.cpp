@@ -140,14 +140,31 @@ MountTracker::UpdateSummary MountTracker::update() {
 }
 
 void MountTracker::update_locked(UpdateSummary& sum) {
-    // POLLPRI is checked (and consumed) before the drain: a mount looked up
-    // by the drain below is seen as it is after whatever change raised it,
-    // so only the young mounts looked up in earlier calls need a new look.
-    pollfd p{mountinfo_.get(), POLLPRI, 0};
-    const bool changed = ::poll(&p, 1, 0) > 0 && (p.revents & POLLPRI);
+    // POLLPRI matters only while young FUSE mounts may still be remounted;
+    // it is checked (and consumed) before the drain: a mount looked up by
+    // the drain below is seen as it is after whatever change raised it, so
+    // only the young mounts looked up in earlier calls need a new look.
+    prune_young_locked();
+    bool changed = false;
+    if (!young_.empty()) {
+        pollfd p{mountinfo_.get(), POLLPRI, 0};
+        changed = ::poll(&p, 1, 0) > 0 && (p.revents & POLLPRI);
+    }
     ++generation_;
     drain_locked(sum);
     if (changed) refresh_young_locked(sum);
+}
+
+bool MountTracker::wants_mountinfo_poll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    prune_young_locked();
+    return !young_.empty();
+}
+
+void MountTracker::prune_young_locked() {
+    if (young_.empty()) return;
+    const auto now = SteadyClock::now();
+    while (!young_.empty() && young_.front().until < now) young_.pop_front();
 }
 
 void MountTracker::drain_locked(UpdateSummary& sum) {
@@ -163,6 +180,10 @@ void MountTracker::drain_locked(UpdateSummary& sum) {
             return;
         }
         if (n == 0) return;
+        // Room left for another event: the queue was empty when the kernel
+        // filled the buffer, and a second read() would say EAGAIN (events
+        // queued since wake the loop again).
+        const bool drained = sizeof buf - static_cast<std::size_t>(n) >= 256;
         std::size_t off = 0;
         while (off + sizeof(fanotify_event_metadata) <= static_cast<std::size_t>(n)) {
             fanotify_event_metadata m;
@@ -210,6 +231,7 @@ void MountTracker::drain_locked(UpdateSummary& sum) {
             apply_event_locked(id, attach, detach, out);
             report_locked(attach && detach ? "moved" : attach ? "attached" : "detached", out, sum);
         }
+        if (drained) return;
     }
 }
 
@@ -229,11 +251,10 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
     if (!attach) {
         // Detached: statmount can no longer see it; the tracked entry says
         // what it was.
-        MountEntry gone;
         auto it = entries_.find(id);
         if (it == entries_.end()) return;  // attached and detached before we looked it up
-        const MountRelevance r = erase_locked(id, &gone);
-        out.add(r, gone.mountpoint);
+        MountEntry gone;
+        out.add(erase_at_locked(it, &gone), gone.mountpoint);
         // A mount that covered the detached one's root (same mountpoint,
         // sitting on it) is reparented onto its parent by the kernel. 6.18
         // reports that as a move of the covering mount (measured), which is
@@ -255,21 +276,16 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         }
         return;
     }
-    // Attached, or moved (ATTACH and DETACH): look it up.
-    auto old = entries_.find(id);
-    const int old_parent = old == entries_.end() ? 0 : old->second.parent_id;
-    const std::string old_mountpoint = old == entries_.end() ? std::string() : old->second.mountpoint;
-    const bool was_tracked = old != entries_.end();
-    // Unchanged (listed already, or looked up since as part of another
-    // event): nothing around it moved either.
-    if (!refresh_locked(id, out)) return;
-    auto now_it = entries_.find(id);
-    if (now_it == entries_.end()) return;  // already gone again
-    const MountEntry& now = now_it->second;
-    const bool moved = detach || (was_tracked && (old_parent != now.parent_id || old_mountpoint != now.mountpoint));
+    // Attached, or moved (ATTACH and DETACH): look it up. Unchanged (listed
+    // already, or looked up since as part of another event): nothing
+    // around it moved either.
+    bool changed = false, moved = detach;
+    auto it = refresh_locked(id, out, &changed, &moved);
+    if (!changed || it == entries_.end()) return;
+    const MountEntry& now = it->second;
     // Only FUSE mounts: theirs are the only flags the engine reads (a
     // target's read-only flag decides whether it may be healed).
-    if (is_fuse_fstype(now.fstype, rules_.fs_types))
+    if (out.relevance == MountRelevance::FuseMount && is_fuse_fstype(now.fstype, rules_.fs_types))
         young_.push_back(Young{id, SteadyClock::now() + options_.young_window, generation_});
     // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
     // propagated under an existing one) now sits on the new one.
@@ -284,7 +300,9 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         for (std::uint64_t d : descendants_locked(mount_id)) refresh_locked(d, out);
 }
 
-bool MountTracker::refresh_locked(std::uint64_t id, Outcome& out) {
+MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, Outcome& out, bool* changed,
+                                                             bool* moved) {
+    if (changed) *changed = false;
     auto e = statmount_entry(id);
     if (!e) {
         if (e.error().err != ENOENT) {
@@ -292,38 +310,26 @@ bool MountTracker::refresh_locked(std::uint64_t id, Outcome& out) {
             // namespace); the entry is kept and the table listed again.
             spdlog::warn("failed to look up a mount, ignoring: {}; resyncing the mount table", e.error().message());
             resync_pending_ = true;
-            return false;
+            return entries_.find(id);
         }
+        auto it = entries_.find(id);
+        if (it == entries_.end()) return it;
         MountEntry gone;
-        const bool had = entries_.count(id) != 0;
-        const MountRelevance r = erase_locked(id, &gone);
-        if (had) out.add(r, gone.mountpoint);
-        return had;
+        out.add(erase_at_locked(it, &gone), gone.mountpoint);
+        if (changed) *changed = true;
+        return entries_.end();
     }
-    bool changed = false;
-    const std::string mp = e->mountpoint;
-    const MountRelevance r = upsert_locked(id, std::move(*e), changed);
-    if (changed) out.add(r, mp);
-    return changed;
-}
-
-MountRelevance MountTracker::upsert_locked(std::uint64_t id, MountEntry e, bool& changed) {
-    auto it = entries_.find(id);
-    if (it != entries_.end() && same_entry(it->second, e)) {
-        changed = false;
-        return MountRelevance::Unrelated;
-    }
-    changed = true;
+    // One tree search per look-up: the tree is cold between two events.
+    auto [it, inserted] = entries_.try_emplace(id);
+    if (!inserted && same_entry(it->second, *e)) return it;
+    const MountRelevance r = change_relevance(inserted ? nullptr : &it->second, &*e, rules_);
+    if (moved && !inserted)
+        *moved = *moved || it->second.parent_id != e->parent_id || it->second.mountpoint != e->mountpoint;
+    if (!inserted) unindex_locked(id, it->second);
+    it->second = std::move(*e);
     dirty_ = true;
-    MountRelevance r;
-    if (it == entries_.end()) {
-        r = change_relevance(nullptr, &e, rules_);
-        it = entries_.emplace(id, std::move(e)).first;
-    } else {
-        r = change_relevance(&it->second, &e, rules_);
-        unindex_locked(id, it->second);
-        it->second = std::move(e);
-    }
+    if (changed) *changed = true;
+    out.add(r, it->second.mountpoint);
     // The kernel reuses mountinfo ids: one held by a tracked mount that is
     // not this one means that mount is gone and its detach was missed (a
     // lost event). Dropping it keeps ids unique in the table.
@@ -331,19 +337,16 @@ MountRelevance MountTracker::upsert_locked(std::uint64_t id, MountEntry e, bool&
     if (dup != by_old_id_.end() && dup->second != id) {
         spdlog::debug("mount id {} reused: dropping the stale entry of mount {}", it->second.mount_id, dup->second);
         MountEntry stale;
-        const MountRelevance rs = erase_locked(dup->second, &stale);
-        if (r == MountRelevance::Unrelated) r = rs;
+        out.add(erase_at_locked(entries_.find(dup->second), &stale), stale.mountpoint);
         resync_pending_ = true;
     }
     index_locked(id, it->second);
-    return r;
+    return it;
 }
 
-MountRelevance MountTracker::erase_locked(std::uint64_t id, MountEntry* removed) {
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return MountRelevance::Unrelated;
+MountRelevance MountTracker::erase_at_locked(Entries::iterator it, MountEntry* removed) {
     const MountRelevance r = change_relevance(&it->second, nullptr, rules_);
-    unindex_locked(id, it->second);
+    unindex_locked(it->first, it->second);
     if (removed) *removed = std::move(it->second);
     entries_.erase(it);
     dirty_ = true;
@@ -402,8 +405,6 @@ std::vector<std::uint64_t> MountTracker::descendants_locked(int old_id) const {
 }
 
 void MountTracker::refresh_young_locked(UpdateSummary& sum) {
-    const auto now = SteadyClock::now();
-    while (!young_.empty() && young_.front().until < now) young_.pop_front();
     // POLLPRI does not say which mount changed: every young FUSE mount is
     // looked up again (a handful: those attached in the last
     // young_window), each change being one event.
@@ -412,7 +413,9 @@ void MountTracker::refresh_young_locked(UpdateSummary& sum) {
         if (y.generation == generation_ || !done.insert(y.id).second) continue;
         y.generation = generation_;
         Outcome out;
-        if (refresh_locked(y.id, out)) report_locked("changed", out, sum);
+        bool changed = false;
+        refresh_locked(y.id, out, &changed);
+        if (changed) report_locked("changed", out, sum);
     }
 }
 
@@ -485,7 +488,8 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
         }
         update_locked(ignored);
     }
-    if (!dirty_ && snapshot_) return snapshot_;
+    if (!dirty_)
+        if (auto held = snapshot_.lock()) return held;
     // Copied with the mutex held (~1 ms at 10,000 mounts); the indexes are
     // built after it is released.
     std::vector<MountEntry> copy;

@@ -55,8 +55,11 @@
 // every event already queued by the kernel (mount events are queued before
 // the mount syscall returns), so the engine always sees its own actions and
 // everything before them; then it returns an immutable snapshot
-// (shared_ptr<const MountTable>), rebuilt only when the table changed since
-// the last one. A resync lists and looks up every mount without the mutex
+// (shared_ptr<const MountTable>) that the engine holds for its step. The
+// tracker keeps only a weak reference: a snapshot is rebuilt when the table
+// changed since the last one, or when no step holds it any more (~6 MiB of
+// heap at 10,000 mounts, not worth keeping between reconciles; a rebuild
+// costs ~6 ms there, a read of mountinfo ~15-90 ms). A resync lists and looks up every mount without the mutex
 // (~35 ms at 10,000 mounts; the loop keeps applying events meanwhile, and
 // they are applied again to the new table), so the loop never waits for it.
 #pragma once
@@ -88,7 +91,9 @@ struct TrackedEvent {
     bool relevant = false;
     // Why it is relevant: to_string(MountRelevance), or "queue-overflow".
     const char* why = "";
-    std::string mountpoint;  // of the mount after the change, else before; "" when unknown
+    // Of the mount after the change, else before; "" when unknown. Valid
+    // during the observer's call only.
+    std::string_view mountpoint;
 };
 
 struct MountTrackerOptions {
@@ -117,7 +122,8 @@ public:
     MountTracker(const MountTracker&) = delete;
     MountTracker& operator=(const MountTracker&) = delete;
 
-    // The fds to poll: fanotify (readable) and mountinfo (POLLPRI).
+    // The fds to poll: fanotify (readable) and, while
+    // wants_mountinfo_poll(), mountinfo (POLLPRI).
     int fanotify_fd() const { return fan_.get(); }
     int mountinfo_fd() const { return mountinfo_.get(); }
 
@@ -135,6 +141,11 @@ public:
     // the young relevant mounts again). Returns what it applied; a
     // reconcile is due when relevant > 0 or overflow.
     UpdateSummary update();
+
+    // Returns true while young FUSE mounts are watched for remounts: the
+    // loop polls mountinfo_fd() for POLLPRI only then (every mount change
+    // raises it, so polling it always would double the wake-ups).
+    bool wants_mountinfo_poll();
 
     // Returns the table as of now: queued events applied, and the resync
     // done first when one is pending. Returns an Error only when a resync
@@ -169,14 +180,14 @@ private:
     void drain_locked(UpdateSummary& sum);
     void apply_event_locked(std::uint64_t id, bool attach, bool detach, Outcome& out);
     void refresh_young_locked(UpdateSummary& sum);
-    // Looks `id` up again and stores (or drops) it. Returns true when the
-    // entry changed.
-    bool refresh_locked(std::uint64_t id, Outcome& out);
-    // Stores `e` under `id`; returns the change's relevance, `changed` false
-    // when it equals the tracked entry.
-    MountRelevance upsert_locked(std::uint64_t id, MountEntry e, bool& changed);
-    // Drops `id`; returns its relevance (Unrelated when it was not tracked).
-    MountRelevance erase_locked(std::uint64_t id, MountEntry* removed = nullptr);
+    // Drops the young mounts whose window has passed.
+    void prune_young_locked();
+    // Looks `id` up again and stores it (or drops it: gone). Returns its
+    // entry, end() when gone; sets *changed when the entry changed, and
+    // *moved when it was tracked before at another parent or mountpoint.
+    Entries::iterator refresh_locked(std::uint64_t id, Outcome& out, bool* changed = nullptr, bool* moved = nullptr);
+    // Drops an entry; returns its relevance.
+    MountRelevance erase_at_locked(Entries::iterator it, MountEntry* removed = nullptr);
     void index_locked(std::uint64_t id, const MountEntry& e);
     void unindex_locked(std::uint64_t id, const MountEntry& e);
     void rebuild_indexes_locked();
@@ -210,7 +221,7 @@ private:
     std::uint64_t generation_ = 0;  // update_locked() calls
 
     bool dirty_ = true;  // entries_ changed since snapshot_ was built
-    std::shared_ptr<const MountTable> snapshot_;
+    std::weak_ptr<const MountTable> snapshot_;  // the last one, while a step holds it
     bool resync_pending_ = false;
     bool resyncing_ = false;
     // Events applied while a resync lists the table: (id, attach, detach),

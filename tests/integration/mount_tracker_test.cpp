@@ -57,7 +57,9 @@ protected:
         MatchRules m;
         m.root_dir = sb.kubelet();
         auto t = MountTracker::open(make_relevance_rules(m, {sb.runtime() + "/ds/fuse"}),
-                                    [this](const TrackedEvent& e) { events.push_back(e); });
+                                    [this](const TrackedEvent& e) {
+                                        events.push_back(Seen{e.kind, e.relevant, e.why, std::string(e.mountpoint)});
+                                    });
         ASSERT_TRUE(t) << t.error().message();
         tracker = std::move(*t);
     }
@@ -87,9 +89,16 @@ protected:
         ASSERT_EQ(::mount(nullptr, path.c_str(), nullptr, mode, nullptr), 0) << path << ": " << errno_name(errno);
     }
 
+    // A TrackedEvent's mountpoint is valid during the call only.
+    struct Seen {
+        std::string kind;
+        bool relevant;
+        std::string why;
+        std::string mountpoint;
+    };
     Sandbox sb;
     std::unique_ptr<MountTracker> tracker;
-    std::vector<TrackedEvent> events;
+    std::vector<Seen> events;
 };
 
 TEST_F(MountTrackerTest, TableEqualsMountinfoAfterEachChange) {
@@ -240,28 +249,28 @@ TEST_F(MountTrackerTest, EventsAreReportedWithTheirRelevance) {
     EXPECT_EQ(s1.events, 1);
     EXPECT_EQ(s1.relevant, 0);
     ASSERT_EQ(events.size(), 1u);
-    EXPECT_STREQ(events[0].kind, "attached");
+    EXPECT_EQ(events[0].kind, "attached");
     EXPECT_FALSE(events[0].relevant);
     EXPECT_EQ(events[0].mountpoint, sb.path("elsewhere"));
 
     mount_tmpfs(sb.kubelet() + "/pods/u1/volumes/kubernetes.io~secret/token");
     auto s2 = tracker->update();
     EXPECT_EQ(s2.relevant, 1);
-    EXPECT_STREQ(events.back().why, "kubelet-tree");
+    EXPECT_EQ(events.back().why, "kubelet-tree");
 
     mount_tmpfs(sb.runtime() + "/ds");  // covers the source path
     EXPECT_EQ(tracker->update().relevant, 1);
-    EXPECT_STREQ(events.back().why, "source-path");
+    EXPECT_EQ(events.back().why, "source-path");
 
     FuseDaemon fuse{sb, sb.path("other/fuse")};
     fuse.start(1);
     EXPECT_GE(tracker->update().relevant, 1);
-    EXPECT_STREQ(events.back().why, "fuse-mount");
+    EXPECT_EQ(events.back().why, "fuse-mount");
     fuse.terminate();  // unmounts: a detach of a tracked FUSE mount
     auto s3 = tracker->update();
     EXPECT_EQ(s3.relevant, 1);
-    EXPECT_STREQ(events.back().kind, "detached");
-    EXPECT_STREQ(events.back().why, "fuse-mount");
+    EXPECT_EQ(events.back().kind, "detached");
+    EXPECT_EQ(events.back().why, "fuse-mount");
 
     ASSERT_EQ(lazy_umount(sb.path("elsewhere")), 0);
     auto s4 = tracker->update();
