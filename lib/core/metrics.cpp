@@ -257,7 +257,7 @@ HealerMetrics::HealerMetrics() {
                       "Mount table changes received, by relevance: relevant (may concern a target or a source: "
                       "a reconcile follows) or unrelated (dropped).");
     for (const char* relevance : {"relevant", "unrelated"}) registry_.ensure(kMountEvents, {{"relevance", relevance}});
-    registry_.declare(kReconciles, MetricType::Counter, "Reconcile steps run (each reads the whole mount table).");
+    registry_.declare(kReconciles, MetricType::Counter, "Reconcile steps run (each takes the whole host mount table).");
     registry_.declare(kArmedActions, MetricType::Counter,
                       "Heal actions started from heals armed while their source was down, before the mount table "
                       "was read.");
