@@ -239,11 +239,9 @@ void MountTracker::report_locked(const char* kind, const Outcome& out, UpdateSum
     const bool relevant = out.relevance != MountRelevance::Unrelated;
     ++sum.events;
     if (relevant) ++sum.relevant;
-    if (relevant)
-        spdlog::debug("mount event: {} {} ({})", kind, out.mountpoint.empty() ? "(gone)" : out.mountpoint,
-                      to_string(out.relevance));
-    else
-        spdlog::trace("mount event: {} {} (unrelated)", kind, out.mountpoint.empty() ? "(gone)" : out.mountpoint);
+    const std::string_view mp = out.mountpoint.empty() ? std::string_view("(gone)") : out.mountpoint;
+    if (relevant) spdlog::debug("mount event: {} {} ({})", kind, mp, to_string(out.relevance));
+    else spdlog::trace("mount event: {} {} (unrelated)", kind, mp);
     if (observer_) observer_(TrackedEvent{kind, relevant, to_string(out.relevance), out.mountpoint});
 }
 
