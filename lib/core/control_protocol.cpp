@@ -136,7 +136,9 @@ std::string decode_daemon(const json& j, ControlDaemonSummary& d) {
                         f.string("detection", d.detection), f.string("kernel", d.kernel_features),
                         f.integer("targets", d.targets), f.integer("broken", d.broken), f.integer("heals", d.heals),
                         f.integer("mount_events", d.mount_events), f.integer("reconciles", d.reconciles),
-                        f.integer("reconcile_running_us", d.reconcile_running_us)});
+                        f.integer("reconcile_running_us", d.reconcile_running_us),
+                        f.string("mount_tracking", d.mount_tracking),
+                        f.integer("unrelated_mount_events", d.unrelated_mount_events)});
 }
 
 ordered_json target_json(const ControlTarget& t) {
@@ -249,7 +251,9 @@ std::string encode_status_response(const ControlDaemonSummary& d, const std::vec
                               {"heals", d.heals},
                               {"mount_events", d.mount_events},
                               {"reconciles", d.reconciles},
-                              {"reconcile_running_us", d.reconcile_running_us}};
+                              {"reconcile_running_us", d.reconcile_running_us},
+                              {"mount_tracking", d.mount_tracking},
+                              {"unrelated_mount_events", d.unrelated_mount_events}};
     return dump_line(ordered_json{{"ok", true}, {"daemon", daemon}, {"targets", std::move(list)}});
 }
 
@@ -356,11 +360,12 @@ std::string format_outage(std::int64_t us) {
 std::string render_status_table(const ControlDaemonSummary& d, const std::vector<ControlTarget>& targets) {
     std::string out = "fuse-healerd " + escape_text(d.version, false) + ", pid " + std::to_string(d.pid) +
                       ": strategy " + escape_text(d.strategy, false) + ", detection " +
-                      escape_text(d.detection, false) + "\n";
+                      escape_text(d.detection, false) + ", mount tracking " + escape_text(d.mount_tracking, false) +
+                      "\n";
     out += "kernel: " + escape_text(d.kernel_features, false) + "\n";
     out += "targets: " + std::to_string(d.targets) + " tracked, " + std::to_string(d.broken) + " broken; " +
-           std::to_string(d.heals) + " healed since start; " + std::to_string(d.mount_events) + " mount events, " +
-           std::to_string(d.reconciles) + " reconciles";
+           std::to_string(d.heals) + " healed since start; " + std::to_string(d.mount_events) + " mount events (" +
+           std::to_string(d.unrelated_mount_events) + " unrelated), " + std::to_string(d.reconciles) + " reconciles";
     if (d.reconcile_running_us > 0) out += "; a reconcile has been running for " + format_outage(d.reconcile_running_us);
     out += "\n\n";
     if (targets.empty()) return out + "no targets tracked\n";

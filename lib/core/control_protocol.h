@@ -99,9 +99,11 @@ struct ControlDaemonSummary {
     int targets = 0;              // tracked targets
     int broken = 0;               // of which broken, healing or unresponsive
     std::int64_t heals = 0;       // targets healed since the daemon started
-    std::uint64_t mount_events = 0;
+    std::uint64_t mount_events = 0;          // mount events since start (all of them)
     std::uint64_t reconciles = 0;            // reconciles finished since start
     std::int64_t reconcile_running_us = 0;   // how long the current reconcile has run, 0 when idle
+    std::string mount_tracking;              // "fanotify" or "mountinfo"
+    std::uint64_t unrelated_mount_events = 0;  // of mount_events: dropped as unrelated (fanotify only)
     bool operator==(const ControlDaemonSummary&) const = default;
 };
 

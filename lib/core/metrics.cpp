@@ -259,8 +259,11 @@ HealerMetrics::HealerMetrics() {
     registry_.declare(kBrokenDetected, MetricType::Counter, "Targets found dead (FUSE connection gone).");
     registry_.declare(kUnresponsiveDetected, MetricType::Counter,
                       "Targets whose FUSE daemon stopped answering probes (hung, not dead).");
-    registry_.declare(kMountEvents, MetricType::Counter, "Mount table change notifications received.");
-    registry_.declare(kReconciles, MetricType::Counter, "Reconcile steps run (each reads the whole mount table).");
+    registry_.declare(kMountEvents, MetricType::Counter,
+                      "Mount table changes received, by relevance: relevant (may concern a target or a source: "
+                      "a reconcile follows) or unrelated (dropped).");
+    for (const char* relevance : {"relevant", "unrelated"}) registry_.ensure(kMountEvents, {{"relevance", relevance}});
+    registry_.declare(kReconciles, MetricType::Counter, "Reconcile steps run (each takes the whole host mount table).");
     registry_.declare(kArmedActions, MetricType::Counter,
                       "Heal actions started from heals armed while their source was down, before the mount table "
                       "was read.");
@@ -273,7 +276,7 @@ HealerMetrics::HealerMetrics() {
     registry_.declare(kServersWatched, MetricType::Gauge, "FUSE server processes watched through pidfds.");
     registry_.declare(kHungAborts, MetricType::Counter,
                       "Hung FUSE connections aborted ([heal] abort_hung_after).");
-    for (const char* name : {kHealDuration, kOutageDuration, kBrokenDetected, kUnresponsiveDetected, kMountEvents,
+    for (const char* name : {kHealDuration, kOutageDuration, kBrokenDetected, kUnresponsiveDetected,
                              kReconciles, kArmedActions, kServerDeaths, kDetectionLatency, kServersWatched,
                              kHungAborts})
         registry_.ensure(name);
@@ -307,7 +310,11 @@ void HealerMetrics::record_heal(HealResult result, double heal_seconds, double o
 
 void HealerMetrics::record_recovered(double outage_seconds) { registry_.observe(kOutageDuration, {}, outage_seconds); }
 
-void HealerMetrics::record_mount_event() { registry_.add(kMountEvents); }
+void HealerMetrics::record_mount_event(bool relevant) {
+    // Built once: this runs for every mount event of the node.
+    static const MetricLabels kRelevant{{"relevance", "relevant"}}, kUnrelated{{"relevance", "unrelated"}};
+    registry_.add(kMountEvents, relevant ? kRelevant : kUnrelated);
+}
 
 void HealerMetrics::record_reconcile(int armed_actions) {
     registry_.add(kReconciles);

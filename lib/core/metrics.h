@@ -131,8 +131,12 @@ public:
     void record_heal(HealResult result, double heal_seconds = 0, double outage_seconds = 0);
     // A target came back without a heal after `outage_seconds`.
     void record_recovered(double outage_seconds);
-    // The mount table changed (one notification of the kernel monitor).
-    void record_mount_event();
+    // The mount table changed: one event of mount tracking by fanotify (one
+    // mount attached, detached, moved or remounted), `relevant` when it may
+    // concern a target or a source (core/mount_relevance.h); or one wake-up
+    // of the mountinfo monitor, which does not say what changed (always
+    // relevant).
+    void record_mount_event(bool relevant);
     // A reconcile step (a full read of the mount table) ran, and started
     // `armed_actions` actions from armed heals before reading it.
     void record_reconcile(int armed_actions = 0);

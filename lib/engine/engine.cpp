@@ -481,7 +481,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // every action in the host namespace. An action inside a container's
     // namespace cannot change the host's table (container copies are slaves
     // or private), so the host view is kept across those.
-    std::optional<MountTable> host;
+    std::shared_ptr<const MountTable> host;
     Classification c;
     LivenessMap liveness;
     bool host_stale = true;
@@ -492,7 +492,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     for (;;) {
         const auto step_start = Clock::now();
         if (host_stale) {
-            auto table = read_mountinfo(settings_.mountinfo_path);
+            auto table = read_host_table();
             if (!table) {
                 spdlog::error("failed to read the mount table, ignoring this step: {}", table.error().message());
                 sum.table_error = true;
@@ -631,15 +631,32 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     for (const auto& [path, tr] : tracks_)
         snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reason, tr.heals,
                                         tr.last_outage_us});
+    std::set<std::string> sources;
+    for (const auto& [path, o] : origins_) sources.insert(o.source_path);
+    for (const auto& v : plan.verdicts)
+        if (v.has_origin) sources.insert(v.origin.source_path);
     std::optional<std::vector<FuseConnectionInfo>> connections;
     if (host) connections = connections_of(c, liveness);
     std::lock_guard<std::mutex> lock(status_mu_);
     status_ = std::move(snapshot);
+    source_paths_.assign(sources.begin(), sources.end());
     if (connections && *connections != connections_) {
         connections_ = std::move(*connections);
         ++connections_version_;
     }
     return sum;
+}
+
+Result<std::shared_ptr<const MountTable>> Engine::read_host_table() const {
+    if (settings_.host_table) return settings_.host_table();
+    auto table = read_mountinfo(settings_.mountinfo_path);
+    if (!table) return table.error();
+    return std::make_shared<const MountTable>(std::move(*table));
+}
+
+std::vector<std::string> Engine::source_paths() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return source_paths_;
 }
 
 std::vector<FuseConnectionInfo> Engine::connections() const {

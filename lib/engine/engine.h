@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -106,6 +107,10 @@ struct SourceLookup {
     explicit operator bool() const { return identify && describe; }
 };
 
+// Returns the host's mount table as of now, or an Error. Called from the
+// heal worker at each step that needs the table (see EngineSettings).
+using TableSource = std::function<Result<std::shared_ptr<const MountTable>>()>;
+
 struct EngineSettings {
     std::string mountinfo_path = "/proc/self/mountinfo";
     std::string proc_root = "/proc";
@@ -119,6 +124,12 @@ struct EngineSettings {
     // armed heals start before the table is read (see ArmedHeals). Unset,
     // every event reads and plans the whole table first.
     SourceLookup source_lookup;
+    // Where the host's table comes from. Set with mount tracking by
+    // fanotify (MountTracker::table: the tracked table, an immutable
+    // snapshot shared with the tracker, with every event queued before the
+    // call applied, the engine's own actions included). Unset, each read
+    // parses `mountinfo_path`.
+    TableSource host_table;
 };
 
 class Engine {
@@ -144,6 +155,12 @@ public:
 
     // Returns the strategy in use.
     Strategy strategy() const { return strategy_.load(); }
+
+    // Returns the source paths of the origins known after the last
+    // reconcile (learned, loaded, or recovered from the table), sorted,
+    // without duplicates (thread-safe): mount events at or over them matter
+    // (see core/mount_relevance.h).
+    std::vector<std::string> source_paths() const;
 
     // Returns the FUSE superblocks of the targets and sources seen by the
     // last reconcile that read the mount table, by device (thread-safe).
@@ -174,6 +191,9 @@ private:
     };
 
     TargetContext context_for(const Target& t) const;
+    // Returns the host's table from settings_.host_table, else parsed from
+    // settings_.mountinfo_path.
+    Result<std::shared_ptr<const MountTable>> read_host_table() const;
     void note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now);
     void emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
               Clock::time_point now, Clock::time_point trigger = {});
@@ -243,6 +263,7 @@ private:
     std::map<std::string, Track> tracks_;
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;
+    std::vector<std::string> source_paths_;  // under status_mu_
     std::vector<FuseConnectionInfo> connections_;  // under status_mu_
     std::atomic<std::uint64_t> connections_version_{0};
 };

@@ -109,6 +109,8 @@ void Daemon::worker_main() {
         reconcile_started_at_ = Clock::now();
         lock.unlock();
         ReconcileSummary sum = engine_->reconcile(trigger);
+        // Mounts at or over the sources it knows now are relevant from here on.
+        if (tracker_) tracker_->set_source_paths(engine_->source_paths());
         auto retry = engine_->next_retry();
         // Counted here, not in on_reconcile_done: uv_async_send coalesces.
         metrics_.record_reconcile(sum.armed_actions);
@@ -135,18 +137,76 @@ void Daemon::on_mount_event() {
     int type = 0;
     while (mnt_monitor_next_change(monitor_, &filename, &type) == 0) {
     }
+    // The monitor does not say what changed: every wake-up is relevant.
     ++mount_events_;
-    metrics_.record_mount_event();
+    metrics_.record_mount_event(true);
     request_reconcile(now);
 }
 
+void Daemon::on_tracked_mount_events() {
+    const auto now = Clock::now();
+    // One read() and one statmount() per event; an unrelated event ends
+    // here, without a reconcile (see core/mount_relevance.h).
+    const MountTracker::UpdateSummary s = tracker_->update();
+    if (s.relevant > 0 || s.overflow) request_reconcile(now);
+    sync_mountinfo_poll();
+}
+
+void Daemon::sync_mountinfo_poll() {
+    if (!tracker_) return;
+    const bool want = tracker_->wants_mountinfo_poll();
+    if (want == mountinfo_polling_) return;
+    if (want)
+        uv_poll_start(&mountinfo_poll_, UV_PRIORITIZED,
+                      [](uv_poll_t* h, int, int) { self(h)->on_tracked_mount_events(); });
+    else
+        uv_poll_stop(&mountinfo_poll_);
+    mountinfo_polling_ = want;
+}
+
+void Daemon::on_tracked_event(const TrackedEvent& event) {
+    ++mount_events_;
+    if (!event.relevant) ++unrelated_mount_events_;
+    metrics_.record_mount_event(event.relevant);
+}
+
+void Daemon::open_mount_tracker() {
+    if (!features_.fanotify_mount) return;
+    const auto t0 = Clock::now();
+    auto tracker = MountTracker::open(make_relevance_rules(config_.match, {}),
+                                      [this](const TrackedEvent& e) { on_tracked_event(e); });
+    if (!tracker) {
+        spdlog::warn("failed to set up mount tracking by fanotify, ignoring: {}; every mount event re-reads "
+                     "/proc/self/mountinfo instead",
+                     tracker.error().message());
+        return;
+    }
+    tracker_ = std::move(*tracker);
+    spdlog::debug("mount tracking by fanotify: {} mounts listed in {} us", tracker_->size(),
+                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+}
+
 void Daemon::on_pods_event() {
-    if (pods_) pods_->handle_events();
+    if (!pods_) return;
+    const std::uint64_t renamed = pods_->dirs_renamed();
+    pods_->handle_events();
+    // A directory renamed in the pods tree carries its mounts to another
+    // path without a mount event: the tracker lists the table again before
+    // the next reconcile (the mountinfo fallback reads it then anyway).
+    if (tracker_ && pods_->dirs_renamed() != renamed) {
+        spdlog::debug("a directory was renamed in {}/pods: the mount table is listed again at the next reconcile",
+                      config_.match.root_dir);
+        tracker_->request_resync();
+    }
 }
 
 void Daemon::on_safety_timer() {
     spdlog::debug("safety reconcile");
     if (pods_ && (pods_->degraded() || pods_->watches() == 0)) pods_->rescan();
+    // What fanotify does not report (flag changes of older mounts,
+    // propagation changes, deleted roots) is picked up here: the reconcile's
+    // table() lists the whole table again first.
+    if (tracker_) tracker_->request_resync();
     request_reconcile(Clock::now());
 }
 
@@ -177,6 +237,7 @@ void Daemon::on_reconcile_done() {
         if (hung_aborter_) hung_aborter_->set_connections(connections);
     }
     arm_retry_timer();
+    sync_mountinfo_poll();  // the reconcile's table() may have applied FUSE attaches
     answer_heal_requests();
     notify_status();
     if (metrics_textfile_) metrics_textfile_->request_write();
@@ -240,6 +301,8 @@ void Daemon::on_control_request(const ControlRequest& request, const ControlServ
     summary.broken = static_cast<int>(
         std::count_if(snapshot.begin(), snapshot.end(), [](const TargetStatus& t) { return counts_as_broken(t.state); }));
     summary.mount_events = mount_events_;
+    summary.unrelated_mount_events = unrelated_mount_events_;
+    summary.mount_tracking = mount_tracking();
     {
         std::lock_guard<std::mutex> lock(mu_);
         summary.heals = healed_total_;
@@ -376,6 +439,7 @@ void Daemon::on_reload() {
     // The index object stays (the heal worker looks volumes up in it); only
     // its root changes. Its inotify fd stays the same, so the poll stays.
     if (c.match.root_dir != config_.match.root_dir) pods_->set_root_dir(c.match.root_dir);
+    if (tracker_) tracker_->set_match(c.match);
     if (c.control_socket != config_.control_socket) {
         spdlog::warn("[control] socket changed from \"{}\" to \"{}\": takes effect at the next start, not on a reload",
                      config_.control_socket, c.control_socket);
@@ -499,6 +563,8 @@ int Daemon::run() {
                                        return identify_mount_at_path(path, openat2);
                                    },
                                    statmount_entry};
+    open_mount_tracker();
+    if (tracker_) settings.host_table = [t = tracker_.get()] { return t->table(); };
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
@@ -506,23 +572,39 @@ int Daemon::run() {
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");
-    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} kernel: {}",
+    spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} "
+                 "mount tracking={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), detection(),
                  features_.statmount ? "statmount (heals armed while a source is down)"
                                      : "mountinfo (the whole table read per event)",
+                 tracker_ ? "fanotify (" + std::to_string(tracker_->size()) + " mounts tracked, unrelated events dropped)"
+                          : std::string("mountinfo (the whole table read per event)"),
                  features_.describe());
 
-    // Mount events: libmount's kernel monitor wakes on POLLPRI of
-    // /proc/self/mountinfo, ~30 us after any mount or unmount.
-    monitor_ = mnt_new_monitor();
-    int mfd = -1;
-    if (!monitor_ || mnt_monitor_enable_kernel(monitor_, 1) != 0 || (mfd = mnt_monitor_get_fd(monitor_)) < 0) {
-        spdlog::error("failed to set up the mount table monitor");
-        return 1;
+    if (tracker_) {
+        // Mount events by fanotify, each naming its mount; mountinfo's
+        // POLLPRI for the remounts fanotify does not report, while FUSE
+        // mounts attached in the last 2 s may be remounted.
+        uv_poll_init(&loop_, &fanotify_poll_, tracker_->fanotify_fd());
+        fanotify_poll_.data = this;
+        uv_poll_start(&fanotify_poll_, UV_READABLE,
+                      [](uv_poll_t* h, int, int) { self(h)->on_tracked_mount_events(); });
+        uv_poll_init(&loop_, &mountinfo_poll_, tracker_->mountinfo_fd());
+        mountinfo_poll_.data = this;
+        sync_mountinfo_poll();
+    } else {
+        // Mount events: libmount's kernel monitor wakes on POLLPRI of
+        // /proc/self/mountinfo, ~30 us after any mount or unmount.
+        monitor_ = mnt_new_monitor();
+        int mfd = -1;
+        if (!monitor_ || mnt_monitor_enable_kernel(monitor_, 1) != 0 || (mfd = mnt_monitor_get_fd(monitor_)) < 0) {
+            spdlog::error("failed to set up the mount table monitor");
+            return 1;
+        }
+        uv_poll_init(&loop_, &mount_poll_, mfd);
+        mount_poll_.data = this;
+        uv_poll_start(&mount_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_mount_event(); });
     }
-    uv_poll_init(&loop_, &mount_poll_, mfd);
-    mount_poll_.data = this;
-    uv_poll_start(&mount_poll_, UV_READABLE, [](uv_poll_t* h, int, int) { self(h)->on_mount_event(); });
 
     if (pods_->fd() >= 0) {
         uv_poll_init(&loop_, &pods_poll_, pods_->fd());
@@ -617,6 +699,7 @@ int Daemon::run() {
     death_watch_.reset();
     hung_aborter_.reset();
     uv_loop_close(&loop_);
+    tracker_.reset();  // after its poll handles are closed
     spdlog::info("stopped");
     return exit_code_;
 }

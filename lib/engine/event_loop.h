@@ -2,8 +2,10 @@
 // step function; all heal work runs on one heal worker thread through
 // Engine::reconcile, so the loop never waits on a FUSE filesystem.
 //
-// Event sources: the libmount kernel monitor of /proc/self/mountinfo (a mount
-// or unmount anywhere in our namespace), inotify on the pods tree, a safety
+// Event sources: mount events (by fanotify through the MountTracker, which
+// names each changed mount so that unrelated ones are dropped on the loop;
+// or, on older kernels, the libmount kernel monitor of /proc/self/mountinfo,
+// a mount or unmount anywhere in our namespace), inotify on the pods tree, a safety
 // reconcile timer, a retry timer for backed-off heals, the systemd watchdog
 // timer, SIGTERM/SIGINT (exit), SIGHUP (reload the config) and the control
 // socket (fuse-healerctl; see engine/control_server.h).
@@ -11,6 +13,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -30,6 +33,7 @@
 #include "engine/hung_abort.h"
 #include "engine/kernel_features.h"
 #include "engine/metrics_server.h"
+#include "engine/mount_tracker.h"
 #include "engine/pod_index.h"
 
 struct libmnt_monitor;
@@ -61,6 +65,19 @@ public:
 private:
     // Step functions: called by the libuv callbacks.
     void on_mount_event();
+    // The tracker's fds are ready: apply its events; reconcile when one is
+    // relevant.
+    void on_tracked_mount_events();
+    // Polls the tracker's mountinfo fd while it wants it (young FUSE mounts
+    // that may be remounted), not otherwise.
+    void sync_mountinfo_poll();
+    // The tracker's observer (loop or heal worker thread): counts an event.
+    void on_tracked_event(const TrackedEvent& event);
+    // Opens the mount tracker when the kernel has fanotify mount events;
+    // logs and leaves tracker_ null (the mountinfo fallback) otherwise.
+    void open_mount_tracker();
+    // Returns "fanotify" or "mountinfo": the mount tracking in use.
+    const char* mount_tracking() const { return tracker_ ? "fanotify" : "mountinfo"; }
     void on_pods_event();
     void on_safety_timer();
     void on_reconcile_done();
@@ -103,7 +120,10 @@ private:
     Strategy strategy_ = Strategy::Replace;
 
     uv_loop_t loop_{};
-    uv_poll_t mount_poll_{};
+    uv_poll_t mount_poll_{};           // libmount monitor (mountinfo tracking)
+    uv_poll_t fanotify_poll_{};        // tracker: mount events
+    uv_poll_t mountinfo_poll_{};       // tracker: mountinfo POLLPRI (remounts)
+    bool mountinfo_polling_ = false;
     uv_poll_t pods_poll_{};
     uv_timer_t safety_timer_{};
     uv_timer_t retry_timer_{};
@@ -118,6 +138,9 @@ private:
     std::unique_ptr<Executor> executor_;
     std::unique_ptr<StateStore> store_;
     std::unique_ptr<PodIndex> pods_;
+    // Null on the mountinfo fallback. Shared by the loop (update) and the
+    // heal worker (table, through EngineSettings::host_table).
+    std::unique_ptr<MountTracker> tracker_;
     std::unique_ptr<Engine> engine_;
     std::unique_ptr<ControlServer> control_;
     std::unique_ptr<DeathWatch> death_watch_;   // null when off (no pidfd, no fusectl, or disabled)
@@ -160,7 +183,10 @@ private:
     std::unique_ptr<MetricsServer> metrics_server_;      // null when [metrics] listen is "" or failed
     std::unique_ptr<MetricsTextfile> metrics_textfile_;  // null when [metrics] textfile is ""; loop thread only
     int exit_code_ = 0;
-    std::uint64_t mount_events_ = 0;  // loop thread only
+    // Counted by the loop, and by the heal worker when it applies queued
+    // events itself (MountTracker::table).
+    std::atomic<std::uint64_t> mount_events_{0};
+    std::atomic<std::uint64_t> unrelated_mount_events_{0};
 };
 
 } // namespace fh

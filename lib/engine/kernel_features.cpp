@@ -10,6 +10,7 @@
 
 #include "core/fuse_servers.h"
 #include "engine/mount_query.h"
+#include "engine/mount_tracker.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -67,7 +68,7 @@ bool is_fusectl_mounted(const std::string& dir) {
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
            name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount ||
-           name == kFeatureFuseFdinfo;
+           name == kFeatureFanotifyMount || name == kFeatureFuseFdinfo;
 }
 
 KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
@@ -85,6 +86,10 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
         f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
     f.statmount = on(kFeatureStatmount, statmount_is_usable());
+    // The tracker looks every mount up with statmount, fs subtypes and
+    // sources included: without a usable statmount (or with it disabled)
+    // there is no tracking, whatever fanotify offers.
+    f.fanotify_mount = f.statmount && on(kFeatureFanotifyMount, fanotify_mount_is_usable());
     struct utsname u {};
     if (::uname(&u) == 0) f.kernel_release = u.release;
     f.pidfd = probe_pidfd_open();
@@ -112,7 +117,7 @@ std::string KernelFeatures::describe() const {
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
            item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
-           item(kFeatureFuseFdinfo, fuse_fdinfo);
+           item(kFeatureFanotifyMount, fanotify_mount) + " " + item(kFeatureFuseFdinfo, fuse_fdinfo);
 }
 
 } // namespace fh

@@ -15,6 +15,7 @@ inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  /
 inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
 inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
 inline constexpr const char* kFeatureStatmount = "statmount";                  // 6.8; subtype+source 6.13
+inline constexpr const char* kFeatureFanotifyMount = "fanotify_mount";         // 6.14 (needs statmount)
 // /dev/fuse fdinfo names its connection (6.16), for the death watch with
 // pidfds (pidfd_open, 5.3); see engine/death_watch.h.
 inline constexpr const char* kFeatureFuseFdinfo = "fuse_fdinfo";
@@ -26,6 +27,10 @@ struct KernelFeatures {
     bool openat2 = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
     bool statmount = false;          // one mount can be queried without reading the table (armed heals)
+    // Mount events name the mount they changed (fanotify FAN_REPORT_MNT) and
+    // listmount lists the table: the host table is tracked per mount
+    // (engine/mount_tracker.h) instead of re-read per event.
+    bool fanotify_mount = false;
     // pidfd_open works (Linux 5.3; a seccomp filter may refuse it).
     bool pidfd = false;
     // The FUSE servers' exits can be watched: pidfd_open works and /dev/fuse
@@ -39,7 +44,7 @@ struct KernelFeatures {
 
     // Returns a one-line summary, e.g.
     // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes
-    // fuse_fdinfo=yes".
+    // fanotify_mount=yes fuse_fdinfo=yes".
     std::string describe() const;
 };
 

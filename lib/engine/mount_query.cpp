@@ -35,6 +35,10 @@ constexpr std::uint64_t kWanted = kRequired | kSmFsSubtype | kSmSbSource;
 #ifndef SYS_statmount
 #define SYS_statmount 457  // x86_64 and the generic table (aarch64) alike, Linux 6.8
 #endif
+#ifndef SYS_listmount
+#define SYS_listmount 458  // likewise, Linux 6.8
+#endif
+constexpr std::uint64_t kLsmtRoot = ~0ULL;  // LSMT_ROOT: the mounts reachable from the caller's root
 
 struct MntIdReq {  // struct mnt_id_req, version 0
     std::uint32_t size = kMntIdReqSizeVer0;
@@ -113,7 +117,10 @@ bool statmount_is_usable() {
 }
 
 Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id) {
-    std::vector<char> buf(4096);
+    // One buffer per thread: the mount tracker calls this for every mount
+    // event (and 10,000 times when it lists the table), where an allocation
+    // per call would be a good part of the cost.
+    thread_local std::vector<char> buf(4096);
     auto r = call_statmount(unique_mount_id, kWanted, buf);
     if (!r) return r.error();
     const StatmountHeader* h = *r;
@@ -129,7 +136,11 @@ Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id) {
     // mountinfo prints "<type>.<subtype>" (e.g. fuse.sshfs) as the fstype.
     e.fstype = string_at(h, h->fs_type);
     if (h->mask & kSmFsSubtype) e.fstype += "." + string_at(h, h->fs_subtype);
-    if (h->mask & kSmSbSource) e.source = string_at(h, h->sb_source);
+    // The kernel leaves SB_SOURCE out when the mount has no source string
+    // (e.g. fsmount() without a "source" parameter); mountinfo prints
+    // "none" then. Every mount of a kernel that reports the field at all
+    // (statmount_is_usable) has it otherwise.
+    e.source = (h->mask & kSmSbSource) ? string_at(h, h->sb_source) : "none";
     e.flags.read_only = (h->mnt_attr & sys::kMountAttrRdonly) != 0;
     e.flags.nosuid = (h->mnt_attr & sys::kMountAttrNosuid) != 0;
     e.flags.nodev = (h->mnt_attr & sys::kMountAttrNodev) != 0;
@@ -141,6 +152,25 @@ Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id) {
     // vfs_options/fs_options stay empty: the option strings are not asked
     // for (nothing decides on them; `flags` carries the per-mount flags).
     return e;
+}
+
+Result<std::vector<std::uint64_t>> list_mount_ids() {
+    std::vector<std::uint64_t> ids;
+    // Pages of 4096 ids; each page starts after the last id of the one
+    // before (mnt_id_req.param), so a mount attached meanwhile with a larger
+    // id is still listed and nothing is listed twice.
+    constexpr std::size_t kPage = 4096;
+    MntIdReq req;
+    req.mnt_id = kLsmtRoot;
+    for (;;) {
+        const std::size_t have = ids.size();
+        ids.resize(have + kPage);
+        req.param = have == 0 ? 0 : ids[have - 1];
+        const long n = ::syscall(SYS_listmount, &req, ids.data() + have, kPage, 0);
+        if (n < 0) return errno_error("listmount", "the mount namespace");
+        ids.resize(have + static_cast<std::size_t>(n));
+        if (static_cast<std::size_t>(n) < kPage) return ids;
+    }
 }
 
 Result<PathMount> identify_mount_at_path(const std::string& path, bool use_openat2) {

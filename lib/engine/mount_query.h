@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/mountinfo.h"
@@ -29,8 +30,10 @@ bool statmount_is_usable();
 
 // Returns the mount with this unique (64-bit, never reused) id in the
 // caller's mount namespace, as a MountEntry with the same values mountinfo
-// would show (ids are the reusable mountinfo ids), or an Error with errno
-// (ENOENT once the mount is gone).
+// would show (ids are the reusable mountinfo ids; a mount without a source
+// string says "none", as mountinfo prints it), except vfs_options and
+// fs_options, left empty (`flags` carries the per-mount flags). Returns an
+// Error with errno (ENOENT once the mount is gone or in another namespace).
 Result<MountEntry> statmount_entry(std::uint64_t unique_mount_id);
 
 // What statx alone tells of the topmost mount a path resolves to.
@@ -49,6 +52,14 @@ struct PathMount {
 // after an event at 1,000 targets), so callers ask statx first and
 // statmount only when something changed.
 Result<PathMount> identify_mount_at_path(const std::string& path, bool use_openat2);
+
+// Returns the unique ids of every mount of the caller's mount namespace that
+// is reachable from its root (listmount(LSMT_ROOT), Linux 6.8), in ascending
+// order: the order in which this kernel prints them in mountinfo (the
+// namespace keeps its mounts sorted by unique id since 6.8). Not atomic: the
+// kernel hands them out in pages, so a mount attached or detached meanwhile
+// may or may not be listed. Returns an Error with errno.
+Result<std::vector<std::uint64_t>> list_mount_ids();
 
 // Returns the topmost mount that `path` resolves to: the mount at `path`
 // itself when something is mounted there, else the mount that contains it

@@ -198,6 +198,7 @@ int PodIndex::handle_events() {
                 }
                 continue;
             }
+            if ((ev->mask & (IN_MOVED_FROM | IN_MOVED_TO)) && (ev->mask & IN_ISDIR)) ++dirs_renamed_;
             const std::string name = ev->len ? ev->name : "";
             if (depth == kVolumeDirDepth) {
                 if (name == "vol_data.json") load_vol_data(dir);

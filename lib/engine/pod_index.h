@@ -7,6 +7,7 @@
 // would block the call.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -52,6 +53,11 @@ public:
     // index fills itself once the directory appears.
     bool waiting_for_pods_dir() const { return waiting_; }
 
+    // Returns how many directories were renamed in or out of a watched
+    // directory so far. The mounts below a renamed directory change their
+    // mountpoint without any mount event (see engine/mount_tracker.h).
+    std::uint64_t dirs_renamed() const { return dirs_renamed_; }
+
     // Returns true when a watch could not be added (e.g. the inotify watch
     // limit was reached): the index is incomplete and rescans are the fallback.
     bool degraded() const { return degraded_; }
@@ -68,6 +74,7 @@ private:
     int fd_ = -1;
     bool degraded_ = false;
     bool waiting_ = false;
+    std::uint64_t dirs_renamed_ = 0;
     std::map<int, std::pair<std::string, int>> wd_to_path_;  // wd -> (dir, depth below pods/)
     std::map<std::string, int> path_to_wd_;
     mutable std::mutex mu_;

@@ -15,6 +15,7 @@
 #include "core/fuse_servers.h"
 #include "engine/engine.h"
 #include "engine/event_loop.h"
+#include "engine/mount_tracker.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -105,22 +106,45 @@ TEST(KernelFeatures, DescribeFormat) {
     f.openat2 = true;
     f.fusectl = true;
     f.statmount = true;
+    f.fanotify_mount = true;
     f.disabled = {"move_mount_beneath"};
     f.fuse_fdinfo = true;
     EXPECT_EQ(f.describe(),
               "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes "
-              "fuse_fdinfo=yes");
+              "fanotify_mount=yes fuse_fdinfo=yes");
     KernelFeatures none;
     EXPECT_EQ(none.describe(),
               "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no statmount=no "
-              "fuse_fdinfo=no");
+              "fanotify_mount=no fuse_fdinfo=no");
+}
+
+// Mount tracking needs statmount: disabling statmount turns it off too, and
+// disabling it alone leaves statmount as it was. As root on Linux 6.14+ it
+// is on by default (the tracker needs CAP_SYS_ADMIN to watch the namespace).
+TEST(KernelFeatures, FanotifyMountNeedsStatmount) {
+    KernelFeatures all = detect_kernel_features({}, "/nonexistent", false);
+    if (all.statmount && ::geteuid() == 0) {
+        EXPECT_EQ(all.fanotify_mount, fanotify_mount_is_usable());
+    }
+    if (!all.statmount) {
+        EXPECT_FALSE(all.fanotify_mount);
+    }
+    KernelFeatures no_statmount = detect_kernel_features({"statmount"}, "/nonexistent", false);
+    EXPECT_FALSE(no_statmount.fanotify_mount);
+    EXPECT_TRUE(contains(no_statmount.describe(), "fanotify_mount=no")) << no_statmount.describe();
+    EXPECT_FALSE(contains(no_statmount.describe(), "fanotify_mount=no(disabled)")) << no_statmount.describe();
+    KernelFeatures off = detect_kernel_features({"fanotify_mount"}, "/nonexistent", false);
+    EXPECT_FALSE(off.fanotify_mount);
+    EXPECT_EQ(off.statmount, all.statmount);
+    EXPECT_TRUE(contains(off.describe(), "fanotify_mount=no(disabled)")) << off.describe();
 }
 
 TEST(KernelFeatures, IsKnownKernelFeature) {
     for (const char* name :
-         {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount", "fuse_fdinfo"})
+         {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount", "fanotify_mount",
+          "fuse_fdinfo"})
         EXPECT_TRUE(is_known_kernel_feature(name)) << name;
-    for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx", "listmount"})
+    for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx", "listmount", "fanotify"})
         EXPECT_FALSE(is_known_kernel_feature(name)) << "\"" << name << "\"";
 }
 

@@ -275,6 +275,25 @@ TEST_F(PodIndexTest, DeletedPodDisappears) {
     EXPECT_EQ(idx_.watches(), 1 + pod_watches(1) + pod_watches(1));
 }
 
+// Directories renamed in or out of the watched tree are counted (the mounts
+// below them change path without a mount event); files are not.
+TEST_F(PodIndexTest, RenamedDirectoriesAreCounted) {
+    settle(idx_);
+    const std::uint64_t before = idx_.dirs_renamed();
+    spit(kl_.vol_dir("uid-1", "pvc-1") + "/x.tmp", "{}");
+    fs::rename(kl_.vol_dir("uid-1", "pvc-1") + "/x.tmp", kl_.vol_dir("uid-1", "pvc-1") + "/x.json");
+    settle(idx_);
+    EXPECT_EQ(idx_.dirs_renamed(), before) << "a file renamed";
+    const TempDir elsewhere;
+    fs::rename(kl_.pod_dir("uid-1"), elsewhere / "uid-1");
+    settle(idx_);
+    EXPECT_EQ(idx_.dirs_renamed(), before + 1) << "a pod dir renamed out of the tree";
+    fs::rename(elsewhere / "uid-1", kl_.pod_dir("uid-9"));
+    settle(idx_);
+    EXPECT_EQ(idx_.dirs_renamed(), before + 2) << "and back in under another name";
+    EXPECT_TRUE(idx_.lookup(kl_.mount_path("uid-9", "pvc-1")).has_value());
+}
+
 TEST_F(PodIndexTest, DeletedVolumeDirDisappears) {
     fs::remove_all(kl_.vol_dir("uid-1", "pvc-2"));
     ASSERT_TRUE(pump_until(idx_, [&] { return !idx_.lookup(kl_.mount_path("uid-1", "pvc-2")).has_value(); }));

@@ -10,6 +10,8 @@
 //                      heal then times out after 10 s with an error
 //   ManyClients... / Awkward... / TooMany...   concurrency and framing
 //   CommandLine        fuse-healerctl's options and exit codes
+//   MountTracking...   unrelated mount events are counted and dropped with
+//                      fanotify tracking, and reconciled for on mountinfo
 //
 // Each test runs in its own process and private mount namespace (main.cpp).
 // The harness configures each daemon's socket inside its sandbox
@@ -401,6 +403,11 @@ TEST_F(ControlWithTarget, StatusTableAndJsonShowAHealedTarget) {
         << started << "\n" << daemon;
     EXPECT_EQ(started.substr(started.find(" kernel: ") + 9), daemon["kernel"]);
     EXPECT_EQ(daemon["detection"], "pidfd") << "the death watch (fuse_fdinfo, Linux 6.16+)";
+    // This kernel has fanotify mount events: the default is tracking by them.
+    EXPECT_EQ(daemon["mount_tracking"], "fanotify");
+    EXPECT_NE(started.find(" mount tracking=fanotify ("), std::string::npos) << started;
+    EXPECT_GE(daemon["unrelated_mount_events"].get<int>(), 0) << daemon;
+    EXPECT_LE(daemon["unrelated_mount_events"].get<int>(), daemon["mount_events"].get<int>()) << daemon;
     EXPECT_EQ(daemon["targets"], 1);
     EXPECT_EQ(daemon["broken"], 0);
     EXPECT_EQ(daemon["heals"], 1);
@@ -429,7 +436,7 @@ TEST_F(ControlWithTarget, StatusTableAndJsonShowAHealedTarget) {
     const std::vector<std::string> lines = split_lines(table.out);
     ASSERT_EQ(lines.size(), 6u) << table.out;
     EXPECT_EQ(lines[0], "fuse-healerd " FUSE_HEALER_VERSION ", pid " + std::to_string(d.pid()) + ": strategy " +
-                            daemon["strategy"].get<std::string>() + ", detection pidfd");
+                            daemon["strategy"].get<std::string>() + ", detection pidfd, mount tracking fanotify");
     EXPECT_EQ(lines[1], "kernel: " + daemon["kernel"].get<std::string>());
     EXPECT_EQ(lines[2].rfind("targets: 1 tracked, 0 broken; 1 healed since start; ", 0), 0u) << lines[2];
     EXPECT_EQ(lines[3], "");
@@ -615,10 +622,11 @@ TEST_F(ControlTest, NonRootPeersAreRefused) {
 
 // SIGSTOPs the FUSE daemon and makes a mount event, which starts a reconcile
 // that probes every target. With statx probes (fusectl off) that reconcile
-// blocks its worker on the stopped daemon for the probe timeout.
+// blocks its worker on the stopped daemon for the probe timeout. The mount is
+// in the kubelet tree: one elsewhere is unrelated and starts no reconcile.
 void stop_fuse_and_trigger_a_reconcile(Sandbox& sb, FuseDaemon& fuse) {
     fuse.stop();
-    const std::string trigger = sb.path("trigger");
+    const std::string trigger = sb.kubelet() + "/trigger";
     make_dirs(trigger);
     if (mount("trigger", trigger.c_str(), "tmpfs", 0, nullptr) != 0)
         throw std::runtime_error(std::string("mount tmpfs: ") + std::strerror(errno));
@@ -685,6 +693,92 @@ TEST_F(ControlWithTarget, HealTimesOutAfter10sWhileTheWorkerIsStuck) {
     EXPECT_NE(d.log().find("answering with a timeout"), std::string::npos) << d.log();
     fuse.cont();
 }
+
+// ---- mount tracking ---------------------------------------------------------------
+
+// The parameter: the mount tracking in use ("fanotify", the default on this
+// kernel, or "mountinfo" with fanotify_mount disabled).
+class MountTracking : public ControlTest, public ::testing::WithParamInterface<std::string> {};
+
+// Mount events outside the kubelet tree that are not FUSE mounts and cover no
+// source path are unrelated: with fanotify they are counted and dropped (no
+// reconcile); the mountinfo monitor cannot tell what changed and reconciles
+// for each wake-up. A mount in the kubelet tree is relevant with both.
+TEST_P(MountTracking, UnrelatedMountEventsRunNoReconcileWithFanotify) {
+    const bool fanotify = GetParam() == "fanotify";
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    Daemon d{sb};
+    d.start("", fanotify ? std::vector<std::string>{} : std::vector<std::string>{"--disable-kernel-feature", "fanotify_mount"});
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    ASSERT_TRUE(daemon_learned(sb, vol)) << d.log();
+    const std::string socket = d.control_socket();
+    // Quiet: the start-up reconciles are over.
+    json before;
+    ASSERT_TRUE(wait_until(
+        [&] {
+            before = status_json(socket);
+            return daemon_number(before, "reconciles") >= 1 && daemon_number(before, "reconcile_running_us") == 0;
+        },
+        5000ms));
+    std::this_thread::sleep_for(200ms);
+    before = status_json(socket);
+    EXPECT_EQ(before["daemon"]["mount_tracking"], GetParam()) << before;
+    EXPECT_NE(d.log().find(" mount tracking=" + GetParam() + " ("), std::string::npos) << d.log();
+
+    const std::string churn = sb.path("elsewhere");
+    make_dirs(churn);
+    constexpr int kMounts = 10;
+    for (int i = 0; i < kMounts; ++i) {
+        ASSERT_EQ(mount("bystander", churn.c_str(), "tmpfs", 0, "size=64k"), 0) << errno_name(errno);
+        ASSERT_EQ(umount2(churn.c_str(), 0), 0) << errno_name(errno);
+    }
+    json after;
+    if (fanotify) {
+        ASSERT_TRUE(wait_until(
+            [&] {
+                after = status_json(socket);
+                return daemon_number(after, "unrelated_mount_events") >=
+                       daemon_number(before, "unrelated_mount_events") + 2 * kMounts;
+            },
+            5000ms))
+            << after;
+        std::this_thread::sleep_for(200ms);
+        after = status_json(socket);
+        EXPECT_EQ(daemon_number(after, "reconciles"), daemon_number(before, "reconciles"))
+            << "an unrelated mount event started a reconcile\n" << after;
+        EXPECT_EQ(daemon_number(after, "mount_events") - daemon_number(before, "mount_events"), 2 * kMounts) << after;
+    } else {
+        ASSERT_TRUE(wait_until(
+            [&] {
+                after = status_json(socket);
+                return daemon_number(after, "reconciles") > daemon_number(before, "reconciles");
+            },
+            5000ms))
+            << after;
+        EXPECT_EQ(daemon_number(after, "unrelated_mount_events"), 0) << after;
+    }
+
+    // In the kubelet tree: relevant with both.
+    const json quiet = status_json(socket);
+    const std::string kube = sb.kubelet() + "/pods/pod-1/volumes/kubernetes.io~secret/token";
+    make_dirs(kube);
+    ASSERT_EQ(mount("token", kube.c_str(), "tmpfs", 0, "size=64k"), 0) << errno_name(errno);
+    EXPECT_TRUE(wait_until(
+        [&] { return daemon_number(status_json(socket), "reconciles") > daemon_number(quiet, "reconciles"); },
+        5000ms))
+        << status_json(socket);
+
+    // And the heal path works on top of it.
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    EXPECT_TRUE(host_reads(vol + "/generation", "2\n")) << d.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tracking, MountTracking, ::testing::Values("fanotify", "mountinfo"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 // ---- many clients, framing ----------------------------------------------------------
 

@@ -170,6 +170,12 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
     const bool statmount = std::find(v.disabled.begin(), v.disabled.end(), "statmount") == v.disabled.end();
     EXPECT_NE(d.log().find(std::string("source check=") + (statmount ? "statmount" : "mountinfo")), std::string::npos)
         << d.log();
+    // Mount tracking by fanotify needs statmount; this kernel has both.
+    const bool fanotify =
+        statmount && std::find(v.disabled.begin(), v.disabled.end(), "fanotify_mount") == v.disabled.end();
+    EXPECT_NE(d.log().find(std::string(" mount tracking=") + (fanotify ? "fanotify (" : "mountinfo (")),
+              std::string::npos)
+        << d.log();
     ASSERT_TRUE(daemon_learned(sb, vol) && daemon_learned(sb, sub)) << d.log();
 
     for (int gen = 2; gen <= 4; ++gen) {
@@ -212,6 +218,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"no_fusectl", {"fusectl"}, "replace", "statx", true},
                       Variant{"no_openat2", {"openat2"}, "replace", "pidfd", true},
                       Variant{"no_statmount", {"statmount"}, "replace", "pidfd", true},
+                      Variant{"no_fanotify_mount", {"fanotify_mount"}, "replace", "pidfd", true},
                       Variant{"no_beneath", {"move_mount_beneath"}, "stack", "pidfd", true},
                       Variant{"no_mount_setattr", {"move_mount_beneath", "mount_setattr"}, "stack", "pidfd", true},
                       Variant{"no_open_tree", {"open_tree", "fusectl"}, "stack", "statx", false}),

@@ -9,13 +9,21 @@
 #include "engine/engine.h"
 #include "engine/event_loop.h"
 #include "engine/mount_query.h"
+#include "engine/mount_tracker.h"
 
 namespace fh::test {
 namespace {
 
-// The parameter: whether heals are armed while a source is down (the
-// statmount source check) or every step reads the whole table first.
-class EngineStep : public IntegrationTest, public ::testing::WithParamInterface<bool> {
+// The parameters: whether heals are armed while a source is down (the
+// statmount source check) or every step reads the whole table first; and
+// where the host table comes from (mount tracking by fanotify, or a read of
+// /proc/self/mountinfo per step).
+struct StepVariant {
+    bool armed;
+    bool tracked;
+};
+
+class EngineStep : public IntegrationTest, public ::testing::WithParamInterface<StepVariant> {
 protected:
     void SetUp() override {
         IntegrationTest::SetUp();
@@ -23,6 +31,7 @@ protected:
         spdlog::set_level(spdlog::level::debug);  // shown by ctest only when a test fails
         features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
         if (armed() && !features.statmount) GTEST_SKIP() << "statmount is not usable on this kernel";
+        if (GetParam().tracked && !features.fanotify_mount) GTEST_SKIP() << "no fanotify mount events on this kernel";
         EngineSettings settings;
         if (armed())
             settings.source_lookup = {
@@ -31,6 +40,14 @@ protected:
         config.match.root_dir = sb.kubelet();
         config.state_dir = sb.state();
         config.probe_timeout = std::chrono::milliseconds(500);
+        if (GetParam().tracked) {
+            // The daemon's wiring, without its loop: each step's table()
+            // applies whatever the kernel queued since the last one.
+            auto t = MountTracker::open(make_relevance_rules(config.match, {}));
+            ASSERT_TRUE(t) << t.error().message();
+            tracker = std::move(*t);
+            settings.host_table = [this] { return tracker->table(); };
+        }
         strategy = *resolve_strategy(config.strategy, features);
         prober = std::make_unique<LivenessProber>(features, config.probe_timeout, [] {});
         executor = std::make_unique<Executor>(features, config.match.root_dir);
@@ -40,7 +57,7 @@ protected:
                                           std::move(settings));
     }
 
-    bool armed() const { return GetParam(); }
+    bool armed() const { return GetParam().armed; }
 
     std::vector<HealEvent::Kind> kinds() const {
         std::vector<HealEvent::Kind> k;
@@ -55,6 +72,7 @@ protected:
     std::unique_ptr<LivenessProber> prober;
     std::unique_ptr<Executor> executor;
     std::unique_ptr<StateStore> store;
+    std::unique_ptr<MountTracker> tracker;
     std::unique_ptr<Engine> engine;
     std::vector<HealEvent> events;
 };
@@ -190,9 +208,12 @@ TEST_P(EngineStep, SourceBackAsAnotherFstypeIsNotHealed) {
     EXPECT_EQ(read_errno(vol), ENOTCONN);
 }
 
-INSTANTIATE_TEST_SUITE_P(SourceCheck, EngineStep, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& i) {
-                             return std::string(i.param ? "ArmedHeals" : "FullRead");
+INSTANTIATE_TEST_SUITE_P(SourceCheck, EngineStep,
+                         ::testing::Values(StepVariant{false, false}, StepVariant{true, false},
+                                           StepVariant{false, true}, StepVariant{true, true}),
+                         [](const ::testing::TestParamInfo<StepVariant>& i) {
+                             return std::string(i.param.armed ? "ArmedHeals" : "FullRead") +
+                                    (i.param.tracked ? "Tracked" : "Mountinfo");
                          });
 
 // The executor attaches a clone only when it comes from the superblock the

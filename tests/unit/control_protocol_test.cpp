@@ -48,7 +48,7 @@ ControlTarget sample_target() {
 
 ControlDaemonSummary sample_daemon() {
     return ControlDaemonSummary{"0.1.0", 4242, "replace", "fusectl", "open_tree=yes move_mount_beneath=yes",
-                                1,       0,    3,         17,        9,   0};
+                                1,       0,    3,         17,        9,   0, "fanotify", 12};
 }
 
 // ---- requests ---------------------------------------------------------------
@@ -201,6 +201,8 @@ TEST(ControlResponse, StatusEncodesAsDocumentedAndParsesBack) {
     EXPECT_EQ(doc["daemon"]["mount_events"], 17);
     EXPECT_EQ(doc["daemon"]["reconciles"], 9);
     EXPECT_EQ(doc["daemon"]["reconcile_running_us"], 0);
+    EXPECT_EQ(doc["daemon"]["mount_tracking"], "fanotify");
+    EXPECT_EQ(doc["daemon"]["unrelated_mount_events"], 12);
     ASSERT_EQ(doc["targets"].size(), 2u);
     const json& first = doc["targets"][0];
     EXPECT_EQ(first["target"], t.target);
@@ -314,7 +316,7 @@ const BadResponseCase kBadResponses[] = {
     {"StatusWithoutDaemon", R"({"ok":true,"targets":[]})", "parse control response: daemon: missing"},
     {"TargetsNotAnArray", R"({"ok":true,"daemon":{"version":"1","pid":1,"strategy":"s","detection":"d",)"
                           R"("kernel":"k","targets":0,"broken":0,"heals":0,"mount_events":0,"reconciles":0,)"
-                          R"("reconcile_running_us":0},"targets":{}})",
+                          R"("reconcile_running_us":0,"mount_tracking":"m","unrelated_mount_events":0},"targets":{}})",
      "parse control response: targets: expected an array, got object"},
     {"HealTargetMistyped", R"({"ok":true,"target":{"target":"/t","pod_uid":"u","volume":"v","driver":"",)"
                            R"("volume_handle":"","kind":"volume","fstype":"fuse","state":"healthy","reason":"",)"
@@ -369,9 +371,9 @@ TEST(ControlRender, StatusTableAlignsColumns) {
     d.targets = 2;
     d.broken = 1;
     EXPECT_EQ(render_status_table(d, {global, vol}),
-              "fuse-healerd 0.1.0, pid 4242: strategy replace, detection fusectl\n"
+              "fuse-healerd 0.1.0, pid 4242: strategy replace, detection fusectl, mount tracking fanotify\n"
               "kernel: open_tree=yes move_mount_beneath=yes\n"
-              "targets: 2 tracked, 1 broken; 3 healed since start; 17 mount events, 9 reconciles\n"
+              "targets: 2 tracked, 1 broken; 3 healed since start; 17 mount events (12 unrelated), 9 reconciles\n"
               "\n"
               "POD UID  VOLUME  TARGET                        FSTYPE        STATE    HEALS  LAST OUTAGE\n"
               "-        pv-7    /k/plugins/csi/globalmount    fuse.juicefs  broken   0      -\n"
@@ -415,9 +417,9 @@ TEST(ControlRender, DaemonSummaryEscapesControlCharactersButKeepsSpaces) {
     d.reconcile_running_us = 2500000;
     const std::string table = render_status_table(d, {});
     EXPECT_EQ(table,
-              "fuse-healerd 0.1.0, pid 4242: strategy replace, detection fusectl\n"
+              "fuse-healerd 0.1.0, pid 4242: strategy replace, detection fusectl, mount tracking fanotify\n"
               "kernel: open_tree=yes\\012fake line\n"
-              "targets: 1 tracked, 0 broken; 3 healed since start; 17 mount events, 9 reconciles; a reconcile has "
+              "targets: 1 tracked, 0 broken; 3 healed since start; 17 mount events (12 unrelated), 9 reconciles; a reconcile has "
               "been running for 2.50s\n"
               "\n"
               "no targets tracked\n");

@@ -194,11 +194,14 @@ TEST(HealerMetrics, FreshTextHasEveryFixedSeriesAtZero) {
                                         "fuse_healer_heals_total{result=\"skipped\"} 0"}));
     for (const char* name : {"fuse_healer_heal_duration_seconds_count", "fuse_healer_outage_duration_seconds_count",
                              "fuse_healer_broken_detected_total", "fuse_healer_unresponsive_detected_total",
-                             "fuse_healer_mount_events_total", "fuse_healer_reconciles_total",
+                             "fuse_healer_reconciles_total",
                              "fuse_healer_armed_actions_total", "fuse_healer_server_deaths_total",
                              "fuse_healer_detection_latency_seconds_count", "fuse_healer_servers_watched",
                              "fuse_healer_hung_aborts_total"})
         EXPECT_EQ(samples(text, name), std::vector<std::string>{std::string(name) + " 0"});
+    EXPECT_EQ(samples(text, "fuse_healer_mount_events_total"),
+              (std::vector<std::string>{"fuse_healer_mount_events_total{relevance=\"relevant\"} 0",
+                                        "fuse_healer_mount_events_total{relevance=\"unrelated\"} 0"}));
     for (const char* family : {"fuse_healer_targets", "fuse_healer_heals_total", "fuse_healer_heal_duration_seconds",
                                "fuse_healer_outage_duration_seconds", "fuse_healer_broken_detected_total",
                                "fuse_healer_unresponsive_detected_total", "fuse_healer_mount_events_total",
@@ -248,7 +251,9 @@ TEST(HealerMetrics, HealEventsFeedCountersAndHistograms) {
     m.record_heal(HealResult::Failed, 99, 99);   // durations of a failed heal are not recorded
     m.record_heal(HealResult::Skipped, 99, 99);
     m.record_recovered(0.02);
-    m.record_mount_event();
+    m.record_mount_event(true);
+    m.record_mount_event(false);
+    m.record_mount_event(false);
     m.record_reconcile();
     m.record_reconcile(3);
     const MetricRegistry& r = m.registry();
@@ -259,7 +264,8 @@ TEST(HealerMetrics, HealEventsFeedCountersAndHistograms) {
     EXPECT_EQ(r.value("fuse_healer_heals_total", {{"result", "skipped"}}), 1);
     EXPECT_EQ(r.value("fuse_healer_heal_duration_seconds"), 1);
     EXPECT_EQ(r.value("fuse_healer_outage_duration_seconds"), 2) << "the healed and the recovered outage";
-    EXPECT_EQ(r.value("fuse_healer_mount_events_total"), 1);
+    EXPECT_EQ(r.value("fuse_healer_mount_events_total", {{"relevance", "relevant"}}), 1);
+    EXPECT_EQ(r.value("fuse_healer_mount_events_total", {{"relevance", "unrelated"}}), 2);
     EXPECT_EQ(r.value("fuse_healer_reconciles_total"), 2);
     EXPECT_EQ(r.value("fuse_healer_armed_actions_total"), 3);
     const std::string text = m.render();

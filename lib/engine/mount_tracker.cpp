@@ -1,0 +1,504 @@
+#include "engine/mount_tracker.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/fanotify.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/mount_query.h"
+
+namespace fh {
+
+namespace {
+
+// <linux/fanotify.h> of Linux 6.14; Debian 12's (6.1) lacks them.
+constexpr unsigned kFanReportMnt = 0x00004000;               // FAN_REPORT_MNT
+constexpr unsigned kFanMarkMntns = 0x00000110;               // FAN_MARK_MNTNS
+constexpr std::uint64_t kFanMntAttach = 0x01000000;          // FAN_MNT_ATTACH
+constexpr std::uint64_t kFanMntDetach = 0x02000000;          // FAN_MNT_DETACH
+constexpr std::uint8_t kFanEventInfoTypeMnt = 7;             // FAN_EVENT_INFO_TYPE_MNT
+constexpr std::size_t kMntInfoIdOffset = 8;                  // fanotify_event_info_mnt.mnt_id (after hdr + pad)
+constexpr std::size_t kMntInfoLen = 16;                      // sizeof(struct fanotify_event_info_mnt)
+
+using SteadyClock = std::chrono::steady_clock;
+
+Result<sys::UniqueFd> fanotify_open(const std::string& ns_path) {
+    // FAN_CLASS_NOTIF is required with FAN_REPORT_MNT; the default queue
+    // (16384 events, fs.fanotify.max_queued_events) is kept on purpose: an
+    // overflow costs a resync, an unlimited queue costs unbounded memory
+    // while the loop is stalled.
+    const int fd = ::fanotify_init(kFanReportMnt | FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno_error("fanotify_init(FAN_REPORT_MNT)", ns_path);
+    sys::UniqueFd fan(fd);
+    if (::fanotify_mark(fan.get(), FAN_MARK_ADD | kFanMarkMntns, kFanMntAttach | kFanMntDetach, AT_FDCWD,
+                        ns_path.c_str()) != 0)
+        return errno_error("fanotify_mark(FAN_MARK_MNTNS)", ns_path);
+    return fan;
+}
+
+// Returns true when two entries say the same about a mount (the option
+// strings are not compared: statmount does not fill them).
+bool same_entry(const MountEntry& a, const MountEntry& b) {
+    return a.mount_id == b.mount_id && a.parent_id == b.parent_id && a.device == b.device && a.root == b.root &&
+           a.mountpoint == b.mountpoint && a.fstype == b.fstype && a.source == b.source && a.flags == b.flags &&
+           a.propagation.shared_group == b.propagation.shared_group &&
+           a.propagation.master_group == b.propagation.master_group &&
+           a.propagation.unbindable == b.propagation.unbindable;
+}
+
+} // namespace
+
+bool fanotify_mount_is_usable() {
+    auto fan = fanotify_open("/proc/self/ns/mnt");
+    return fan.ok();
+}
+
+void MountTracker::Outcome::add(MountRelevance r, const std::string& mp) {
+    if (mountpoint.empty()) mountpoint = mp;
+    if (relevance == MountRelevance::Unrelated && r != MountRelevance::Unrelated) {
+        relevance = r;
+        mountpoint = mp;
+    }
+}
+
+MountTracker::MountTracker(RelevanceRules rules, Observer observer, MountTrackerOptions options)
+    : rules_(std::move(rules)), observer_(std::move(observer)), options_(std::move(options)) {}
+
+MountTracker::~MountTracker() = default;
+
+Result<std::unique_ptr<MountTracker>> MountTracker::open(RelevanceRules rules, Observer observer,
+                                                         MountTrackerOptions options) {
+    std::unique_ptr<MountTracker> t(new MountTracker(std::move(rules), std::move(observer), std::move(options)));
+    if (!statmount_is_usable())
+        return Error{"mount tracking", t->options_.ns_path, EOPNOTSUPP,
+                     "statmount does not report fs subtypes and sources (Linux < 6.13)"};
+    auto fan = fanotify_open(t->options_.ns_path);
+    if (!fan) return fan.error();
+    t->fan_ = std::move(*fan);
+    const int mi = ::open(t->options_.mountinfo_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (mi < 0) return errno_error("open", t->options_.mountinfo_path);
+    t->mountinfo_.reset(mi);
+    // The first poll of a fresh mountinfo fd reports no change; later ones
+    // report each change of the namespace once (mounts_poll()).
+    pollfd p{mi, POLLPRI, 0};
+    (void)::poll(&p, 1, 0);
+    // Marked before listing: whatever changes during the listing is also
+    // queued, and applying it afterwards makes the table current.
+    if (Status s = t->resync(); !s) return s.error();
+    std::lock_guard<std::mutex> lock(t->mu_);
+    UpdateSummary ignored;
+    t->update_locked(ignored);
+    return t;
+}
+
+void MountTracker::set_match(const MatchRules& match) {
+    std::lock_guard<std::mutex> lock(mu_);
+    RelevanceRules r = make_relevance_rules(match, rules_.source_paths);
+    rules_ = std::move(r);
+}
+
+void MountTracker::set_source_paths(std::vector<std::string> source_paths) {
+    std::lock_guard<std::mutex> lock(mu_);
+    MatchRules m;
+    m.root_dir = rules_.root_dir;
+    m.fs_types = rules_.fs_types;
+    RelevanceRules r = make_relevance_rules(m, std::move(source_paths));
+    rules_.source_paths = std::move(r.source_paths);
+}
+
+std::size_t MountTracker::size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entries_.size();
+}
+
+std::uint64_t MountTracker::resyncs() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return resyncs_;
+}
+
+std::size_t MountTracker::last_resync_differences() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_resync_differences_;
+}
+
+void MountTracker::request_resync() {
+    std::lock_guard<std::mutex> lock(mu_);
+    resync_pending_ = true;
+}
+
+MountTracker::UpdateSummary MountTracker::update() {
+    std::lock_guard<std::mutex> lock(mu_);
+    UpdateSummary sum;
+    update_locked(sum);
+    return sum;
+}
+
+void MountTracker::update_locked(UpdateSummary& sum) {
+    // POLLPRI matters only while young FUSE mounts may still be remounted;
+    // it is checked (and consumed) before the drain: a mount looked up by
+    // the drain below is seen as it is after whatever change raised it, so
+    // only the young mounts looked up in earlier calls need a new look.
+    prune_young_locked();
+    bool changed = false;
+    if (!young_.empty()) {
+        pollfd p{mountinfo_.get(), POLLPRI, 0};
+        changed = ::poll(&p, 1, 0) > 0 && (p.revents & POLLPRI);
+    }
+    ++generation_;
+    drain_locked(sum);
+    if (changed) refresh_young_locked(sum);
+}
+
+bool MountTracker::wants_mountinfo_poll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    prune_young_locked();
+    return !young_.empty();
+}
+
+void MountTracker::prune_young_locked() {
+    if (young_.empty()) return;
+    const auto now = SteadyClock::now();
+    while (!young_.empty() && young_.front().until < now) young_.pop_front();
+}
+
+void MountTracker::drain_locked(UpdateSummary& sum) {
+    // 16 KiB: 409 mount events of 40 bytes per read().
+    alignas(fanotify_event_metadata) char buf[16384];
+    for (;;) {
+        const ssize_t n = ::read(fan_.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN)
+                spdlog::warn("failed to read mount events, ignoring: {}",
+                             errno_error("read", "fanotify").message());
+            return;
+        }
+        if (n == 0) return;
+        // Room left for another event: the queue was empty when the kernel
+        // filled the buffer, and a second read() would say EAGAIN (events
+        // queued since wake the loop again).
+        const bool drained = sizeof buf - static_cast<std::size_t>(n) >= 256;
+        std::size_t off = 0;
+        while (off + sizeof(fanotify_event_metadata) <= static_cast<std::size_t>(n)) {
+            fanotify_event_metadata m;
+            std::memcpy(&m, buf + off, sizeof m);
+            if (m.event_len < sizeof m || off + m.event_len > static_cast<std::size_t>(n)) break;
+            const char* ev = buf + off;
+            off += m.event_len;
+            if (m.vers != FANOTIFY_METADATA_VERSION) {
+                spdlog::warn("failed to parse a mount event, ignoring: metadata version {} (expected {}); "
+                             "resyncing the mount table",
+                             m.vers, FANOTIFY_METADATA_VERSION);
+                resync_pending_ = true;
+                sum.overflow = true;
+                continue;
+            }
+            if (m.mask & FAN_Q_OVERFLOW) {
+                // The queue was full: events were dropped, the table may
+                // differ anywhere. The next table() lists it again.
+                resync_pending_ = true;
+                sum.overflow = true;
+                ++sum.events;
+                ++sum.relevant;
+                spdlog::warn("mount event queue overflowed (more than fs.fanotify.max_queued_events queued); "
+                             "the mount table is listed again");
+                if (observer_) observer_(TrackedEvent{"overflow", true, "queue-overflow", {}});
+                continue;
+            }
+            // The mount id record; other record types (none today) skipped.
+            bool found = false;
+            std::uint64_t id = 0;
+            for (std::size_t r = m.metadata_len; r + sizeof(fanotify_event_info_header) <= m.event_len;) {
+                fanotify_event_info_header h;
+                std::memcpy(&h, ev + r, sizeof h);
+                if (h.len == 0) break;
+                if (h.info_type == kFanEventInfoTypeMnt && h.len >= kMntInfoLen && r + kMntInfoLen <= m.event_len) {
+                    std::memcpy(&id, ev + r + kMntInfoIdOffset, sizeof id);
+                    found = true;
+                }
+                r += h.len;
+            }
+            if (!found) continue;
+            const bool attach = m.mask & kFanMntAttach, detach = m.mask & kFanMntDetach;
+            if (resyncing_) replay_.push_back(Replay{id, attach, detach});
+            Outcome out;
+            apply_event_locked(id, attach, detach, out);
+            report_locked(attach && detach ? "moved" : attach ? "attached" : "detached", out, sum);
+        }
+        if (drained) return;
+    }
+}
+
+void MountTracker::report_locked(const char* kind, const Outcome& out, UpdateSummary& sum) {
+    const bool relevant = out.relevance != MountRelevance::Unrelated;
+    ++sum.events;
+    if (relevant) ++sum.relevant;
+    const std::string_view mp = out.mountpoint.empty() ? std::string_view("(gone)") : out.mountpoint;
+    if (relevant) spdlog::debug("mount event: {} {} ({})", kind, mp, to_string(out.relevance));
+    else spdlog::trace("mount event: {} {} (unrelated)", kind, mp);
+    if (observer_) observer_(TrackedEvent{kind, relevant, to_string(out.relevance), out.mountpoint});
+}
+
+void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach, Outcome& out) {
+    if (!attach) {
+        // Detached: statmount can no longer see it; the tracked entry says
+        // what it was.
+        auto it = entries_.find(id);
+        if (it == entries_.end()) return;  // attached and detached before we looked it up
+        MountEntry gone;
+        out.add(erase_at_locked(it, &gone), gone.mountpoint);
+        // A mount that covered the detached one's root (same mountpoint,
+        // sitting on it) is reparented onto its parent by the kernel. 6.18
+        // reports that as a move of the covering mount (measured), which is
+        // applied anyway; the look-up here costs one hash probe and does not
+        // rely on it.
+        std::vector<std::uint64_t> covering;
+        auto [lo, hi] = by_mountpoint_.equal_range(gone.mountpoint);
+        for (auto i = lo; i != hi; ++i)
+            if (entries_.at(i->second).parent_id == gone.mount_id) covering.push_back(i->second);
+        for (std::uint64_t c : covering) refresh_locked(c, out);
+        // The last member here of a peer group with slaves: the kernel
+        // turns them private or hands them to another master.
+        const int group = gone.propagation.shared_group;
+        if (group != 0 && !peers_.count(group)) {
+            std::vector<std::uint64_t> slaves;
+            for (const auto& [uid, e] : entries_)
+                if (e.propagation.master_group == group) slaves.push_back(uid);
+            for (std::uint64_t s : slaves) refresh_locked(s, out);
+        }
+        return;
+    }
+    // Attached, or moved (ATTACH and DETACH): look it up. Unchanged (listed
+    // already, or looked up since as part of another event): nothing
+    // around it moved either.
+    bool changed = false, moved = detach;
+    auto it = refresh_locked(id, out, &changed, &moved);
+    if (!changed || it == entries_.end()) return;
+    const MountEntry& now = it->second;
+    // Only FUSE mounts: theirs are the only flags the engine reads (a
+    // target's read-only flag decides whether it may be healed).
+    if (out.relevance == MountRelevance::FuseMount && is_fuse_fstype(now.fstype, rules_.fs_types))
+        young_.push_back(Young{id, SteadyClock::now() + options_.young_window, generation_});
+    // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
+    // propagated under an existing one) now sits on the new one.
+    std::vector<std::uint64_t> same_place;
+    auto [lo, hi] = by_mountpoint_.equal_range(now.mountpoint);
+    for (auto i = lo; i != hi; ++i)
+        if (i->second != id) same_place.push_back(i->second);
+    const int mount_id = now.mount_id;
+    for (std::uint64_t s : same_place) refresh_locked(s, out);
+    // Moved: its submounts' mountpoints moved with it, unreported.
+    if (moved)
+        for (std::uint64_t d : descendants_locked(mount_id)) refresh_locked(d, out);
+}
+
+MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, Outcome& out, bool* changed,
+                                                             bool* moved) {
+    if (changed) *changed = false;
+    auto e = statmount_entry(id);
+    if (!e) {
+        if (e.error().err != ENOENT) {
+            // Not expected (statmount works for every mount of our own
+            // namespace); the entry is kept and the table listed again.
+            spdlog::warn("failed to look up a mount, ignoring: {}; resyncing the mount table", e.error().message());
+            resync_pending_ = true;
+            return entries_.find(id);
+        }
+        auto it = entries_.find(id);
+        if (it == entries_.end()) return it;
+        MountEntry gone;
+        out.add(erase_at_locked(it, &gone), gone.mountpoint);
+        if (changed) *changed = true;
+        return entries_.end();
+    }
+    // One tree search per look-up: the tree is cold between two events.
+    auto [it, inserted] = entries_.try_emplace(id);
+    if (!inserted && same_entry(it->second, *e)) return it;
+    const MountRelevance r = change_relevance(inserted ? nullptr : &it->second, &*e, rules_);
+    if (moved && !inserted)
+        *moved = *moved || it->second.parent_id != e->parent_id || it->second.mountpoint != e->mountpoint;
+    if (!inserted) unindex_locked(id, it->second);
+    it->second = std::move(*e);
+    dirty_ = true;
+    if (changed) *changed = true;
+    out.add(r, it->second.mountpoint);
+    // The kernel reuses mountinfo ids: one held by a tracked mount that is
+    // not this one means that mount is gone and its detach was missed (a
+    // lost event). Dropping it keeps ids unique in the table.
+    auto dup = by_old_id_.find(it->second.mount_id);
+    if (dup != by_old_id_.end() && dup->second != id) {
+        spdlog::debug("mount id {} reused: dropping the stale entry of mount {}", it->second.mount_id, dup->second);
+        MountEntry stale;
+        out.add(erase_at_locked(entries_.find(dup->second), &stale), stale.mountpoint);
+        resync_pending_ = true;
+    }
+    index_locked(id, it->second);
+    return it;
+}
+
+MountRelevance MountTracker::erase_at_locked(Entries::iterator it, MountEntry* removed) {
+    const MountRelevance r = change_relevance(&it->second, nullptr, rules_);
+    unindex_locked(it->first, it->second);
+    if (removed) *removed = std::move(it->second);
+    entries_.erase(it);
+    dirty_ = true;
+    return r;
+}
+
+void MountTracker::index_locked(std::uint64_t id, const MountEntry& e) {
+    by_mountpoint_.emplace(std::string_view(e.mountpoint), id);
+    by_old_id_[e.mount_id] = id;
+    if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
+}
+
+void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
+    auto [lo, hi] = by_mountpoint_.equal_range(std::string_view(e.mountpoint));
+    for (auto i = lo; i != hi; ++i)
+        if (i->second == id) {
+            by_mountpoint_.erase(i);
+            break;
+        }
+    auto o = by_old_id_.find(e.mount_id);
+    if (o != by_old_id_.end() && o->second == id) by_old_id_.erase(o);
+    if (e.propagation.shared_group != 0) {
+        auto p = peers_.find(e.propagation.shared_group);
+        if (p != peers_.end() && --p->second <= 0) peers_.erase(p);
+    }
+}
+
+void MountTracker::rebuild_indexes_locked() {
+    by_mountpoint_.clear();
+    by_old_id_.clear();
+    peers_.clear();
+    by_mountpoint_.reserve(entries_.size());
+    by_old_id_.reserve(entries_.size());
+    for (const auto& [id, e] : entries_) index_locked(id, e);
+}
+
+std::vector<std::uint64_t> MountTracker::descendants_locked(int old_id) const {
+    // O(mounts), only after a move (rare): no parent index is kept for it.
+    std::unordered_multimap<int, std::uint64_t> children;
+    for (const auto& [uid, e] : entries_)
+        if (e.parent_id != e.mount_id) children.emplace(e.parent_id, uid);
+    std::vector<std::uint64_t> out;
+    std::vector<int> todo{old_id};
+    std::set<int> seen{old_id};
+    while (!todo.empty()) {
+        const int p = todo.back();
+        todo.pop_back();
+        auto [lo, hi] = children.equal_range(p);
+        for (auto i = lo; i != hi; ++i) {
+            out.push_back(i->second);
+            const int child = entries_.at(i->second).mount_id;
+            if (seen.insert(child).second) todo.push_back(child);
+        }
+    }
+    return out;
+}
+
+void MountTracker::refresh_young_locked(UpdateSummary& sum) {
+    // POLLPRI does not say which mount changed: every young FUSE mount is
+    // looked up again (a handful: those attached in the last
+    // young_window), each change being one event.
+    std::set<std::uint64_t> done;
+    for (Young& y : young_) {
+        if (y.generation == generation_ || !done.insert(y.id).second) continue;
+        y.generation = generation_;
+        Outcome out;
+        bool changed = false;
+        refresh_locked(y.id, out, &changed);
+        if (changed) report_locked("changed", out, sum);
+    }
+}
+
+Status MountTracker::resync() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        resyncing_ = true;
+        resync_pending_ = false;
+        replay_.clear();
+    }
+    // Listed without the mutex: the loop keeps applying events (to the old
+    // table, and logging them in replay_ for the new one).
+    Entries fresh;
+    auto ids = list_mount_ids();
+    if (ids) {
+        for (std::uint64_t id : *ids) {
+            auto e = statmount_entry(id);
+            if (e) fresh.emplace(id, std::move(*e));
+            else if (e.error().err != ENOENT) {
+                ids = e.error();
+                break;
+            }
+        }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    resyncing_ = false;
+    if (!ids) {
+        resync_pending_ = true;
+        replay_.clear();
+        return ids.error();
+    }
+    Entries old = std::move(entries_);
+    entries_ = std::move(fresh);
+    rebuild_indexes_locked();
+    // Events applied to the old table during the listing are applied again:
+    // each looks its mount up afresh, so the order of listing and events
+    // does not matter.
+    for (const Replay& r : replay_) {
+        Outcome ignored;
+        apply_event_locked(r.id, r.attach, r.detach, ignored);
+    }
+    replay_.clear();
+    std::size_t differences = 0;
+    for (const auto& [id, e] : entries_) {
+        auto it = old.find(id);
+        if (it == old.end() || !same_entry(it->second, e)) ++differences;
+    }
+    for (const auto& [id, e] : old)
+        if (!entries_.count(id)) ++differences;
+    ++resyncs_;
+    last_resync_differences_ = differences;
+    dirty_ = true;
+    if (resyncs_ > 1 && differences > 0)
+        spdlog::debug("mount table resync: {} mounts, {} entries differed from the tracked table (changes fanotify "
+                      "does not report: flags, propagation, deleted roots)",
+                      entries_.size(), differences);
+    return {};
+}
+
+Result<std::shared_ptr<const MountTable>> MountTracker::table() {
+    std::unique_lock<std::mutex> lock(mu_);
+    UpdateSummary ignored;
+    update_locked(ignored);
+    if (resync_pending_ && !resyncing_) {
+        lock.unlock();
+        Status s = resync();
+        lock.lock();
+        if (!s) {
+            spdlog::error("failed to list the mount table, ignoring: {}; using the tracked table", s.error().message());
+        }
+        update_locked(ignored);
+    }
+    if (!dirty_)
+        if (auto held = snapshot_.lock()) return held;
+    // Copied with the mutex held (~1 ms at 10,000 mounts); the indexes are
+    // built after it is released.
+    std::vector<MountEntry> copy;
+    copy.reserve(entries_.size());
+    for (const auto& [id, e] : entries_) copy.push_back(e);
+    dirty_ = false;
+    lock.unlock();
+    auto built = std::make_shared<const MountTable>(std::move(copy));
+    lock.lock();
+    if (!dirty_) snapshot_ = built;
+    return built;
+}
+
+} // namespace fh
