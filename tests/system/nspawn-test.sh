@@ -449,6 +449,13 @@ if printf '6.13\n%s\n' "${kernel%%-*}" | sort -V -C; then
 else
   say "note: kernel $kernel < 6.13: statmount not checked"
 fi
+# fanotify mount notifications (6.14+): fanotify_init/fanotify_mark are in
+# @privileged, which the unit does not deny as a whole, and listmount is
+# unknown to systemd 252 like statmount.
+if printf '6.14\n%s\n' "${kernel%%-*}" | sort -V -C; then
+  check "$([[ "$start_line" == *"fanotify_mount=yes"* && "$start_line" == *"mount tracking=fanotify"* ]]; echo $?)" \
+    "start: under the unit the daemon tracks mounts through fanotify (fanotify_mount=yes, mount tracking=fanotify)"
+fi
 ready_ts=$(jq -rs '[.[] | select((.MESSAGE|type)=="string" and (.MESSAGE|startswith("ready: watching")))]
   | first | (._SOURCE_REALTIME_TIMESTAMP // .__REALTIME_TIMESTAMP) // empty' "$work/journal1.json")
 started_ts=$(jq -rs --arg id "$mid_started" '[.[] | select(.MESSAGE_ID==$id)]
