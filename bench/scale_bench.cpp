@@ -267,11 +267,10 @@ std::string tail(const std::string& s, size_t n = 4000) { return s.size() <= n ?
 // the supervisor's umount -l) or the safety reconcile (every 30 s).
 //
 // Death detection by pidfd (issue 4, section 1) logs the outage start at once,
-// with the serving command's name and PID (draft on branch deathwatch:
-// "FUSE server died: connection=N pid=N comm=X ... detection_latency_us=N").
+// with the serving command's name and PID:
+// "FUSE server died: connection=N pid=N comm=X ... detection_latency_us=N".
 // Any line with one of the words of death_words() that names the PID (pid=N,
-// pid N, [N], (N)) or the source path counts. Adapt death_words() / this
-// function when that line's wording is final.
+// pid N, [N], (N)) or the source path counts.
 const std::regex& death_words() {
     static const std::regex re(R"(\b(outage|died|dead|death|exited|gone)\b)", std::regex::icase);
     return re;
