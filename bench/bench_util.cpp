@@ -69,6 +69,14 @@ void progress(const char* fmt, ...) {
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
+long parse_long(const std::string& flag, const std::string& v, long min, void (*usage)(const std::string& why)) {
+    char* end = nullptr;
+    errno = 0;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || !end || *end || errno || n < min) usage(flag + " wants an integer >= " + std::to_string(min));
+    return n;
+}
+
 std::int64_t realtime_usec() {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -30,6 +30,10 @@ void progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 bool starts_with(const std::string& s, const std::string& prefix);
 
+// Returns `v` as an integer >= `min`; otherwise calls `usage` (which exits)
+// with "<flag> wants an integer >= <min>".
+long parse_long(const std::string& flag, const std::string& v, long min, void (*usage)(const std::string& why));
+
 // ---- clocks and /proc ---------------------------------------------------------
 
 // Returns CLOCK_REALTIME in microseconds (comparable with the daemon's log timestamps).

@@ -115,11 +115,7 @@ struct Options {
 }
 
 long parse_long(const std::string& flag, const std::string& v, long min) {
-    char* end = nullptr;
-    errno = 0;
-    long n = std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || !end || *end || errno || n < min) usage(flag + " wants an integer >= " + std::to_string(min));
-    return n;
+    return fh::bench::parse_long(flag, v, min, usage);
 }
 
 Options parse_options(int argc, char** argv) {
