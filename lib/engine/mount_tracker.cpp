@@ -268,8 +268,8 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         const int group = gone.propagation.shared_group;
         if (group != 0 && !peers_.count(group)) {
             std::vector<std::uint64_t> slaves;
-            for (const auto& [uid, e] : entries_)
-                if (e.propagation.master_group == group) slaves.push_back(uid);
+            auto [slo, shi] = slaves_.equal_range(group);
+            for (auto i = slo; i != shi; ++i) slaves.push_back(i->second);
             for (std::uint64_t s : slaves) refresh_locked(s, out);
         }
         return;
@@ -355,6 +355,7 @@ void MountTracker::index_locked(std::uint64_t id, const MountEntry& e) {
     by_mountpoint_.emplace(std::string_view(e.mountpoint), id);
     by_old_id_[e.mount_id] = id;
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
+    if (e.propagation.master_group != 0) slaves_.emplace(e.propagation.master_group, id);
 }
 
 void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
@@ -370,12 +371,21 @@ void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
         auto p = peers_.find(e.propagation.shared_group);
         if (p != peers_.end() && --p->second <= 0) peers_.erase(p);
     }
+    if (e.propagation.master_group != 0) {
+        auto [slo, shi] = slaves_.equal_range(e.propagation.master_group);
+        for (auto i = slo; i != shi; ++i)
+            if (i->second == id) {
+                slaves_.erase(i);
+                break;
+            }
+    }
 }
 
 void MountTracker::rebuild_indexes_locked() {
     by_mountpoint_.clear();
     by_old_id_.clear();
     peers_.clear();
+    slaves_.clear();
     by_mountpoint_.reserve(entries_.size());
     by_old_id_.reserve(entries_.size());
     for (const auto& [id, e] : entries_) index_locked(id, e);

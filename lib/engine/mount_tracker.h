@@ -209,6 +209,10 @@ private:
     std::unordered_multimap<std::string_view, std::uint64_t> by_mountpoint_;
     std::unordered_map<int, std::uint64_t> by_old_id_;  // reusable mountinfo id -> unique id
     std::unordered_map<int, int> peers_;                // shared peer group -> tracked members
+    // master peer group -> its tracked slaves: when a group's last member
+    // goes, its slaves are looked up again without a walk of every mount
+    // (a shared tmpfs mounted and unmounted is such a group).
+    std::unordered_multimap<int, std::uint64_t> slaves_;
     // FUSE mounts attached recently, oldest first, looked up again after
     // each POLLPRI of mountinfo until `until`; `generation` is the update
     // that last looked each up.
