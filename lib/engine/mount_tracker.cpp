@@ -351,11 +351,24 @@ MountRelevance MountTracker::erase_at_locked(Entries::iterator it, MountEntry* r
     return r;
 }
 
+namespace {
+// Removes the one (key, id) pair of an index, if present.
+void erase_pair(std::unordered_multimap<int, std::uint64_t>& index, int key, std::uint64_t id) {
+    auto [lo, hi] = index.equal_range(key);
+    for (auto i = lo; i != hi; ++i)
+        if (i->second == id) {
+            index.erase(i);
+            return;
+        }
+}
+} // namespace
+
 void MountTracker::index_locked(std::uint64_t id, const MountEntry& e) {
     by_mountpoint_.emplace(std::string_view(e.mountpoint), id);
     by_old_id_[e.mount_id] = id;
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
     if (e.propagation.master_group != 0) slaves_.emplace(e.propagation.master_group, id);
+    if (e.parent_id != e.mount_id) children_.emplace(e.parent_id, id);
 }
 
 void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
@@ -371,14 +384,8 @@ void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
         auto p = peers_.find(e.propagation.shared_group);
         if (p != peers_.end() && --p->second <= 0) peers_.erase(p);
     }
-    if (e.propagation.master_group != 0) {
-        auto [slo, shi] = slaves_.equal_range(e.propagation.master_group);
-        for (auto i = slo; i != shi; ++i)
-            if (i->second == id) {
-                slaves_.erase(i);
-                break;
-            }
-    }
+    if (e.propagation.master_group != 0) erase_pair(slaves_, e.propagation.master_group, id);
+    if (e.parent_id != e.mount_id) erase_pair(children_, e.parent_id, id);
 }
 
 void MountTracker::rebuild_indexes_locked() {
@@ -386,16 +393,15 @@ void MountTracker::rebuild_indexes_locked() {
     by_old_id_.clear();
     peers_.clear();
     slaves_.clear();
+    children_.clear();
     by_mountpoint_.reserve(entries_.size());
     by_old_id_.reserve(entries_.size());
     for (const auto& [id, e] : entries_) index_locked(id, e);
 }
 
 std::vector<std::uint64_t> MountTracker::descendants_locked(int old_id) const {
-    // O(mounts), only after a move (rare): no parent index is kept for it.
-    std::unordered_multimap<int, std::uint64_t> children;
-    for (const auto& [uid, e] : entries_)
-        if (e.parent_id != e.mount_id) children.emplace(e.parent_id, uid);
+    // Through the children_ index: O(submounts), not O(mounts).
+    const auto& children = children_;
     std::vector<std::uint64_t> out;
     std::vector<int> todo{old_id};
     std::set<int> seen{old_id};

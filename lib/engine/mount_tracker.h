@@ -213,6 +213,10 @@ private:
     // goes, its slaves are looked up again without a walk of every mount
     // (a shared tmpfs mounted and unmounted is such a group).
     std::unordered_multimap<int, std::uint64_t> slaves_;
+    // parent's mountinfo id -> tracked children: the submounts of a moved
+    // mount are found without a walk of every mount (a FUSE daemon
+    // mounted at a staging path and moved into place is one).
+    std::unordered_multimap<int, std::uint64_t> children_;
     // FUSE mounts attached recently, oldest first, looked up again after
     // each POLLPRI of mountinfo until `until`; `generation` is the update
     // that last looked each up.
