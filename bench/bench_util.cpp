@@ -1,4 +1,5 @@
 #include "bench_util.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,20 +24,8 @@ namespace {
 
 const char* g_progress_name = "bench";
 
-std::optional<std::string> slurp(const std::string& path) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::nullopt;
-    std::string s;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        s.append(buf, static_cast<size_t>(n));
-    }
-    close(fd);
-    return s;
-}
+// The integration harness's reader (the benches link it anyway).
+std::optional<std::string> slurp(const std::string& path) { return fh::test::read_file(path); }
 
 // Calls fn(tid_dir) for each thread of pid.
 template <typename Fn>
