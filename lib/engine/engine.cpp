@@ -260,15 +260,23 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                                        const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
                                        std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum,
                                        const std::map<std::string, LivenessProber::Probe>* early_probes) {
-    // Each swap completes before the next begins. The executor re-checks
-    // each mountpoint right before acting; when it finds the table moved
-    // (ESTALE) the batch stops and the caller reads the tables again.
+    // Each host swap completes before the next action begins. Consecutive
+    // actions in containers' namespaces, one per namespace, run together
+    // (Executor::execute_in_namespaces): they cannot touch each other's
+    // mounts, and each mostly waits for its detach's RCU grace period. The
+    // executor re-checks each mountpoint right before acting; when it finds
+    // the table moved (ESTALE) the batch stops and the caller reads the
+    // tables again.
     BatchOutcome out;
-    for (std::size_t k = 0; k < actions.size(); ++k) {
+    enum class Admit { Go, Skip, Stop };
+    // Whether actions[k] may run now: not backing off, its new source has
+    // answered a probe (probed here, once per clone path per step), and the
+    // step's budget is not spent.
+    auto admit = [&](std::size_t k) -> Admit {
         const HealAction& a = *actions[k];
         Track& tr = tracks_[a.target];
         const TargetVerdict* v = verdicts[k];
-        if (tr.failures > 0 && Clock::now() < tr.retry_at) continue;
+        if (tr.failures > 0 && Clock::now() < tr.retry_at) return Admit::Skip;
         if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
             const LivenessProber::Probe* early = nullptr;
             if (early_probes)
@@ -284,55 +292,48 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                      "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
                      trigger);
                 tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
-                continue;
+                return Admit::Skip;
             }
             ready_sources.insert(a.clone_path);
         }
         if (budget-- == 0) {
             spdlog::error("reconcile step did not converge; stopping it here");
             out.out_of_budget = true;
-            break;
+            return Admit::Stop;
         }
-        if (a.in_host()) out.host_changed = true;
-        else out.changed_namespaces.insert(a.ns_inode);
-        // Copies of a healed target are looked for later by the dead
-        // superblock's device number; pin the superblock first (its stale
-        // mount is about to be detached), or the number could be reused.
-        sys::UniqueFd pin;
-        const bool keep_healed = v && a.in_host() && a.kind != ActionKind::UnmountDeadLayer &&
-                                 config_.namespaces && settings_.namespace_heals_supported;
-        if (keep_healed) {
-            auto p = executor_.pin_superblock(a);
-            if (p) pin = std::move(*p);
-            else spdlog::debug("failed to pin the dead filesystem at {}, ignoring (its copies in containers "
-                               "started later are not looked for): {}", a.mountpoint, p.error().message());
-        }
-        const auto t0 = Clock::now();
+        return Admit::Go;
+    };
+    // Books the outcome of actions[k], carried out from t0 for `took`.
+    // Returns false when the batch must stop (the table moved).
+    auto settle = [&](std::size_t k, const Status& s, Clock::time_point t0, Clock::duration took,
+                      sys::UniqueFd pin) -> bool {
+        const HealAction& a = *actions[k];
+        Track& tr = tracks_[a.target];
+        const TargetVerdict* v = verdicts[k];
+        const auto t1 = t0 + took;
         if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
-        Status s = executor_.execute(a);
-        const auto t1 = Clock::now();
         ++out.executed;
         ++sum.actions;
-        tr.heal_us += micros(t1 - t0);
+        tr.heal_us += micros(took);
         spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
-                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(t1 - t0),
+                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(took),
                       s ? "ok" : s.error().message());
         if (!s) {
             if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
                 out.table_moved = true;
-                break;
+                return false;
             }
             ++sum.failures;
             back_off(tr, t1);  // its later actions in this batch are skipped
             emit(HealEvent::Kind::HealFailed, tr, v, s.error().message(), t1, trigger);
             tr.heal_started = tr.probe_started = {};
-            continue;
+            return true;
         }
         if (!a.in_host()) {
             ++tr.ns_healed;
-            continue;
+            return true;
         }
-        if (a.kind == ActionKind::UnmountDeadLayer) continue;
+        if (a.kind == ActionKind::UnmountDeadLayer) return true;
         if (pin.valid()) {
             healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
                                            v->origin.source, v->origin.source_path, a.clone_path});
@@ -350,6 +351,67 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         tr.ns_healed = 0;
         tr.state = TargetState::Healthy;
         tr.reason.clear();
+        return true;
+    };
+
+    for (std::size_t k = 0; k < actions.size(); ++k) {
+        const HealAction& a = *actions[k];
+        const Admit admitted = admit(k);
+        if (admitted == Admit::Stop) break;
+        if (admitted == Admit::Skip) continue;
+
+        if (!a.in_host()) {
+            // This action and the container actions right after it, at most
+            // one per namespace.
+            std::vector<std::size_t> group{k};
+            std::set<std::uint64_t> namespaces{a.ns_inode};
+            bool stop = false;
+            std::size_t next = k + 1;
+            for (; next < actions.size() && !actions[next]->in_host() &&
+                   !namespaces.count(actions[next]->ns_inode);
+                 ++next) {
+                const Admit more = admit(next);
+                if (more == Admit::Stop) {
+                    stop = true;
+                    break;
+                }
+                if (more == Admit::Go) {
+                    group.push_back(next);
+                    namespaces.insert(actions[next]->ns_inode);
+                }
+            }
+            std::vector<const HealAction*> group_actions;
+            for (std::size_t i : group) {
+                group_actions.push_back(actions[i]);
+                out.changed_namespaces.insert(actions[i]->ns_inode);
+            }
+            const auto t0 = Clock::now();
+            std::vector<Executor::NamespaceOutcome> results = executor_.execute_in_namespaces(group_actions);
+            bool moved = false;
+            for (std::size_t g = 0; g < group.size(); ++g)
+                moved = !settle(group[g], results[g].status, t0 + results[g].started, results[g].took, {}) || moved;
+            if (moved || stop) break;
+            k = next - 1;
+            continue;
+        }
+
+        out.host_changed = true;
+        // Copies of a healed target are looked for later by the dead
+        // superblock's device number; pin the superblock first (its stale
+        // mount is about to be detached), or the number could be reused.
+        sys::UniqueFd pin;
+        const TargetVerdict* v = verdicts[k];
+        const bool keep_healed = v && a.kind != ActionKind::UnmountDeadLayer && config_.namespaces &&
+                                 settings_.namespace_heals_supported;
+        if (keep_healed) {
+            auto p = executor_.pin_superblock(a);
+            if (p) pin = std::move(*p);
+            else spdlog::debug("failed to pin the dead filesystem at {}, ignoring (its copies in containers "
+                               "started later are not looked for): {}", a.mountpoint, p.error().message());
+        }
+        const auto t0 = Clock::now();
+        Status s = executor_.execute(a);
+        if (!settle(k, s, t0, Clock::now() - t0, std::move(pin))) break;
     }
     return out;
 }
@@ -382,8 +444,15 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
                           id->is_mount_root ? "the dead filesystem is still mounted there" : "nothing mounted there");
             continue;
         }
-        auto l = prober_.check({{id->device, src.source_path}});
-        if (l[id->device] != Liveness::Alive) continue;
+        // fusectl's marker alone: a fresh connection counts its INIT request
+        // as waiting until the FUSE daemon answers it, so the full check
+        // would wait on a statx for that answer here, and the probes of the
+        // clone paths started next would wait for it a second time. Those
+        // probes are the liveness proof: run_batch acts only once they
+        // answered. Without fusectl, the statx check decides.
+        Liveness state = prober_.fusectl_state(id->device);
+        if (state == Liveness::Unknown) state = prober_.check({{id->device, src.source_path}})[id->device];
+        if (state != Liveness::Alive) continue;
         std::vector<std::string> started;
         for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
             const std::string& clone = armed_.actions[k].clone_path;
@@ -415,6 +484,8 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
     // alone would cost more than the source check.
     std::vector<const HealAction*> ready;
     std::vector<const TargetVerdict*> verdicts;
+    ready.reserve(armed_.actions.size());
+    verdicts.reserve(armed_.actions.size());
     for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
         if (!back[armed_.action_source[k]]) continue;
         HealAction& a = armed_.actions[k];

@@ -77,18 +77,23 @@ Result<sys::UniqueFd> Executor::pin_superblock(const HealAction& a) const {
     return std::move(*fd);
 }
 
-Status Executor::execute(const HealAction& a) {
+Status Executor::check_still_dead(const HealAction& a) const {
     // A mount id and a device number can both be reused once the dead
     // superblock's last mount is gone: where fusectl tells, require the
     // connection to still be the aborted one, so a live mount is never
-    // touched. (Checked here, in the daemon's namespace: a container has no
+    // touched. (Checked in the daemon's namespace: a container has no
     // fusectl of its own.)
     if (features_.fusectl) {
         FusectlReading r = read_fusectl(features_.fusectl_dir, a.expected_device);
         if (!r.present || !r.aborted)
             return Error{"re-check", a.mountpoint, ESTALE, "its FUSE connection is no longer the dead one"};
     }
-    if (!a.in_host()) return execute_in_namespace(a);
+    return {};
+}
+
+Status Executor::execute(const HealAction& a) {
+    if (!a.in_host()) return execute_in_namespaces({&a}).front().status;
+    if (Status s = check_still_dead(a); !s) return s;
     if (!path_is_within(a.mountpoint, root_dir_) || a.mountpoint == root_dir_)
         return Error{"refuse", a.mountpoint, EPERM, "outside " + root_dir_};
     sys::UniqueFd clone;
@@ -101,29 +106,59 @@ Status Executor::execute(const HealAction& a) {
     return act_at(a, clone.get(), true);
 }
 
-Status Executor::execute_in_namespace(const HealAction& a) {
-    if (!features_.open_tree)
-        return Error{"heal in namespace", a.mountpoint, ENOSYS,
-                     "needs open_tree (Linux 5.2) to carry a clone into the namespace"};
-    // Pin the namespace: the pid may exit and be reused between the scan and
-    // now; the pidfd proves the same process still runs when we open its
-    // ns/mnt, and the inode proves it is the same namespace.
-    auto pidfd = sys::pidfd_open(a.ns_pid);
-    if (!pidfd) return pidfd.error();
+std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const std::vector<const HealAction*>& actions) {
+    std::vector<NamespaceOutcome> out(actions.size());
+    if (!features_.open_tree) {
+        for (std::size_t i = 0; i < actions.size(); ++i)
+            out[i].status = Error{"heal in namespace", actions[i]->mountpoint, ENOSYS,
+                                  "needs open_tree (Linux 5.2) to carry a clone into the namespace"};
+        return out;
+    }
+    if (!ns_workers_) {
+        ns_workers_ = std::make_unique<NamespaceWorkers>(kNamespaceWorkerThreads);
+        // The daemon's /proc/self, opened here in its own namespace: inside
+        // a container the workers reach their fds through it (proc_self).
+        proc_self_fd_.reset(::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    }
+    if (!proc_self_fd_.valid()) {
+        Status e = errno_error("open", "/proc/self");
+        proc_self_fd_ = {};
+        ns_workers_.reset();
+        for (NamespaceOutcome& o : out) o.status = e;
+        return out;
+    }
+    const auto called = std::chrono::steady_clock::now();
+    std::vector<NamespaceWorkers::Job> jobs;
+    jobs.reserve(actions.size());
+    for (std::size_t i = 0; i < actions.size(); ++i) {
+        jobs.emplace_back([this, &a = *actions[i], &o = out[i], called](NamespaceWorkers::Entry& entry) -> Status {
+            const auto start = std::chrono::steady_clock::now();
+            o.started = start - called;
+            Status s = act_in_namespace(a, entry);
+            o.took = std::chrono::steady_clock::now() - start;
+            return s;
+        });
+    }
+    std::vector<Status> statuses = ns_workers_->run_all(jobs);
+    for (std::size_t i = 0; i < actions.size(); ++i) out[i].status = std::move(statuses[i]);
+    return out;
+}
+
+Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& entry) {
+    // Each job starts in the daemon's namespace: the host-side steps
+    // (fusectl, the namespace's identity, the clone) come first.
+    if (Status s = check_still_dead(a); !s) return s;
+    // The namespace by its inode: the scan saw it as the namespace
+    // of pid ns_pid; that pid may have exited since, or been reused
+    // by a process of another namespace. The open fd pins whichever
+    // namespace it reached, and its inode tells whether that is the
+    // one planned for.
     const std::string ns_path = "/proc/" + std::to_string(a.ns_pid) + "/ns/mnt";
     sys::UniqueFd ns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!ns_fd.valid()) return errno_error("open", ns_path);
     struct stat st {};
     if (::fstat(ns_fd.get(), &st) != 0) return errno_error("fstat", ns_path);
     if (st.st_ino != a.ns_inode) return Error{"pin namespace", ns_path, ESTALE, "pid now in another namespace"};
-    // Signal 0 only asks "still running?": ESRCH means gone. EPERM (a process
-    // of another uid, without CAP_KILL) means it exists, which is all we ask,
-    // so the service needs no CAP_KILL.
-    if (::syscall(SYS_pidfd_send_signal, pidfd->get(), 0, nullptr, 0) != 0 && errno != EPERM)
-        return errno_error("pin namespace", "pid " + std::to_string(a.ns_pid));
-
-    sys::UniqueFd proc_fd(::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!proc_fd.valid()) return errno_error("open", "/proc/self");
     sys::UniqueFd clone;
     if (a.kind != ActionKind::UnmountDeadLayer) {
         auto c = sys::open_tree_clone(a.clone_path);  // made here, in the host namespace
@@ -131,13 +166,11 @@ Status Executor::execute_in_namespace(const HealAction& a) {
         if (Status s = check_source(c->get(), a); !s) return s;
         clone = std::move(*c);
     }
-    if (!ns_worker_) ns_worker_ = std::make_unique<NamespaceWorker>();
-    return ns_worker_->run_in(ns_fd.get(), [&]() -> Status {
-        // This thread has its own fs_struct (see NamespaceWorker), so the
-        // cwd change is invisible to the rest of the daemon.
-        if (::fchdir(proc_fd.get()) != 0) return errno_error("fchdir", "/proc/self");
-        return act_at(a, clone.get(), false);
-    });
+    if (Status s = entry.enter(ns_fd.get()); !s) return s;
+    // This thread has its own fs_struct (see NamespaceWorkers), so
+    // the cwd change is invisible to the rest of the daemon.
+    if (::fchdir(proc_self_fd_.get()) != 0) return errno_error("fchdir", "/proc/self");
+    return act_at(a, clone.get(), false);
 }
 
 Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {

@@ -5,8 +5,10 @@
 // following symlinks.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/planner.h"
@@ -27,6 +29,19 @@ public:
     // the expected mount (nothing was changed).
     Status execute(const HealAction& action);
 
+    // What one action of execute_in_namespaces did, and when.
+    struct NamespaceOutcome {
+        Status status;  // as execute() would return it
+        std::chrono::steady_clock::duration started{};  // from the call to the action's start
+        std::chrono::steady_clock::duration took{};     // the action's own time
+    };
+    // Carries out actions in other mount namespaces (none in_host()) at
+    // the same time, on kNamespaceWorkerThreads threads: nothing orders
+    // them, so they must not depend on each other (the engine passes at
+    // most one per namespace). Returns each one's outcome, in order.
+    std::vector<NamespaceOutcome> execute_in_namespaces(const std::vector<const HealAction*>& actions);
+    static constexpr std::size_t kNamespaceWorkerThreads = 4;
+
     // Returns an O_PATH fd of the stale mount at the host action's
     // mountpoint (resolved without following symlinks, inside <root_dir>),
     // after checking it belongs to the action's dead superblock; or an
@@ -39,14 +54,20 @@ public:
     void set_root_dir(std::string root_dir) { root_dir_ = std::move(root_dir); }
 
 private:
-    Status execute_in_namespace(const HealAction& action);
+    // Returns ok while fusectl (when in use) still shows the action's
+    // superblock as the aborted connection; ESTALE otherwise.
+    Status check_still_dead(const HealAction& action) const;
+    // One action of execute_in_namespaces, on a worker thread: the host-side
+    // steps, then `entry` into the namespace, then act_at there.
+    Status act_in_namespace(const HealAction& action, NamespaceWorkers::Entry& entry);
     // The steps after the clone exists (clone_fd -1 when there is none), in
     // the namespace the calling thread is in.
     Status act_at(const HealAction& action, int clone_fd, bool in_host);
 
     KernelFeatures features_;
     std::string root_dir_;
-    std::unique_ptr<NamespaceWorker> ns_worker_;  // created on first use
+    std::unique_ptr<NamespaceWorkers> ns_workers_;  // created on first use
+    sys::UniqueFd proc_self_fd_;                    // the daemon's /proc/self, with ns_workers_
 };
 
 } // namespace fh

@@ -4,54 +4,81 @@
 
 namespace fh {
 
-NamespaceWorker::NamespaceWorker() {
-    home_ns_.reset(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
-    if (!home_ns_.valid()) broken_ = errno_error("open", "/proc/thread-self/ns/mnt");
-    thread_ = std::thread([this] { main(); });
+Status NamespaceWorkers::Entry::enter(int ns_fd) {
+    if (::setns(ns_fd, CLONE_NEWNS) != 0) return errno_error("setns into mount namespace");
+    entered_ = true;
+    return {};
 }
 
-NamespaceWorker::~NamespaceWorker() {
+NamespaceWorkers::NamespaceWorkers(std::size_t threads) {
+    home_ns_.reset(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
+    if (!home_ns_.valid()) broken_ = errno_error("open", "/proc/thread-self/ns/mnt");
+    std::unique_lock<std::mutex> lock(mu_);
+    healthy_threads_ = threads == 0 ? 1 : threads;
+    for (std::size_t i = 0; i < healthy_threads_; ++i) threads_.emplace_back([this] { main(); });
+}
+
+NamespaceWorkers::~NamespaceWorkers() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
     }
-    cv_.notify_all();
-    thread_.join();
+    work_cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
 }
 
-void NamespaceWorker::main() {
+void NamespaceWorkers::main() {
     Status setup;
     if (::unshare(CLONE_FS) != 0) setup = errno_error("unshare CLONE_FS");
     std::unique_lock<std::mutex> lock(mu_);
-    if (!setup && broken_) broken_ = setup;
+    if (!setup || !broken_) {
+        if (broken_) broken_ = setup;
+        --healthy_threads_;
+        done_cv_.notify_all();
+        return;
+    }
     for (;;) {
-        cv_.wait(lock, [&] { return stop_ || (job_ && !job_done_); });
+        work_cv_.wait(lock, [&] { return stop_ || (jobs_ && next_job_ < jobs_->size()); });
         if (stop_) return;
-        Status r;
-        if (!broken_) {
-            r = broken_;
-        } else if (::setns(job_ns_fd_, CLONE_NEWNS) != 0) {
-            r = errno_error("setns into mount namespace");
-        } else {
-            r = (*job_)();
-            if (::setns(home_ns_.get(), CLONE_NEWNS) != 0)
-                broken_ = errno_error("setns back into the daemon's mount namespace");
+        const std::size_t i = next_job_++;
+        const Job& job = (*jobs_)[i];
+        lock.unlock();
+        Entry entry;
+        Status r = job(entry);
+        Status home;
+        if (entry.entered_ && ::setns(home_ns_.get(), CLONE_NEWNS) != 0)
+            home = errno_error("setns back into the daemon's mount namespace");
+        lock.lock();
+        (*results_)[i] = std::move(r);
+        --jobs_left_;
+        if (!home) {
+            // This thread is stranded in another namespace: it must not run
+            // a job meant for the daemon's.
+            broken_ = home;
+            --healthy_threads_;
+            done_cv_.notify_all();
+            return;
         }
-        result_ = r;
-        job_done_ = true;
-        cv_.notify_all();
+        done_cv_.notify_all();
     }
 }
 
-Status NamespaceWorker::run_in(int ns_fd, const std::function<Status()>& fn) {
+std::vector<Status> NamespaceWorkers::run_all(const std::vector<Job>& jobs) {
+    std::vector<Status> results(jobs.size());
+    if (jobs.empty()) return results;
     std::unique_lock<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_ns_fd_ = ns_fd;
-    job_done_ = false;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return job_done_; });
-    job_ = nullptr;
-    return result_;
+    jobs_ = &jobs;
+    results_ = &results;
+    next_job_ = 0;
+    jobs_left_ = jobs.size();
+    work_cv_.notify_all();
+    done_cv_.wait(lock, [&] { return jobs_left_ == 0 || healthy_threads_ == 0; });
+    // No thread left to run them: every job not started gets the reason.
+    for (std::size_t i = next_job_; i < jobs.size(); ++i) results[i] = broken_;
+    next_job_ = jobs.size();
+    jobs_ = nullptr;
+    results_ = nullptr;
+    return results;
 }
 
 } // namespace fh
