@@ -1,6 +1,7 @@
 #include "engine/event_loop.h"
 
 #include <libmount/libmount.h>
+#include <malloc.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -88,8 +89,27 @@ std::uint64_t Daemon::request_reconcile(Clock::time_point trigger) {
 
 void Daemon::worker_main() {
     std::unique_lock<std::mutex> lock(mu_);
+    const auto work = [&] { return stopping_ || pending_ || pending_config_; };
     for (;;) {
-        cv_.wait(lock, [&] { return stopping_ || pending_ || pending_config_; });
+        if (trim_due_) {
+            // Idle after a reconcile: hand the memory the step freed (its
+            // table snapshot, plans, namespace views) back to the kernel,
+            // which glibc would keep. At most once per kTrimInterval, and
+            // not while work waits: it locks every arena while it walks
+            // their free chunks.
+            if (!cv_.wait_until(lock, last_trim_ + kTrimInterval, work)) {
+                trim_due_ = false;
+                last_trim_ = Clock::now();
+                lock.unlock();
+                const int released = ::malloc_trim(0);
+                spdlog::trace("malloc_trim: {} ({} us)", released ? "memory released" : "nothing to release",
+                              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - last_trim_).count());
+                lock.lock();
+                continue;
+            }
+        } else {
+            cv_.wait(lock, work);
+        }
         if (stopping_) return;
         if (pending_config_) {
             Config c = std::move(*pending_config_);
@@ -127,6 +147,7 @@ void Daemon::worker_main() {
         next_retry_ = retry;
         cv_.notify_all();
         uv_async_send(&worker_done_);
+        trim_due_ = true;
     }
 }
 
