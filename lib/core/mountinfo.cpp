@@ -274,6 +274,30 @@ Result<MountTable> read_mountinfo(const std::string& path) {
     return parse_with(path, [&](libmnt_table* tb) { return mnt_table_parse_file(tb, path.c_str()); });
 }
 
+bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices) {
+    if (devices.empty()) return false;
+    while (!text.empty()) {
+        const std::size_t eol = text.find('\n');
+        std::string_view line = text.substr(0, eol);
+        text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
+        // "<mount id> <parent id> <major>:<minor> ..."
+        const std::size_t a = line.find(' ');
+        const std::size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
+        if (b == std::string_view::npos) continue;
+        const std::string_view dev = line.substr(b + 1, line.find(' ', b + 1) - (b + 1));
+        const std::size_t colon = dev.find(':');
+        if (colon == std::string_view::npos) continue;
+        unsigned major_number = 0, minor_number = 0;
+        const auto r1 = std::from_chars(dev.data(), dev.data() + colon, major_number);
+        const auto r2 = std::from_chars(dev.data() + colon + 1, dev.data() + dev.size(), minor_number);
+        if (r1.ec != std::errc() || r2.ec != std::errc() || r1.ptr != dev.data() + colon ||
+            r2.ptr != dev.data() + dev.size())
+            continue;
+        if (devices.count(makedev(major_number, minor_number))) return true;
+    }
+    return false;
+}
+
 MountFlags parse_mount_flags(const std::string& vfs_options) {
     MountFlags flags;
     std::string_view rest = vfs_options;

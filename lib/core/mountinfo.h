@@ -10,7 +10,9 @@
 #include <istream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/error.h"
@@ -100,6 +102,12 @@ Result<MountTable> read_mountinfo(const std::string& path);
 
 // Parses the text of a mountinfo file. Returns the table or an Error.
 Result<MountTable> parse_mountinfo_text(const std::string& text, const std::string& name);
+
+// Returns true when a line of mountinfo `text` has one of `devices` as its
+// device (the third field, major:minor), without parsing the rest: a walk
+// of /proc reads a thousand containers' tables to find the few that hold a
+// given superblock, and parses only those.
+bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices);
 
 // Returns the per-mount flags found in a comma-separated vfs option string.
 MountFlags parse_mount_flags(const std::string& vfs_options);

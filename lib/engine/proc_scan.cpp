@@ -23,19 +23,20 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
         ++out.processes;
         auto ns = sys::mount_ns_id(proc_root, static_cast<int>(pid));
         if (!ns || seen.count(*ns)) continue;
-        auto table = read_mountinfo(proc_root + "/" + de->d_name + "/mountinfo");
+        const std::string path = proc_root + "/" + de->d_name + "/mountinfo";
+        auto text = sys::read_small_file(path);
         // The process exited meanwhile: another process may still show the
         // namespace, so it is not marked as seen.
-        if (!table) continue;
+        if (!text) continue;
         seen.insert(*ns);
         ++out.distinct_namespaces;
-        bool wanted = false;
-        for (const auto& e : table->entries())
-            if (devices.count(e.device)) {
-                wanted = true;
-                break;
-            }
-        if (wanted) out.namespaces.push_back(NamespaceView{static_cast<int>(pid), ns->second, std::move(*table)});
+        // Most namespaces hold none of the devices: they are only scanned
+        // for the device field, not parsed (libmount's parse of a table
+        // costs more than the kernel's printing of it).
+        if (!mountinfo_has_device(*text, devices)) continue;
+        auto table = parse_mountinfo_text(*text, path);
+        if (!table) continue;
+        out.namespaces.push_back(NamespaceView{static_cast<int>(pid), ns->second, std::move(*table)});
     }
     ::closedir(dir);
     return out;

@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -509,6 +510,35 @@ TEST(MountinfoErrors, MessageNamesStreamAndLine) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().message(),
               "parse mountinfo pid 42: Invalid argument (line 2: not a valid mountinfo line)");
+}
+
+TEST(MountinfoHasDevice, FindsEveryDeviceOfACaptureAndNoOther) {
+    const std::string text = file_text("kubelet-live.mountinfo");
+    auto table = parse_mountinfo_text(text, "kubelet-live.mountinfo");
+    ASSERT_TRUE(table) << table.error().message();
+    std::set<dev_t> present;
+    for (const MountEntry& e : table->entries()) present.insert(e.device);
+    ASSERT_GT(present.size(), 3u);
+    for (dev_t d : present) EXPECT_TRUE(mountinfo_has_device(text, {d})) << "device " << d;
+    // A number absent from the table, also as a prefix or suffix of present
+    // ones ("0:4" in "0:46"), is not found.
+    dev_t absent = dev(4095, 1048575);
+    EXPECT_FALSE(mountinfo_has_device(text, {absent}));
+    EXPECT_FALSE(mountinfo_has_device(text, {}));
+    EXPECT_TRUE(mountinfo_has_device(text, {absent, *present.begin()}));
+}
+
+TEST(MountinfoHasDevice, LooksOnlyAtTheDeviceField) {
+    // The device's text elsewhere on a line (a root, a mountpoint, a source)
+    // does not count; malformed lines are skipped.
+    const std::string text =
+        "36 35 98:0 /0:46 /mnt/0:46 rw,noatime - ext3 0:46 rw\n"
+        "garbage\n"
+        "37 36 x:y / /a rw - tmpfs tmpfs rw\n"
+        "38 36 0:46x / /b rw - tmpfs tmpfs rw\n";
+    EXPECT_FALSE(mountinfo_has_device(text, {dev(0, 46)}));
+    EXPECT_TRUE(mountinfo_has_device(text, {dev(98, 0)}));
+    EXPECT_TRUE(mountinfo_has_device(text + "39 36 0:46 / /c rw - fuse.x x rw", {dev(0, 46)}));
 }
 
 } // namespace
