@@ -174,11 +174,11 @@ private:
     std::uint64_t reconciles_started_ = 0;   // also the number of the running one
     std::uint64_t reconciles_finished_ = 0;  // also the number of the last finished one
     Clock::time_point reconcile_started_at_{};
-    // When the heal worker last gave freed memory back (malloc_trim), and
-    // how often it may (heal worker only).
-    Clock::time_point last_trim_{};
+    // Freed memory is given back (malloc_trim) once the heal worker has been
+    // idle for kTrimDelay after a reconcile (heal worker only).
+    Clock::time_point last_reconcile_done_{};
     bool trim_due_ = false;
-    static constexpr std::chrono::seconds kTrimInterval{1};
+    static constexpr std::chrono::seconds kTrimDelay{1};
     int healed_total_ = 0;
 
     // Fed by the heal worker (heal events, reconciles, target states) and
