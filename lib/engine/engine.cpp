@@ -527,6 +527,7 @@ std::vector<FuseConnectionInfo> Engine::connections_of(const Classification& c, 
 }
 
 ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
+    last_reconcile_start_ = Clock::now();
     ReconcileSummary sum;
     std::vector<NamespaceView> namespaces;
     bool views_loaded = false;  // `namespaces` is current for this step
@@ -742,7 +743,8 @@ std::vector<FuseConnectionInfo> Engine::connections() const {
 std::optional<Clock::time_point> Engine::next_retry() const {
     std::optional<Clock::time_point> best;
     for (const auto& [path, tr] : tracks_)
-        if (tr.in_outage && tr.failures > 0 && (!best || tr.retry_at < *best)) best = tr.retry_at;
+        if (tr.in_outage && tr.failures > 0 && tr.retry_at > last_reconcile_start_ && (!best || tr.retry_at < *best))
+            best = tr.retry_at;
     return best;
 }
 

@@ -141,7 +141,10 @@ public:
     // arrived. Returns what was done.
     ReconcileSummary reconcile(Clock::time_point trigger);
 
-    // Returns the earliest time a backed-off target may be retried, if any.
+    // Returns the earliest time a backed-off target may be retried, if any
+    // retry is still due: a retry time the last reconcile started after has
+    // had its step (the heal ran, or no heal was planned: its source is
+    // gone, and an event brings it back).
     std::optional<Clock::time_point> next_retry() const;
 
     // Returns a snapshot of every tracked target (thread-safe).
@@ -261,6 +264,7 @@ private:
     std::vector<sys::UniqueFd> healed_pins_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
     std::map<std::string, Track> tracks_;
+    Clock::time_point last_reconcile_start_{};  // when the last reconcile() began
     mutable std::mutex status_mu_;
     std::vector<TargetStatus> status_;
     std::vector<std::string> source_paths_;  // under status_mu_

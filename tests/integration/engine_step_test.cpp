@@ -164,6 +164,46 @@ TEST_P(EngineStep, SourceWithoutTheSubdirectoryIsNotHealedAndBacksOff) {
     EXPECT_EQ(read_errno(sub), ENOTCONN);
 }
 
+// A heal that failed backs off; when its source is gone again before the
+// retry, the step after the retry time finds nothing to retry, and no more
+// retries are asked for. (The fault campaign's crash loops found the daemon
+// reconciling every millisecond, for ever, after a FUSE daemon died in the
+// middle of the heals from it and stayed dead: next_retry() kept returning
+// the passed retry time of the failed heal.)
+TEST_P(EngineStep, FailedHealWhoseSourceIsGoneAsksForNoMoreRetries) {
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.set_extra_args({"--tree", "only-in-gen1/x=1"});
+    fuse.start(1);
+    const std::string sub = sb.pod_subpath_path("pod-1", "pvc-1", "app", 0);
+    csi_bind(fuse.source(), "only-in-gen1", sub, true);
+    engine->reconcile(Clock::now());
+    fuse.kill9();
+    fuse.set_extra_args({});
+    fuse.supervisor_restart(2);
+    engine->reconcile(Clock::now());
+    ASSERT_FALSE(events.empty());
+    ASSERT_EQ(events.back().kind, HealEvent::Kind::HealFailed);
+    auto retry = engine->next_retry();
+    ASSERT_TRUE(retry.has_value());
+    // The source dies again and its supervisor unmounts it: no heal can be
+    // planned until it is back, whatever the backoff says.
+    fuse.kill9();
+    ASSERT_EQ(lazy_umount(fuse.source()), 0);
+    std::this_thread::sleep_until(*retry + 1ms);
+    const std::size_t n = events.size();
+    auto s = engine->reconcile(Clock::now());
+    EXPECT_EQ(s.actions, 0);
+    EXPECT_EQ(events.size(), n);
+    EXPECT_EQ(engine->next_retry(), std::nullopt) << "a retry asked for with nothing to retry: the daemon's retry "
+                                                     "timer would fire at once, for ever";
+    // Back, with the directory: the next event's step heals it.
+    fuse.set_extra_args({"--tree", "only-in-gen1/x=3"});
+    fuse.start(3);
+    auto healed = engine->reconcile(Clock::now());
+    EXPECT_EQ(healed.healed, 1);
+    EXPECT_EQ(read_file(sub + "/x"), "3");
+}
+
 // Armed heals are re-checked like any other: a pod deleted during the outage
 // (its volume unmounted after the heals were armed) does not get its mount
 // back, and the other pod is healed in the same step.
