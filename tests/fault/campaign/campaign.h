@@ -117,12 +117,19 @@ struct HealedLine {
 std::optional<HealedLine> parse_healed_line(const std::string& line);
 // Returns the value of "key=VALUE" (up to the next space) in a log line.
 std::optional<std::string> log_field(const std::string& line, const std::string& key);
-// Returns a log line without its timestamp, every digit run replaced by '#':
-// repeats of one message compare equal.
+// Returns a log line without its timestamp, the numbers after '=' or ':'
+// replaced by '#': repeats of one message (about one target) compare equal.
 std::string normalize_log_line(const std::string& line);
+
+// Returns whether a log line is at level info or above (not debug or trace):
+// what a node logs.
+bool at_info_or_above(const std::string& line);
 
 // CPU time (user + system) of a process so far, in seconds; nullopt when gone.
 std::optional<double> process_cpu_seconds(pid_t pid);
+// What a process spends its CPU on: each thread's CPU time over `span`
+// (with its name and wchan), then `eu-stack -p` (or gdb) when installed.
+std::string diagnose_cpu(pid_t pid, std::chrono::milliseconds span);
 // "Threads:" of /proc/<pid>/status, or -1.
 int process_threads(pid_t pid);
 

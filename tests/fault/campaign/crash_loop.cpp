@@ -17,28 +17,88 @@ namespace {
 constexpr double kIdleCpuLimit = 0.05;
 // Log lines an idle daemon may write in an idle window (none expected).
 constexpr int kIdleLinesLimit = 2;
+// Reconciles an idle daemon may run in an idle window (3-10 s): the events of
+// the sources' unmounts, the last failed heals' retries (each finds nothing
+// to do) and the safety timer (30 s) give a few; a busy loop, hundreds.
+constexpr int kIdleReconcilesLimit = 6;
 // Log lines per crash and per target of the crashed daemon: a crash is worth
 // "mount broken" and "mount healed" per target, a failed heal attempt and
 // its retry at most; one "FUSE server died" per crash. More is a flood.
 constexpr double kLinesPerCrashPerTargetLimit = 5.0;
+// The most lines of one message (one event of one target, numbers aside) in
+// any minute. One line per event is what an operator wants until the same
+// target repeats itself: journald's own rate limit (10,000 lines per 30 s
+// per service by default) otherwise drops every line of the service, the
+// useful ones too, once a few hundred targets crash-loop together.
+constexpr int kRepeatsPerMinuteLimit = 10;
+
+// Arrival times of each message (normalized), to find the most repeated
+// one in any minute.
+struct Repeats {
+    std::map<std::string, std::vector<std::int64_t>> times;
+    std::map<std::int64_t, int> per_second;
+    std::int64_t lines = 0;
+    LogWatch watch;
+
+    void take(const std::vector<std::string>& lines_read) {
+        const std::int64_t now = monotonic_usec();
+        watch.take(lines_read);
+        for (const auto& l : lines_read) {
+            if (!at_info_or_above(l)) continue;
+            ++lines;
+            times[normalize_log_line(l)].push_back(now);
+            per_second[now / 1000000]++;
+        }
+    }
+    // The largest number of one message within 60 s, and that message.
+    std::pair<int, std::string> worst_minute() const {
+        std::pair<int, std::string> worst{0, ""};
+        for (const auto& [msg, ts] : times) {
+            std::size_t lo = 0;
+            for (std::size_t hi = 0; hi < ts.size(); ++hi) {
+                while (ts[hi] - ts[lo] >= 60000000) ++lo;
+                if (static_cast<int>(hi - lo + 1) > worst.first) worst = {static_cast<int>(hi - lo + 1), msg};
+            }
+        }
+        return worst;
+    }
+    int peak_per_second() const {
+        int peak = 0;
+        for (const auto& [s, n] : per_second) peak = std::max(peak, n);
+        return peak;
+    }
+};
 
 struct Window {
     double cpu_share = 0;
     std::int64_t lines = 0;
+    std::int64_t reconciles = -1;  // reconciles fuse-healerd ran in the window (its status), -1 unknown
     std::map<std::string, int> repeats;
 };
+
+// The "reconciles" counter of fuse-healerctl status, or -1.
+std::int64_t reconciles_of(Daemon& daemon) {
+    auto s = control_request(daemon.control_socket(), "{\"command\":\"status\"}", 2000ms);
+    if (!s) return -1;
+    auto p = s->find("\"reconciles\":");
+    return p == std::string::npos ? -1 : std::atoll(s->c_str() + p + 13);
+}
 
 // Measures the daemon over `span`: its CPU share and the lines it logs.
 Window idle_window(Daemon& daemon, LogTail& tail, std::chrono::milliseconds span) {
     Window w;
     tail.next_lines();
+    const auto r0 = reconciles_of(daemon);
     const auto c0 = process_cpu_seconds(daemon.pid()).value_or(0);
     const auto t0 = Clock::now();
     std::this_thread::sleep_for(span);
     const auto c1 = process_cpu_seconds(daemon.pid()).value_or(0);
+    const auto r1 = reconciles_of(daemon);
+    if (r0 >= 0 && r1 >= 0) w.reconciles = r1 - r0;
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     w.cpu_share = (c1 - c0) / wall;
     for (const auto& l : tail.next_lines()) {
+        if (!at_info_or_above(l)) continue;
         ++w.lines;
         w.repeats[normalize_log_line(l)]++;
     }
@@ -88,10 +148,15 @@ PhaseResult run_one(const Options& o, Rng& rng, const CrashLoopSpec& spec) {
         Clock::time_point next;
     };
     std::vector<State> st(3);
-    auto lifetime = [&] { return std::chrono::milliseconds(rng.uniform(0, 300)); };
+    // Half the lives end within 30 ms of the mount, while fuse-healerd is
+    // still healing from it (a heal of 17 targets and their containers
+    // takes 20-60 ms here); so does the last one of each daemon, which
+    // stays dead.
+    auto lifetime = [&](bool last = false) {
+        return std::chrono::milliseconds(last || rng.uniform(0, 1) == 0 ? rng.uniform(0, 30) : rng.uniform(30, 300));
+    };
     for (auto& s : st) s.next = Clock::now() + lifetime();
-    std::map<std::string, int> repeats;
-    std::int64_t loop_lines = 0;
+    Repeats repeats;
     const pid_t pid = daemon.pid();
     const double c0 = process_cpu_seconds(pid).value_or(0);
     const auto t0 = Clock::now();
@@ -118,12 +183,27 @@ PhaseResult run_one(const Options& o, Rng& rng, const CrashLoopSpec& spec) {
                 break;
             }
             st[pick].up = true;
-            st[pick].next = Clock::now() + lifetime();
+            st[pick].next = Clock::now() + lifetime(st[pick].crashes + 1 == spec.crashes);
+            if (st[pick].crashes + 1 == spec.crashes) {
+                // The last life ends in the middle of the heals it starts:
+                // right after the first target is healed from it, so that
+                // the others' heals fail (their new source is dead again)
+                // and the dataset then stays down.
+                const std::string from = " source=" + d.source + " ";
+                wait_until(
+                    [&] {
+                        const auto lines = tail.next_lines();
+                        repeats.take(lines);
+                        for (const auto& l : lines)
+                            if (l.find("mount healed: ") != std::string::npos && l.find(from) != std::string::npos)
+                                return true;
+                        return false;
+                    },
+                    2000ms, 200us);
+                st[pick].next = Clock::now();
+            }
         }
-        for (const auto& l : tail.next_lines()) {
-            ++loop_lines;
-            repeats[normalize_log_line(l)]++;
-        }
+        repeats.take(tail.next_lines());
         if (auto code = daemon.poll_exit()) {
             ++r.daemon_crashes;
             r.fail("fuse-healerd exited with " + std::to_string(*code) + ": " + tail_text(daemon.log()));
@@ -131,22 +211,26 @@ PhaseResult run_one(const Options& o, Rng& rng, const CrashLoopSpec& spec) {
         }
     }
     std::this_thread::sleep_for(200ms);  // the last death's lines
-    for (const auto& l : tail.next_lines()) {
-        ++loop_lines;
-        repeats[normalize_log_line(l)]++;
-    }
+    repeats.take(tail.next_lines());
+    const std::int64_t loop_lines = repeats.lines;
+    for (const auto& [t, n] : repeats.watch.healed) r.heals += n;
     const double c1 = process_cpu_seconds(pid).value_or(0);
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     const double share = (c1 - c0) / wall;
+    const auto worst = repeats.worst_minute();
     const double per_target = static_cast<double>(loop_lines) / static_cast<double>(r.cycles) /
                               (static_cast<double>(node.targets().size()) / 3.0);
     r.note("loop: " + std::to_string(r.cycles) + " crashes in " + std::to_string(static_cast<int>(wall)) +
            " s, fuse-healerd CPU " + pct(share) + " of one core, " + std::to_string(loop_lines) + " log lines (" +
-           std::to_string(per_target).substr(0, 4) + " per crash per target); most repeated:" +
-           top_repeats(repeats, 4));
+           std::to_string(per_target).substr(0, 4) + " per crash per target), at most " +
+           std::to_string(repeats.peak_per_second()) + " in a second; most repeated in a minute: " +
+           std::to_string(worst.first) + " x " + worst.second.substr(0, 200));
     if (per_target > kLinesPerCrashPerTargetLimit)
         r.fail("log flood: " + std::to_string(per_target) + " lines per crash per target (limit " +
                std::to_string(kLinesPerCrashPerTargetLimit) + ")");
+    if (worst.first > kRepeatsPerMinuteLimit)
+        r.fail("log flood: one message " + std::to_string(worst.first) + " times within a minute (limit " +
+               std::to_string(kRepeatsPerMinuteLimit) + "): " + worst.second.substr(0, 300));
 
     // Left dead, twice: the dead superblocks still mounted at the sources,
     // then the sources unmounted (the supervisor's umount -l, no restart).
@@ -157,9 +241,15 @@ PhaseResult run_one(const Options& o, Rng& rng, const CrashLoopSpec& spec) {
     Window gone = idle_window(daemon, tail, span);
     for (auto [name, w] : {std::pair{"dead sources still mounted", &dead}, std::pair{"sources unmounted", &gone}}) {
         r.note(std::string("idle ") + std::to_string(span.count() / 1000) + " s, " + name + ": CPU " +
-               pct(w->cpu_share) + ", " + std::to_string(w->lines) + " log lines" + top_repeats(w->repeats, 3));
+               pct(w->cpu_share) + ", " + std::to_string(w->lines) + " log lines, " +
+               std::to_string(w->reconciles) + " reconciles" + top_repeats(w->repeats, 3));
+        // Nothing changes while everything is down: a reconcile or two (a
+        // late event, the safety timer) at most.
+        if (w->reconciles > kIdleReconcilesLimit)
+            r.fail(std::string("busy: ") + std::to_string(w->reconciles) + " reconciles while idle (" + name + ")");
         if (w->cpu_share > kIdleCpuLimit)
-            r.fail(std::string("busy: CPU ") + pct(w->cpu_share) + " while idle (" + name + ")");
+            r.fail(std::string("busy: CPU ") + pct(w->cpu_share) + " while idle (" + name + "); " +
+                   diagnose_cpu(daemon.pid(), 1000ms));
         if (w->lines > kIdleLinesLimit)
             r.fail(std::string("log lines while idle (") + name + "): " + std::to_string(w->lines) +
                    top_repeats(w->repeats, 3));
@@ -179,7 +269,7 @@ PhaseResult run_one(const Options& o, Rng& rng, const CrashLoopSpec& spec) {
     std::set<std::size_t> all{0, 1, 2};
     wait_heal_lines(tail, watch, node, all, 3000ms);
     for (auto& [t, n] : watch.healed) r.heals += n;
-    r.max_since_event_us = watch.max_since_event_us;
+    r.max_since_event_us = std::max(repeats.watch.max_since_event_us, watch.max_since_event_us);
     node.stop_host_reader();
     check_everything(r, "after the crash loop", node);
     if (auto code = daemon.poll_exit()) {
