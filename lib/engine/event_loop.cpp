@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <map>
 
 #include <spdlog/spdlog.h>
 
@@ -399,8 +400,44 @@ void Daemon::answer_heal_requests() {
 }
 
 void Daemon::on_heal_event(const HealEvent& event) {
-    log_heal_event(event);
-    record_heal_event(metrics_, event);
+    record_heal_event(metrics_, event);  // every event counts, logged or not
+    bool log = false;
+    {
+        std::lock_guard<std::mutex> lock(heal_log_mu_);
+        log = heal_log_limiter_.admit(std::string(to_string(event.kind)) + " " + event.ctx.target, Clock::now());
+    }
+    if (log) log_heal_event(event);
+}
+
+void Daemon::log_suppressed_heal_events() {
+    RepeatLimiter::Suppressed s;
+    {
+        std::lock_guard<std::mutex> lock(heal_log_mu_);
+        s = heal_log_limiter_.take_suppressed(Clock::now());
+    }
+    if (s.empty()) return;
+    // Keys are "<event> <target>" (on_heal_event).
+    std::map<std::string, std::uint64_t> by_event;
+    std::set<std::string> targets;
+    for (const auto& [key, n] : s.by_key) {
+        const auto sp = key.find(' ');
+        by_event[key.substr(0, sp)] += n;
+        targets.insert(key.substr(sp + 1));
+    }
+    std::string events, some;
+    for (const auto& [event, n] : by_event) events += " " + event + "=" + std::to_string(n);
+    std::size_t named = 0;
+    for (const auto& t : targets) {  // the first three, as in "FUSE server died"
+        if (named++ == 3) {
+            some += ",...";
+            break;
+        }
+        some += (some.empty() ? "" : ",") + t;
+    }
+    spdlog::warn("heal event lines not logged: {} repeats about {} targets since the last such line (more than {} of "
+                 "one event for one target within {} s: a FUSE daemon in a crash loop?):{} target={}; the metrics "
+                 "count every event",
+                 s.lines, targets.size(), kHealLogBurst, kHealLogWindow.count(), events, some);
 }
 
 void Daemon::apply_metrics_config(const MetricsConfig& wanted) {
@@ -644,6 +681,13 @@ int Daemon::run() {
     uv_timer_init(&loop_, &retry_timer_);
     retry_timer_.data = this;
 
+    uv_timer_init(&loop_, &heal_log_timer_);
+    heal_log_timer_.data = this;
+    const auto summary_every = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(kHealLogWindow).count());
+    uv_timer_start(&heal_log_timer_, [](uv_timer_t* t) { self(t)->log_suppressed_heal_events(); }, summary_every,
+                   summary_every);
+
     uv_timer_init(&loop_, &watchdog_timer_);
     watchdog_timer_.data = this;
     std::uint64_t watchdog_usec = 0;
@@ -685,6 +729,7 @@ int Daemon::run() {
 
     uv_run(&loop_, UV_RUN_DEFAULT);
 
+    log_suppressed_heal_events();  // the last window's, before "stopped"
     // Scrapes end with the loop; the textfile keeps its last contents.
     metrics_server_.reset();
     metrics_textfile_.reset();

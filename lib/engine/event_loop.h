@@ -27,6 +27,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/fuse_servers.h"
+#include "core/repeat_limiter.h"
 #include "engine/control_server.h"
 #include "engine/death_watch.h"
 #include "engine/engine.h"
@@ -107,9 +108,13 @@ private:
     void start_control_server();
     void worker_main();
     void notify_status();
-    // The engine's HealObserver (on the heal worker thread): logs the event
-    // and feeds it into the metrics.
+    // The engine's HealObserver (on the heal worker thread): feeds the event
+    // into the metrics and logs it, unless it is one repeat too many (see
+    // heal_log_limiter_).
     void on_heal_event(const HealEvent& event);
+    // Logs one line summing up the heal-event lines the limiter held back
+    // since the last call, if any (loop thread: its timer, and the stop).
+    void log_suppressed_heal_events();
     // Starts, moves or stops the metrics HTTP server and textfile writer to
     // match `wanted` (at start and on reload); failures are logged, not fatal.
     void apply_metrics_config(const MetricsConfig& wanted);
@@ -132,6 +137,7 @@ private:
     uv_async_t worker_done_{};
     uv_async_t wakeup_{};  // a late probe result or anything else asking for a reconcile
     uv_timer_t heal_reply_timer_{};  // the earliest timeout of a pending heal request
+    uv_timer_t heal_log_timer_{};    // log_suppressed_heal_events() once a window
     libmnt_monitor* monitor_ = nullptr;
 
     std::unique_ptr<LivenessProber> prober_;
@@ -180,6 +186,16 @@ private:
     bool trim_due_ = false;
     static constexpr std::chrono::seconds kTrimDelay{1};
     int healed_total_ = 0;
+
+    // Heal-event lines ("mount broken", "mount healed", ...): at most
+    // kHealLogBurst of one kind for one target in any kHealLogWindow; a FUSE
+    // daemon in a crash loop would otherwise write two lines per target per
+    // crash (see core/repeat_limiter.h). Fed by the heal worker, emptied by
+    // the loop's timer.
+    static constexpr std::size_t kHealLogBurst = 5;
+    static constexpr std::chrono::seconds kHealLogWindow{60};
+    std::mutex heal_log_mu_;
+    RepeatLimiter heal_log_limiter_{kHealLogBurst, kHealLogWindow};  // under heal_log_mu_
 
     // Fed by the heal worker (heal events, reconciles, target states) and
     // the loop (mount events); rendered by the server's and the textfile

@@ -123,6 +123,38 @@ TEST_F(HealTest, TwentyCrashCyclesLeaveMountCountsAndPropagationUnchanged) {
     }
 }
 
+// A FUSE daemon in a crash loop: every crash is healed, but each target's
+// "mount broken" and "mount healed" lines stop after 5 in a minute; the rest
+// are summed up in one line (here at the stop), and the metrics' heal count
+// (fuse-healerctl status) has every heal.
+TEST_F(HealTest, RepeatedHealLinesAreRateLimitedAndSummedUp) {
+    for (int gen = 2; gen <= 8; ++gen) {
+        crash_and_restart(gen);
+        expect_all_read(gen);
+        ASSERT_FALSE(HasFailure()) << "generation " << gen;
+    }
+    ASSERT_TRUE(daemon.wait_for_log("mount healed: target=" + subpath + " pod=pod-b"));
+    auto count = [&](const std::string& needle) {
+        const std::string log = daemon.log();
+        int n = 0;
+        for (auto p = log.find(needle); p != std::string::npos; p = log.find(needle, p + 1)) ++n;
+        return n;
+    };
+    for (const std::string& t : {volume, subpath}) {
+        EXPECT_EQ(count("mount broken: target=" + t + " "), 5) << t;
+        EXPECT_EQ(count("mount healed: target=" + t + " "), 5) << t;
+    }
+    EXPECT_EQ(count("heal event lines not logged"), 0) << "summed up once a minute, or at the stop";
+    EXPECT_EQ(daemon.terminate(), 0);
+    // 7 outages of 2 targets: 2 lines of each event held back per target.
+    EXPECT_NE(daemon.log().find("heal event lines not logged: 8 repeats about 2 targets since the last such line "
+                                "(more than 5 of one event for one target within 60 s: a FUSE daemon in a crash "
+                                "loop?): broken=4 healed=4 target=" +
+                                std::min(volume, subpath) + "," + std::max(volume, subpath) + ";"),
+              std::string::npos)
+        << daemon.log();
+}
+
 // (d): a subPath target heals with its own subdirectory, and the host
 // targets keep their per-mount flags (read-only, nosuid, nodev as bound).
 TEST_F(HealTest, SubpathHealsWithItsSubdirectoryAndFlags) {

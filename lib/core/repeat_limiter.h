@@ -1,0 +1,53 @@
+// Rate limit of repeated log lines, pure (the caller passes the time).
+//
+// A line is known by a key (e.g. "broken <target>"): at most `burst` lines
+// of one key are let through in any `window`; the others are counted, and
+// take_suppressed() hands the counts over for one summary line. A FUSE
+// daemon in a crash loop makes every one of its targets broken and healed
+// again at each crash: without a limit, a few hundred targets crash-looping
+// together write thousands of lines a second, and journald's own rate limit
+// (10,000 lines per 30 s per service by default) then drops every line of
+// the service, the useful ones with them.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+
+namespace fh {
+
+class RepeatLimiter {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    // `burst` >= 1 lines per key in any `window` (> 0).
+    RepeatLimiter(std::size_t burst, Clock::duration window);
+
+    // Returns true when the line of `key` at `now` is to be written, false
+    // when it is one too many (it is counted). `now` never goes back.
+    bool admit(const std::string& key, Clock::time_point now);
+
+    struct Suppressed {
+        std::uint64_t lines = 0;                     // in all
+        std::map<std::string, std::uint64_t> by_key;  // lines per key, sorted by key
+        bool empty() const { return lines == 0; }
+    };
+    // Returns the lines held back since the last call, and forgets them
+    // and the keys with no line in the last window (so memory holds only
+    // the keys of the last window).
+    Suppressed take_suppressed(Clock::time_point now);
+
+    std::size_t burst() const { return burst_; }
+    Clock::duration window() const { return window_; }
+
+private:
+    std::size_t burst_;
+    Clock::duration window_;
+    std::map<std::string, std::deque<Clock::time_point>> admitted_;  // per key, in the last window
+    Suppressed suppressed_;
+};
+
+} // namespace fh
