@@ -168,4 +168,49 @@ std::optional<std::string> control_request(const std::string& socket_path, const
     return got;
 }
 
+namespace {
+
+// The number after "key": in `s` from `from` on, or -1.
+std::int64_t json_number(const std::string& s, const std::string& key, std::size_t from = 0,
+                         std::size_t to = std::string::npos) {
+    const std::string k = "\"" + key + "\":";
+    auto p = s.find(k, from);
+    if (p == std::string::npos || p >= to) return -1;
+    return std::atoll(s.c_str() + p + k.size());
+}
+
+// The string after "key":" in `s` from `from` on (no escapes: the
+// campaign's paths and states have none).
+std::string json_string(const std::string& s, const std::string& key, std::size_t from, std::size_t to) {
+    const std::string k = "\"" + key + "\":\"";
+    auto p = s.find(k, from);
+    if (p == std::string::npos || p >= to) return "";
+    p += k.size();
+    return s.substr(p, s.find('"', p) - p);
+}
+
+}  // namespace
+
+std::optional<StatusView> daemon_status(const std::string& socket_path) {
+    auto s = control_request(socket_path, "{\"command\":\"status\"}", 2000ms);
+    if (!s || s->find("\"ok\":true") == std::string::npos) return std::nullopt;
+    StatusView v;
+    const auto list = s->find("\"targets\":[");
+    v.targets = json_number(*s, "targets");
+    v.broken = json_number(*s, "broken");
+    v.heals = json_number(*s, "heals", 0, list);
+    v.reconciles = json_number(*s, "reconciles");
+    const std::string marker = "{\"target\":\"";
+    for (auto p = s->find(marker, list); p != std::string::npos && list != std::string::npos;) {
+        const auto next = s->find(marker, p + 1);
+        const std::string path = json_string(*s, "target", p, next);
+        StatusView::Target t;
+        t.state = json_string(*s, "state", p, next);
+        t.heals = json_number(*s, "heals", p, next);
+        v.by_target[path] = t;
+        p = next;
+    }
+    return v;
+}
+
 }  // namespace fh::campaign

@@ -68,4 +68,16 @@ void keep_logs(const Options& o, Sandbox& sb, const std::string& tag);
 std::optional<std::string> control_request(const std::string& socket_path, const std::string& request,
                                            std::chrono::milliseconds timeout, std::int64_t* latency_us = nullptr);
 
+// What fuse-healerctl status says (the control socket's status response).
+struct StatusView {
+    std::int64_t targets = -1, broken = -1, heals = -1, reconciles = -1;  // the daemon's summary
+    struct Target {
+        std::string state;
+        std::int64_t heals = 0;  // heals of this target since the daemon started
+    };
+    std::map<std::string, Target> by_target;
+};
+// Asks the daemon for its status; nullopt when it does not answer in 2 s.
+std::optional<StatusView> daemon_status(const std::string& socket_path);
+
 }  // namespace fh::campaign
