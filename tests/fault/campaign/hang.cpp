@@ -125,8 +125,37 @@ PhaseResult run_hang(const Options& o, Rng& rng) {
     Dataset& hung = node.dataset(0);  // fh_testfs
     Dataset& other = node.dataset(1);
     const std::string dev = hung.fuse->mount().device;
+    LogWatch seen;  // every line of the hang
+    // Another dataset's FUSE daemon crashes and comes back during the hang:
+    // its targets must be healed all the same.
+    auto crash_other = [&](const std::string& when) {
+        node.crash(other);
+        std::this_thread::sleep_for(20ms);
+        const auto back = node.restart(other);
+        std::string why;
+        auto healed = node.wait_healed(other, other.generation, o.heal_timeout, &why);
+        if (!healed) r.fail(other.name + " not healed during the hang:" + why + "\n  " + tail_text(daemon.log()));
+        else {
+            r.max_heal_delay_us = std::max(r.max_heal_delay_us, *healed - back);
+            ++r.cycles;
+        }
+        other.lo.store(other.generation);
+        LogWatch w;
+        wait_heal_lines(tail, w, node, {1}, 3000ms);
+        for (const auto& [line, n] : w.other) seen.other[line] += n;
+        check_heal_lines(r, "heal during the hang", node, {1}, w.healed);
+        r.max_since_event_us = std::max(r.max_since_event_us, w.max_since_event_us);
+        r.note(other.name + " crashed and restarted during the hang (" + when + "): every target reads the new data " +
+               fmt_us(healed.value_or(back) - back) + " after the restart (the daemon: since_event_us up to " +
+               std::to_string(w.max_since_event_us) + ")");
+    };
     const auto t_hang = monotonic_usec();
     hung.fuse->stop();
+    // 1.5 s in: the first reconcile after the stop (the safety scan, every
+    // second here) has started a probe of the hung mounts and waits for it
+    // (probe_timeout, 2 s): a heal asked for now waits for that reconcile.
+    std::this_thread::sleep_for(1500ms);
+    crash_other("1.5 s after the stop, while the first probe of the hung mounts waits for its timeout");
 
     // The blockers: up to 1000 threads per process.
     std::vector<std::string> dirs;
@@ -188,23 +217,7 @@ PhaseResult run_hang(const Options& o, Rng& rng) {
         }
         if (!other_done && Clock::now() >= other_crash_at) {
             other_done = true;
-            node.crash(other);
-            std::this_thread::sleep_for(20ms);
-            const auto back = node.restart(other);
-            std::string why;
-            auto healed = node.wait_healed(other, other.generation, o.heal_timeout, &why);
-            if (!healed) r.fail(other.name + " not healed during the hang:" + why + "\n  " + tail_text(daemon.log()));
-            else {
-                r.max_heal_delay_us = std::max(r.max_heal_delay_us, *healed - back);
-                ++r.cycles;
-            }
-            other.lo.store(other.generation);
-            LogWatch w;
-            wait_heal_lines(tail, w, node, {1}, 3000ms);
-            check_heal_lines(r, "heal during the hang", node, {1}, w.healed);
-            r.max_since_event_us = std::max(r.max_since_event_us, w.max_since_event_us);
-            r.note(other.name + " crashed and restarted during the hang: every target reads the new data " +
-                   fmt_us(healed.value_or(back) - back) + " after the restart; slowest heal line: " + w.slowest_heal);
+            crash_other("later, with " + std::to_string(max_waiting) + " requests pending");
         }
         if (heal_ctl < 0 && Clock::now() >= heal_request_at && !ctl_path().empty()) {
             heal_ctl_started = monotonic_usec();
@@ -267,10 +280,9 @@ PhaseResult run_hang(const Options& o, Rng& rng) {
     if (max_gap >= kWatchdogUsec) r.fail("watchdog: no WATCHDOG=1 for " + fmt_us(max_gap) + " during the hang");
 
     // What the daemon said about the hung mounts.
-    LogWatch watch;
-    watch.take(tail.next_lines());
+    seen.take(tail.next_lines());
     int unresponsive = 0;
-    for (const auto& [line, n] : watch.other)
+    for (const auto& [line, n] : seen.other)
         if (line.find("mount unresponsive: ") != std::string::npos) unresponsive += n;
     r.note("\"mount unresponsive\" lines: " + std::to_string(unresponsive) + " for " +
            std::to_string(hung.targets.size()) + " hung targets");
