@@ -59,8 +59,7 @@ PhaseResult run_daemon_kills(const Options& o, Rng& rng) {
         wait_heal_lines(tail, watch, node, all, 3000ms);
         check_heal_lines(r, "calibration", node, all, watch.healed);
         check_everything(r, "calibration", node);
-        r.note("calibration: the three restarts and every heal take " + fmt_us(window_us) +
-               "; kills fall uniformly in 0-" + fmt_us(window_us * 3 / 2) + " after the first restart");
+        r.note("calibration: the three restarts and every heal take " + fmt_us(window_us));
     }
 
     int before_any = 0, mid = 0, after_all = 0;
@@ -73,14 +72,35 @@ PhaseResult run_daemon_kills(const Options& o, Rng& rng) {
         LogTail first_life(daemon.log_path());
         first_life.next_lines();
         const pid_t pid = daemon.pid();
-        const auto kill_after = std::chrono::microseconds(rng.uniform(0, window_us * 3 / 2));
         const auto pause = rng.uniform(0, 30);
+        // Where the kill falls: in one kill out of ten at a random time in
+        // the window of the restarts and heals (mostly before the first
+        // heal), in one out of ten after the last heal line, else right
+        // after the k-th "mount healed" line, k uniform among the targets:
+        // in the middle of the heals, wherever the daemon then is (a
+        // container copy, the next target's probe, a syscall).
+        const int n = static_cast<int>(node.targets().size());
+        const int mode = static_cast<int>(rng.uniform(0, 9));
+        const int after_heals = mode == 0 ? -1 : mode == 1 ? n : static_cast<int>(rng.uniform(1, n - 1));
+        const auto kill_after = std::chrono::microseconds(rng.uniform(0, window_us));
         // The kill comes from a thread of its own while this one restarts
         // the FUSE daemons (and so starts the heals); the daemon is reaped
         // only after the join, so `pid` cannot have been reused.
         const auto go = Clock::now() + std::chrono::milliseconds(pause);
-        std::thread killer([pid, go, kill_after] {
-            std::this_thread::sleep_until(go + kill_after);
+        LogTail watch_heals(daemon.log_path());
+        watch_heals.next_lines();  // this life's lines so far: not this round's
+        std::thread killer([pid, go, kill_after, after_heals, t = std::move(watch_heals)]() mutable {
+            if (after_heals < 0) {
+                std::this_thread::sleep_until(go + kill_after);
+            } else {
+                int healed = 0;
+                const auto deadline = Clock::now() + 10s;
+                while (healed < after_heals && Clock::now() < deadline) {
+                    for (const auto& l : t.next_lines())
+                        if (l.find(" mount healed: ") != std::string::npos) ++healed;
+                    if (healed < after_heals) std::this_thread::sleep_for(100us);
+                }
+            }
             ::kill(pid, SIGKILL);
         });
         std::int64_t t0 = 0;
