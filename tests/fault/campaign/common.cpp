@@ -45,6 +45,10 @@ void LogWatch::take(const std::vector<std::string>& lines) {
             ++server_died;
             continue;
         }
+        if (l.find(" heal event lines not logged: ") != std::string::npos) {
+            ++rate_limit_summaries;
+            continue;
+        }
         // Everything else at warning level or above is worth a look.
         if (l.find(" warning ") != std::string::npos || l.find(" error ") != std::string::npos ||
             l.find(" critical ") != std::string::npos)
@@ -57,6 +61,7 @@ void LogWatch::clear() {
     broken.clear();
     other.clear();
     server_died = 0;
+    rate_limit_summaries = 0;
 }
 
 std::string LogWatch::other_text(std::size_t max) const {
