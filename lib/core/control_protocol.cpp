@@ -187,7 +187,9 @@ std::variant<ControlRequest, ControlError> parse_control_request(std::string_vie
     json doc;
     try {
         doc = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+        // Not only parse_error: a number beyond a double ("1e999") throws
+        // out_of_range, which would leave the loop and end the daemon.
         return bad_request("invalid JSON: " + without_exception_id(e.what()));
     }
     if (!doc.is_object())
@@ -271,7 +273,7 @@ Result<ControlResponse> parse_control_response(std::string_view line) {
     json doc;
     try {
         doc = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for "1e999"
         return response_error("invalid JSON: " + without_exception_id(e.what()));
     }
     if (!doc.is_object()) return response_error(std::string("expected a JSON object, got ") + doc.type_name());

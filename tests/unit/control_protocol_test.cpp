@@ -145,6 +145,17 @@ const BadRequestCase kBadRequests[] = {
 INSTANTIATE_TEST_SUITE_P(ControlRequest, ControlRequestErrors, testing::ValuesIn(kBadRequests),
                          [](const testing::TestParamInfo<BadRequestCase>& i) { return std::string(i.param.name); });
 
+// Found by fuzzing (tests/fuzz/regressions/control): nlohmann throws
+// out_of_range, not parse_error, for a number beyond a double; it escaped the
+// parser and would have ended the daemon from its loop.
+TEST(ControlRequest, ANumberBeyondADoubleIsABadRequest) {
+    for (const char* line : {"1e999", R"({"command":1e999})", R"({"command":"heal","target":-1e400})"}) {
+        const ControlError e = error_of(line);
+        EXPECT_EQ(e.code, ControlErrorCode::BadRequest) << line;
+        EXPECT_EQ(e.message.rfind("invalid JSON: number overflow parsing '", 0), 0u) << e.message;
+    }
+}
+
 TEST(ControlRequest, ErrorMessagesQuoteAtMost80CharactersOfAValue) {
     const ControlError e = error_of(R"({"command":")" + std::string(500, 'x') + R"("})");
     EXPECT_EQ(e.code, ControlErrorCode::UnknownCommand);
@@ -318,6 +329,8 @@ const BadResponseCase kBadResponses[] = {
                           R"("kernel":"k","targets":0,"broken":0,"heals":0,"mount_events":0,"reconciles":0,)"
                           R"("reconcile_running_us":0,"mount_tracking":"m","unrelated_mount_events":0},"targets":{}})",
      "parse control response: targets: expected an array, got object"},
+    {"NumberBeyondADouble", R"({"ok":false,"error":1e999})",
+     "parse control response: invalid JSON: number overflow parsing '1e999'"},
     {"HealTargetMistyped", R"({"ok":true,"target":{"target":"/t","pod_uid":"u","volume":"v","driver":"",)"
                            R"("volume_handle":"","kind":"volume","fstype":"fuse","state":"healthy","reason":"",)"
                            R"("heals":"3","last_outage_us":0}})",
