@@ -3,7 +3,7 @@
 # build dir of their own and fuzzes each for a bounded time. CI runs it from
 # scripts/test.sh with the defaults (60 s per target). See docs/FUZZING.md.
 #
-#   scripts/fuzz.sh [--time SECONDS] [--long] [--update-corpus] [--coverage] [TARGET...]
+#   scripts/fuzz.sh [--time SECONDS] [--long] [--update-corpus] [TARGET...]
 #
 #   --time S         fuzz each target for S seconds (default 60, or
 #                    FH_FUZZ_TIME)
@@ -11,9 +11,6 @@
 #   --update-corpus  afterwards, merge into tests/fuzz/corpus/<target> the
 #                    inputs found that add coverage (libFuzzer -merge=1), to
 #                    commit as seeds
-#   --coverage       afterwards, build the replay binaries with clang's
-#                    source coverage, run them on the corpus (seeds + the
-#                    inputs found) and print the line coverage of lib/core
 #   TARGET...        some of: mountinfo config voldata control state
 #                    (default: all)
 #
@@ -28,7 +25,6 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
 time_per_target=${FH_FUZZ_TIME:-60}
 update_corpus=0
-coverage=0
 targets=()
 all_targets=(mountinfo config voldata control state)
 
@@ -38,7 +34,6 @@ while [ $# -gt 0 ]; do
     --time=*) time_per_target=${1#--time=}; shift ;;
     --long) time_per_target=3600; shift ;;
     --update-corpus) update_corpus=1; shift ;;
-    --coverage) coverage=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz: unknown option $1" >&2; exit 64 ;;
     *) targets+=("$1"); shift ;;
@@ -120,26 +115,6 @@ if [ "$update_corpus" = 1 ]; then
       "$top/tests/fuzz/corpus/$t" "$build/corpus/$t" >"$build/merge-$t.log" 2>&1
     echo "fuzz: $t: tests/fuzz/corpus/$t: $before -> $(ls "$top/tests/fuzz/corpus/$t" | wc -l) inputs"
   done
-fi
-
-if [ "$coverage" = 1 ]; then
-  cov_build=$build-coverage
-  echo "fuzz: line coverage of lib/core by the corpus (replay binaries in $cov_build)"
-  CC=clang-14 CXX=clang++-14 cmake -S "$top" -B "$cov_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DFUSE_HEALER_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="-fprofile-instr-generate -fcoverage-mapping" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fprofile-instr-generate" >/dev/null
-  cmake --build "$cov_build" -j"$(nproc)" --target "${targets[@]/#/fuzz_replay_}" >"$cov_build/build.log" 2>&1 \
-    || { tail -n 50 "$cov_build/build.log" >&2; exit 1; }
-  rm -f "$cov_build"/*.profraw
-  objects=()
-  for t in "${targets[@]}"; do
-    LLVM_PROFILE_FILE="$cov_build/$t.profraw" "$cov_build/tests/fuzz/fuzz_replay_$t" \
-      "$top/tests/fuzz/corpus/$t" "$top/tests/fuzz/regressions/$t" "$build/corpus/$t" >/dev/null 2>&1
-    objects+=(-object "$cov_build/tests/fuzz/fuzz_replay_$t")
-  done
-  llvm-profdata-14 merge -sparse "$cov_build"/*.profraw -o "$cov_build/fuzz.profdata"
-  llvm-cov-14 report -instr-profile="$cov_build/fuzz.profdata" "${objects[@]:1}" \
-    "$top"/lib/core/{mountinfo,model,planner,mount_relevance,config,duration,listen_address,voldata,control_protocol,state_codec}.cpp
 fi
 
 echo "fuzz: ${#targets[@]} targets, $time_per_target s each; $(( $(date +%s) - started )) s in all (build $((built - started)) s)"
