@@ -74,6 +74,7 @@ for t in "${targets[@]}"; do
   artifacts=$build/artifacts/$t
   log=$build/fuzz-$t.log
   mkdir -p "$corpus" "$artifacts"
+  rm -f "$artifacts"/*  # only this run's findings are reported
   rc=0
   # The regression inputs first, each run once whole (some are longer than
   # -max_len) under the sanitizers and the hang timeout.
