@@ -7,6 +7,7 @@
 #                                       to build and check the .deb and the
 #                                       .rpm (the packages' own build
 #                                       dependencies come from debian/control)
+#   scripts/install-deps.sh --fuzz      clang and libFuzzer for scripts/fuzz.sh
 set -euo pipefail
 
 case "${1:-}" in
@@ -32,7 +33,14 @@ case "${1:-}" in
       rpm rpmlint elfutils file
     )
     ;;
-  *) echo "usage: $0 [--package]" >&2; exit 64 ;;
+  --fuzz)
+    what=fuzzing
+    # clang-14 and its runtimes (libclang_rt.fuzzer, asan, ubsan: in
+    # libclang-rt-14-dev); llvm-14 for llvm-profdata and llvm-cov
+    # (scripts/fuzz.sh --coverage).
+    packages=(clang-14 libclang-rt-14-dev llvm-14)
+    ;;
+  *) echo "usage: $0 [--package | --fuzz]" >&2; exit 64 ;;
 esac
 
 missing=()

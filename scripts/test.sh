@@ -14,7 +14,8 @@
 # With ctest arguments (e.g. -R unit) only those tests run, not the package
 # and system tests. FUSE_HEALER_PACKAGE_TEST=0 skips the package test;
 # FUSE_HEALER_PACKAGE_TEST_TIMEOUT (seconds, default 1800) bounds it.
-# FUSE_HEALER_SYSTEM_TEST=0 skips the system test.
+# FUSE_HEALER_SYSTEM_TEST=0 skips the system test. FUSE_HEALER_FUZZ=0 skips
+# the fuzzing (scripts/fuzz.sh), which also runs only without ctest arguments.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
@@ -24,6 +25,18 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "test: not root: the integration tests will skip (they need to mount)" >&2
 fi
 (cd "$build" && ctest --output-on-failure --timeout 300 "$@")
+
+# Fuzzing: each libFuzzer target of tests/fuzz for 60 s (clang-14, ASan +
+# UBSan; about 7 min in all with its build). FUSE_HEALER_FUZZ=0 skips it;
+# FH_FUZZ_TIME sets the seconds per target. See docs/FUZZING.md.
+if [ $# -gt 0 ]; then
+  echo "test: ctest arguments given: fuzzing not run (scripts/fuzz.sh)"
+elif [ "${FUSE_HEALER_FUZZ:-1}" = 0 ]; then
+  echo "test: FUSE_HEALER_FUZZ=0: fuzzing skipped"
+else
+  echo "test: fuzzing (scripts/fuzz.sh)"
+  "$top/scripts/fuzz.sh"
+fi
 
 if [ $# -gt 0 ]; then
   echo "test: ctest arguments given: package test not run (scripts/package-test.sh)"

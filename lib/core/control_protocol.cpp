@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdio>
 #include <initializer_list>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -94,6 +95,15 @@ public:
         const json* v = find(key);
         if (v == nullptr) return missing(key);
         if (!v->is_number_integer()) return wrong(key, "an integer", *v);
+        // get<Int>() would wrap a number out of Int's range silently (heals
+        // 4294967298 read as 2): such an answer is malformed.
+        using Limits = std::numeric_limits<Int>;
+        const bool fits = v->is_number_unsigned()
+                              ? v->template get<std::uint64_t>() <= static_cast<std::uint64_t>(Limits::max())
+                              : v->template get<std::int64_t>() >= static_cast<std::int64_t>(Limits::min());
+        if (!fits)
+            return where_ + "." + key + ": expected an integer from " + std::to_string(Limits::min()) + " to " +
+                   std::to_string(Limits::max()) + ", got " + v->dump();
         out = v->get<Int>();
         return {};
     }
@@ -187,7 +197,9 @@ std::variant<ControlRequest, ControlError> parse_control_request(std::string_vie
     json doc;
     try {
         doc = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+        // Not only parse_error: a number beyond a double ("1e999") throws
+        // out_of_range, which would leave the loop and end the daemon.
         return bad_request("invalid JSON: " + without_exception_id(e.what()));
     }
     if (!doc.is_object())
@@ -271,7 +283,7 @@ Result<ControlResponse> parse_control_response(std::string_view line) {
     json doc;
     try {
         doc = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for "1e999"
         return response_error("invalid JSON: " + without_exception_id(e.what()));
     }
     if (!doc.is_object()) return response_error(std::string("expected a JSON object, got ") + doc.type_name());
@@ -332,20 +344,22 @@ std::string format_outage(std::int64_t us) {
     if (us <= 0) return "-";
     if (us < 1000) return std::to_string(us) + "us";
     // Each unit is chosen on the rounded value, so that 999.96 ms reads
-    // "1.00s", not "1000.0ms".
-    const std::int64_t tenths_of_ms = (us + 50) / 100;
+    // "1.00s", not "1000.0ms". The rounding is done unsigned: near
+    // INT64_MAX (any number an answer may carry) "+ 50" would overflow.
+    const auto u = static_cast<std::uint64_t>(us);
+    const auto tenths_of_ms = static_cast<std::int64_t>((u + 50) / 100);
     if (tenths_of_ms < 10000) {
         std::snprintf(buf, sizeof buf, "%lld.%lldms", static_cast<long long>(tenths_of_ms / 10),
                       static_cast<long long>(tenths_of_ms % 10));
         return buf;
     }
-    const std::int64_t centis = (us + 5000) / 10000;
+    const auto centis = static_cast<std::int64_t>((u + 5000) / 10000);
     if (centis < 6000) {
         std::snprintf(buf, sizeof buf, "%lld.%02llds", static_cast<long long>(centis / 100),
                       static_cast<long long>(centis % 100));
         return buf;
     }
-    const std::int64_t seconds = (us + 500000) / 1000000;
+    const auto seconds = static_cast<std::int64_t>((u + 500000) / 1000000);
     if (seconds < 3600) {
         std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(seconds / 60),
                       static_cast<long long>(seconds % 60));

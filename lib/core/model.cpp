@@ -3,7 +3,9 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
+#include <string_view>
 
 namespace fh {
 
@@ -104,12 +106,18 @@ Classification classify(const MountTable& table, const MatchRules& rules, const 
                (has_outside_source.count(e.device) || (remembered && remembered->count(e.mountpoint)));
     };
     std::vector<Target> globals, pods;
+    // The top of each stack, found once per path: topmost_at() looks at
+    // every mount at the path, and a tall stack of dead layers made a call
+    // per layer cubic.
+    std::map<std::string_view, const MountEntry*> topmost;
     for (const auto& e : table.entries()) {
         if (!is_fuse_fstype(e.fstype, rules.fs_types)) continue;
         const bool staging = is_staging_target(e);
         if (is_source_candidate(e, rules) && !staging) c.sources.push_back(&e);
         // Only the mount a path walk reaches counts: the top of the stack.
-        if (table.topmost_at(e.mountpoint) != &e) continue;
+        auto top = topmost.find(e.mountpoint);
+        if (top == topmost.end()) top = topmost.emplace(e.mountpoint, table.topmost_at(e.mountpoint)).first;
+        if (top->second != &e) continue;
         if (auto where = parse_pod_path(e.mountpoint, rules.root_dir))
             pods.push_back(Target{&e, *where, e.mountpoint});
         else if (staging)

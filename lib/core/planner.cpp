@@ -3,6 +3,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -313,11 +314,25 @@ ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
     std::vector<MountEntry> entries = in.host->entries();
     LivenessMap liveness = *in.liveness;
     std::set<dev_t> taken;
-    int next_id = 1;
-    for (const MountEntry& e : entries) next_id = std::max(next_id, e.mount_id + 1);
+    // Ids for mounts that do not exist yet: above every id in the table
+    // (computed wide: a table holding INT_MAX, which only a corrupt one
+    // does, made "max + 1" overflow), else the highest ones not taken.
+    std::set<int> ids;
+    for (const MountEntry& e : entries) ids.insert(e.mount_id);
+    long long next_id = ids.empty() ? 1 : std::max(1LL, static_cast<long long>(*ids.rbegin()) + 1);
+    auto new_mount_id = [&] {
+        int id = std::numeric_limits<int>::max();
+        if (next_id <= id) {
+            id = static_cast<int>(next_id++);
+        } else {
+            while (ids.count(id)) --id;
+        }
+        ids.insert(id);
+        return id;
+    };
     for (const AwaitedSource& s : armed.sources) {
         MountEntry m;
-        m.mount_id = next_id++;
+        m.mount_id = new_mount_id();
         const MountEntry* below = in.host->topmost_at(s.source_path);
         m.parent_id = below ? below->mount_id : 0;
         m.device = unused_device(*in.host, taken);

@@ -85,7 +85,7 @@ Result<OriginMap> decode(const std::string& text) {
     json doc;
     try {
         doc = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for "1e999"
         return decode_error(std::string("bad JSON: ") + e.what());
     }
     if (!doc.is_object()) return decode_error("not a JSON object");

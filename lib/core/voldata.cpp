@@ -30,7 +30,7 @@ Result<VolumeData> parse(const std::string& json_text, const std::string& name) 
     json doc;
     try {
         doc = json::parse(json_text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for "1e999"
         return vol_data_error(name, std::string("bad JSON: ") + e.what());
     }
     if (!doc.is_object()) return vol_data_error(name, "not a JSON object");

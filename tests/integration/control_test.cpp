@@ -9,6 +9,10 @@
 //                      SIGSTOPped and the heal worker is stuck probing it; a
 //                      heal then times out after 10 s with an error
 //   ManyClients... / Awkward... / TooMany...   concurrency and framing
+//   Stalled...         200 ill-behaved clients hold up neither others nor a heal
+//   Hostile...         garbage, deep nesting, huge lines: error answers, the
+//                      daemon lives on
+//   RefusedPeers...    refused non-root peers take no client slot
 //   CommandLine        fuse-healerctl's options and exit codes
 //   MountTracking...   unrelated mount events are counted and dropped with
 //                      fanotify tracking, and reconciled for on mountinfo
@@ -932,6 +936,181 @@ TEST_F(ControlTest, TooManyClientsAreToldBusy) {
     // A freed slot is served again.
     clients.pop_back();
     EXPECT_TRUE(wait_until([&] { return run_ctl({"--socket", socket, "status"}).code == 0; }, 3000ms, 50ms));
+}
+
+// 200 connections at once, none of them well behaved: stalled in the middle
+// of a request, silent, sending and not reading, or writing a byte at a time.
+// While they hang on, a FUSE daemon dies and comes back: the heal happens,
+// and fuse-healerctl's status and heal are answered. Afterwards each of them
+// is answered as soon as its request is whole.
+TEST_F(ControlWithTarget, StalledSlowAndSilentClientsHoldUpNeitherOthersNorAHeal) {
+    start();
+    const std::string socket = d.control_socket();
+    const std::string status = encode_control_request({});
+    const std::string half = status.substr(0, status.size() / 2);
+    std::vector<std::unique_ptr<RawClient>> stalled, silent, unread, slow;
+    for (int i = 0; i < 80; ++i) {
+        stalled.push_back(std::make_unique<RawClient>(socket));
+        ASSERT_TRUE(stalled.back()->send(half));
+    }
+    for (int i = 0; i < 40; ++i) silent.push_back(std::make_unique<RawClient>(socket));
+    for (int i = 0; i < 40; ++i) {
+        unread.push_back(std::make_unique<RawClient>(socket));
+        ASSERT_TRUE(unread.back()->send(status));
+    }
+    for (int i = 0; i < 40; ++i) slow.push_back(std::make_unique<RawClient>(socket));
+    // The slow ones: one byte each every 20 ms, ~0.5 s for a request, all
+    // through the heal below.
+    std::atomic<bool> slow_sent{true};
+    std::thread slow_writer([&] {
+        for (const char ch : status) {
+            for (auto& c : slow) slow_sent = c->send(std::string(1, ch)) && slow_sent;
+            std::this_thread::sleep_for(20ms);
+        }
+    });
+
+    const std::size_t mark = d.log().size();
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    const bool healed = host_reads(vol + "/generation", "2\n");
+    const CtlRun st = run_ctl({"--socket", socket, "status", "--json"});
+    const CtlRun heal = run_ctl({"--socket", socket, "heal", vol});
+    slow_writer.join();
+    ASSERT_TRUE(healed) << d.log();
+    EXPECT_TRUE(d.wait_for_log("healed", 1000ms, mark)) << d.log();
+    ASSERT_EQ(st.code, 0) << describe(st);
+    EXPECT_EQ(json::parse(st.out)["daemon"]["heals"], 1) << st.out;
+    EXPECT_EQ(heal.code, 0) << describe(heal);
+    EXPECT_EQ(heal.out.rfind(vol + ": healthy (heals 1, last outage ", 0), 0u) << describe(heal);
+
+    const auto answered = [&](RawClient& c) {
+        const auto line = c.read_line();
+        if (!line) return false;
+        const json doc = json::parse(*line, nullptr, false);
+        return doc.is_object() && doc.value("ok", false);
+    };
+    ASSERT_TRUE(slow_sent.load());
+    int ok = 0;
+    for (auto& c : slow) ok += answered(*c);
+    for (auto& c : unread) ok += answered(*c);
+    for (auto& c : stalled) ok += c->send(status.substr(half.size())) && answered(*c);
+    for (auto& c : silent) ok += c->send(status) && answered(*c);
+    EXPECT_EQ(ok, 200);
+    EXPECT_FALSE(d.poll_exit().has_value()) << d.log();
+}
+
+// Requests no client of ours sends: binary garbage, invalid UTF-8, a NUL in
+// a path, JSON nested 30,000 deep, a 60 KB path, a 1 MB line. Each gets an
+// error answer that is valid JSON (or request-too-large and a close), the
+// connection stays usable after any line within the limit, and the daemon
+// lives on.
+TEST_F(ControlTest, HostileRequestsAreAnsweredAndTheDaemonSurvives) {
+    Daemon d{sb};
+    d.start();
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    const std::string socket = d.control_socket();
+    const auto answer_of = [](const std::optional<std::string>& line) -> json {
+        if (!line) return "<no answer>";
+        const json doc = json::parse(*line, nullptr, false);
+        if (doc.is_discarded()) return "<not JSON: " + json(*line).dump(-1, ' ', false, json::error_handler_t::replace) + ">";
+        return doc;
+    };
+    const auto code_of = [&](const std::optional<std::string>& line) -> std::string {
+        const json doc = answer_of(line);
+        if (!doc.is_object()) return doc.get<std::string>();
+        return doc["ok"] == true ? "ok" : doc["error"]["code"].get<std::string>();
+    };
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {std::string("\x00\x01\x02\xff\xfe garbage", 14), "bad-request"},
+        {"{\"command\":\"st\xff\xfe\"}", "bad-request"},
+        {"{\"command\":\"heal\",\"target\":\"/a\\u0000b\"}", "bad-request"},
+        {"{\"command\":\"heal\",\"target\":\"/\xc3\x28\"}", "bad-request"},
+        {"{\"command\":\"heal\",\"target\":\"/x\",\"target\":\"/y\"}", "unknown-target"},
+        {"{\"command\":\"status\",\"command\":\"stats\"}", "unknown-command"},
+        {std::string(30000, '[') + std::string(30000, ']'), "bad-request"},
+        {std::string(30000, '[') , "bad-request"},
+        {"{\"command\":\"heal\",\"target\":\"/" + std::string(60000, 'a') + "\"}", "unknown-target"},
+        {"{\"command\":\"heal\",\"target\":" + std::string(20000, '1') + "}", "bad-request"},
+        {"{\"command\":\"heal\",\"target\":1e999999}", "bad-request"},
+        {"\"\\ud800\"", "bad-request"},
+        {"{\"command\":\"status\"}{\"command\":\"status\"}", "bad-request"},
+        {"\r", "bad-request"},
+    };
+    {
+        RawClient c(socket);
+        for (const auto& [request, code] : cases) {
+            ASSERT_TRUE(c.send(request + "\n"));
+            const auto line = c.read_line();
+            EXPECT_EQ(code_of(line), code) << json(request.substr(0, 80)).dump(-1, ' ', false, json::error_handler_t::replace);
+        }
+        // Still served on the same connection.
+        ASSERT_TRUE(c.send(encode_control_request({})));
+        EXPECT_EQ(code_of(c.read_line()), "ok");
+    }
+    // A megabyte without a newline: one answer, then the daemon closes.
+    {
+        RawClient c(socket);
+        const std::size_t sent = c.send_until_stalled(std::string(64 * 1024, '{'), 1024 * 1024, 2000ms);
+        EXPECT_GT(sent, kMaxControlRequestBytes);
+        EXPECT_EQ(code_of(c.read_line()), "request-too-large");
+        EXPECT_TRUE(c.closed_by_peer());
+    }
+    EXPECT_EQ(run_ctl({"--socket", socket, "status"}).code, 0);
+    EXPECT_FALSE(d.poll_exit().has_value()) << d.log();
+}
+
+// Peers refused for their uid are closed at once: however many connect (and
+// never read their refusal), they take no slot from root's clients.
+TEST_F(ControlTest, RefusedPeersTakeNoSlot) {
+    Daemon d{sb};
+    d.start();
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    const std::string socket = d.control_socket();
+    ASSERT_EQ(chmod(socket.c_str(), 0666), 0);
+    const std::size_t limit = ControlServerLimits{}.max_clients;
+    // A child as nobody opens limit + 44 connections, sends a request on
+    // each, reads none, and holds them all open until told to go.
+    int ready[2], go[2];
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(ready[0]);
+        close(go[1]);  // else its own copy keeps the read below from seeing EOF
+        if (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
+            setresuid(kNobody, kNobody, kNobody) != 0)
+            _exit(120);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", socket.c_str());
+        int connected = 0;
+        for (std::size_t i = 0; i < limit + 44; ++i) {
+            const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+            if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) break;
+            (void)!::send(fd, "{\"command\":\"status\"}\n", 21, MSG_NOSIGNAL);
+            ++connected;
+        }
+        (void)!write(ready[1], &connected, sizeof connected);
+        char c;
+        (void)!read(go[0], &c, 1);
+        _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    int connected = 0;
+    ASSERT_EQ(read(ready[0], &connected, sizeof connected), static_cast<ssize_t>(sizeof connected));
+    EXPECT_EQ(connected, static_cast<int>(limit + 44));
+    // While the child still holds every connection: root is served.
+    const CtlRun r = run_ctl({"--socket", socket, "status"});
+    EXPECT_EQ(r.code, 0) << describe(r);
+    close(go[1]);
+    close(ready[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_FALSE(d.poll_exit().has_value()) << d.log();
 }
 
 // ---- command line -------------------------------------------------------------------

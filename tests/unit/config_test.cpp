@@ -234,6 +234,12 @@ const ErrorCase kErrorCases[] = {
     {"DuplicateKey", "[heal]\nread_write = true\nread_write = false\n",
      "test.toml:3:14: invalid TOML: Error while parsing key-value pair: "
      "cannot redefine existing boolean 'read_write'"},
+    // Found by fuzz_config (tests/fuzz/regressions/config): toml++ 3.3.0 breaks
+    // an assertion of its own here (fixed upstream, tomlplusplus PR #301);
+    // Debian's library, built without them, reports the error.
+    {"TableHeaderWithoutAName", "[heal]\n[=x]\n",
+     "test.toml:2:2: invalid TOML: Error while parsing key: expected bare key starting character or string "
+     "delimiter, saw '='"},
     // Layout.
     {"UnknownTable", "[heal]\n\n[healing]\n", "test.toml:3:2: unknown table [healing]"},
     {"UnknownKey", "[heal]\nread_write = true\n  stratgy = \"auto\"\n",

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <variant>
@@ -144,6 +145,17 @@ const BadRequestCase kBadRequests[] = {
 
 INSTANTIATE_TEST_SUITE_P(ControlRequest, ControlRequestErrors, testing::ValuesIn(kBadRequests),
                          [](const testing::TestParamInfo<BadRequestCase>& i) { return std::string(i.param.name); });
+
+// Found by fuzzing (tests/fuzz/regressions/control): nlohmann throws
+// out_of_range, not parse_error, for a number beyond a double; it escaped the
+// parser and would have ended the daemon from its loop.
+TEST(ControlRequest, ANumberBeyondADoubleIsABadRequest) {
+    for (const char* line : {"1e999", R"({"command":1e999})", R"({"command":"heal","target":-1e400})"}) {
+        const ControlError e = error_of(line);
+        EXPECT_EQ(e.code, ControlErrorCode::BadRequest) << line;
+        EXPECT_EQ(e.message.rfind("invalid JSON: number overflow parsing '", 0), 0u) << e.message;
+    }
+}
 
 TEST(ControlRequest, ErrorMessagesQuoteAtMost80CharactersOfAValue) {
     const ControlError e = error_of(R"({"command":")" + std::string(500, 'x') + R"("})");
@@ -318,6 +330,22 @@ const BadResponseCase kBadResponses[] = {
                           R"("kernel":"k","targets":0,"broken":0,"heals":0,"mount_events":0,"reconciles":0,)"
                           R"("reconcile_running_us":0,"mount_tracking":"m","unrelated_mount_events":0},"targets":{}})",
      "parse control response: targets: expected an array, got object"},
+    {"NumberBeyondADouble", R"({"ok":false,"error":1e999})",
+     "parse control response: invalid JSON: number overflow parsing '1e999'"},
+    // Found by fuzz_control: numbers out of the field's range were wrapped.
+    {"HealsOutOfRange", R"({"ok":true,"target":{"target":"/t","pod_uid":"u","volume":"v","driver":"",)"
+                        R"("volume_handle":"","kind":"volume","fstype":"fuse","state":"healthy","reason":"",)"
+                        R"("heals":4294967298,"last_outage_us":0}})",
+     "parse control response: target.heals: expected an integer from -2147483648 to 2147483647, got 4294967298"},
+    {"OutageOutOfRange", R"({"ok":true,"target":{"target":"/t","pod_uid":"u","volume":"v","driver":"",)"
+                         R"("volume_handle":"","kind":"volume","fstype":"fuse","state":"healthy","reason":"",)"
+                         R"("heals":0,"last_outage_us":9223372036854775808}})",
+     "parse control response: target.last_outage_us: expected an integer from -9223372036854775808 to "
+     "9223372036854775807, got 9223372036854775808"},
+    {"NegativeMountEvents", R"({"ok":true,"daemon":{"version":"1","pid":1,"strategy":"s","detection":"d",)"
+                            R"("kernel":"k","targets":0,"broken":0,"heals":0,"mount_events":-1,"reconciles":0,)"
+                            R"("reconcile_running_us":0,"mount_tracking":"m","unrelated_mount_events":0},"targets":[]})",
+     "parse control response: daemon.mount_events: expected an integer from 0 to 18446744073709551615, got -1"},
     {"HealTargetMistyped", R"({"ok":true,"target":{"target":"/t","pod_uid":"u","volume":"v","driver":"",)"
                            R"("volume_handle":"","kind":"volume","fstype":"fuse","state":"healthy","reason":"",)"
                            R"("heals":"3","last_outage_us":0}})",
@@ -354,6 +382,10 @@ TEST(ControlRender, OutageDurations) {
     EXPECT_EQ(format_outage(3599499999), "59m59s");
     EXPECT_EQ(format_outage(3599500000), "1h00m");
     EXPECT_EQ(format_outage(7500000000), "2h05m");
+    // Found by fuzz_control (UBSan, tests/fuzz/regressions/control): the
+    // rounding overflowed near INT64_MAX, which any answer may carry.
+    EXPECT_EQ(format_outage(INT64_MAX), "2562047788h01m");
+    EXPECT_EQ(format_outage(INT64_MAX - 49), "2562047788h01m");
 }
 
 TEST(ControlRender, StatusTableAlignsColumns) {

@@ -104,6 +104,7 @@ TEST(StateCodec, RejectsBadJson) {
     expect_error("{\"version\": 1, \"origins\": [", "bad JSON");
     expect_error("not json", "bad JSON");
     expect_error(std::string("{\"version\"\0: 1}", 15), "bad JSON");
+    expect_error("{\"version\": 1e999, \"origins\": []}", "bad JSON: [json.exception.out_of_range.406] number overflow");
     expect_error("[]", "not a JSON object");
     expect_error("null", "not a JSON object");
 }

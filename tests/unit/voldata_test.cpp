@@ -74,6 +74,7 @@ TEST(VolData, RequiredFields) {
 TEST(VolData, BadJson) {
     expect_error("", "bad JSON");
     expect_error(kSample.substr(0, kSample.size() / 2), "bad JSON");  // a torn write
+    expect_error("{\"driverName\": 1e999}", "bad JSON: [json.exception.out_of_range.406] number overflow");
     expect_error("[\"driverName\"]", "not a JSON object");
     expect_error("\"fuse.csi.fluid.io\"", "not a JSON object");
     EXPECT_EQ(parse_vol_data("{", "x.json").error().message().rfind("parse vol_data x.json: bad JSON", 0),
