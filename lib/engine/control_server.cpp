@@ -200,7 +200,12 @@ void ControlServer::on_connection(int status) {
                               "client runs as uid " + std::to_string(cred.uid)});
         return;
     }
-    if (clients_.size() > limits_.max_clients) {
+    // Clients being answered and closed (refused peers, whose refusal is
+    // written at the end of this loop iteration) take no slot: a burst of
+    // refused connections accepted in one iteration must not lock root out.
+    std::size_t served = 0;
+    for (const auto& [id, client] : clients_) served += client->close_when_written ? 0 : 1;
+    if (served > limits_.max_clients) {
         spdlog::warn("refused a control client (pid {}): {} clients are connected already", cred.pid,
                      limits_.max_clients);
         answer_and_close(*c, {ControlErrorCode::Busy, "too many clients are connected to the control socket (" +
