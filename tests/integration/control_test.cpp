@@ -973,8 +973,10 @@ TEST_F(ControlWithTarget, StalledSlowAndSilentClientsHoldUpNeitherOthersNorAHeal
     fuse.kill9();
     fuse.supervisor_restart(2);
     const bool healed = host_reads(vol + "/generation", "2\n");
-    const CtlRun st = run_ctl({"--socket", socket, "status", "--json"});
+    // heal first: its answer waits for a reconcile, after which the status
+    // counts the heal (the mount is replaced before the count goes up).
     const CtlRun heal = run_ctl({"--socket", socket, "heal", vol});
+    const CtlRun st = run_ctl({"--socket", socket, "status", "--json"});
     slow_writer.join();
     ASSERT_TRUE(healed) << d.log();
     EXPECT_TRUE(d.wait_for_log("healed", 1000ms, mark)) << d.log();
