@@ -157,9 +157,11 @@ int main(int argc, char** argv) {
     // Nothing may be left: no child, no mount.
     PhaseResult leftovers;
     leftovers.phase = "after the campaign";
+    // waitpid(-1, WNOHANG): 0 while a child runs, its pid for an unreaped
+    // one, -1 (ECHILD) when there is none.
     int status = 0;
-    pid_t left = waitpid(-1, &status, WNOHANG);
-    if (left > 0 || (left == 0)) leftovers.fail("a child process is still running or unreaped (pid " + std::to_string(left) + ")");
+    if (pid_t left = waitpid(-1, &status, WNOHANG); left >= 0)
+        leftovers.fail(left == 0 ? "a child process is still running" : "child " + std::to_string(left) + " was not reaped");
     const int mounts_after = static_cast<int>(read_mountinfo_lines().size());
     if (mounts_after != mounts_before) {
         leftovers.leaked_mounts = std::abs(mounts_after - mounts_before);
