@@ -366,12 +366,18 @@ ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
     return armed;
 }
 
-OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules) {
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules,
+                        const OriginMap* known) {
     OriginMap out;
     for (const Target& t : c.targets) {
         auto it = liveness.find(t.mount->device);
-        if (it == liveness.end() || it->second != Liveness::Alive) continue;
-        if (auto o = origin_from_table(c, t, rules)) out.emplace(t.path, std::move(*o));
+        if (it == liveness.end()) continue;
+        if (it->second == Liveness::Alive) {
+            if (auto o = origin_from_table(c, t, rules)) out.emplace(t.path, std::move(*o));
+        } else if (it->second == Liveness::Dead && !(known && known->count(t.path))) {
+            auto o = origin_from_table(c, t, rules);
+            if (o && !path_is_within(o->source_path, rules.root_dir)) out.emplace(t.path, std::move(*o));
+        }
     }
     return out;
 }

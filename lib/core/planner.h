@@ -187,7 +187,17 @@ struct ArmedHeals {
 ArmedHeals arm_heals(const PlanInput& in, const Plan& plan);
 
 // Returns the origins to remember from a table: for every target whose
-// topmost mount is Alive, the origin recovered from its source.
-OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules);
+// topmost mount is Alive, the origin recovered from its source; and for
+// every Dead target that `known` has no origin for, the origin recovered
+// from a source outside <root_dir> that still holds the dead superblock. The
+// latter is a pod published while its FUSE daemon was dead (the CSI bind of
+// the source path bound the stale mount): it was never seen alive, and once
+// the supervisor lazily unmounts the stale source, the table no longer says
+// where it came from. A remembered origin is never replaced by a dead
+// target's (the table may show a stale copy that never comes back, see
+// plan_heals), nor learned from a staging mount under <root_dir>, which is
+// itself a target once its source is known.
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules,
+                        const OriginMap* known = nullptr);
 
 } // namespace fh

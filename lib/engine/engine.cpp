@@ -107,7 +107,7 @@ void Engine::back_off(Track& tr, Clock::time_point now) {
 
 void Engine::learn(const Classification& c, const MountTable& host, const LivenessMap& liveness) {
     bool changed = false;
-    for (auto& [path, origin] : learn_origins(c, liveness, config_.match)) {
+    for (auto& [path, origin] : learn_origins(c, liveness, config_.match, &origins_)) {
         auto it = origins_.find(path);
         if (it == origins_.end() || !(it->second == origin)) {
             origins_[path] = origin;

@@ -734,7 +734,9 @@ TEST(Planner, LearnOriginsOnlyFromAliveTargetsWithASource) {
     LivenessMap live = {{dev(47), Liveness::Alive},
                         {dev(48), Liveness::Dead},
                         {dev(60), Liveness::Alive}};
-    OriginMap learned = learn_origins(w.classes, live, w.rules);
+    // The dead one (VOL_U2) is known already: its remembered origin stays.
+    const OriginMap known = {{VOL_U2, Origin{.source_path = "/run/fh/elsewhere/fuse", .fstype = FSTYPE}}};
+    OriginMap learned = learn_origins(w.classes, live, w.rules, &known);
     ASSERT_EQ(learned.size(), 1u);
     ASSERT_EQ(learned.count(VOL_U1), 1u);
     const Origin& o = learned.at(VOL_U1);
@@ -743,6 +745,32 @@ TEST(Planner, LearnOriginsOnlyFromAliveTargetsWithASource) {
     EXPECT_EQ(o.fstype, FSTYPE);
     EXPECT_EQ(o.source, "fh_testfs");
     EXPECT_EQ(o.flags, (MountFlags{.read_only = true, .noexec = true}));
+}
+
+// A pod published while its FUSE daemon was dead binds the stale source:
+// its target was never alive. Its origin is learned from the source mount of
+// the dead superblock while the table still shows it (the supervisor's lazy
+// unmount removes it), unless one is remembered; never from a staging mount
+// under <root_dir> (itself a target once the real source is known).
+TEST(Planner, LearnOriginsOfDeadTargetsWithoutARememberedOrigin) {
+    const std::string VOL_U3 = K + "/pods/u3/volumes/kubernetes.io~csi/pv3/mount";
+    World w(table({
+        {.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC},                    // the stale source
+        {.id = 91, .minor_no = 48, .mp = GLOBAL},                                // dead, only a staging mount
+        {.id = 100, .minor_no = OLD, .root = "/sub", .mp = SUB_U1},              // published during the outage
+        {.id = 101, .minor_no = OLD, .mp = VOL_U2},                              // remembered
+        {.id = 102, .minor_no = 48, .mp = VOL_U3},                               // staging mount's dataset
+    }));
+    const LivenessMap live = {{dev(OLD), Liveness::Dead}, {dev(48), Liveness::Dead}};
+    const OriginMap known = {{VOL_U2, Origin{.source_path = "/run/fh/elsewhere/fuse", .fstype = FSTYPE}}};
+    OriginMap learned = learn_origins(w.classes, live, w.rules, &known);
+    ASSERT_EQ(learned.size(), 1u) << learned.begin()->first;
+    ASSERT_EQ(learned.count(SUB_U1), 1u);
+    EXPECT_EQ(learned.at(SUB_U1).source_path, SRC);
+    EXPECT_EQ(learned.at(SUB_U1).root, "/sub");
+    EXPECT_EQ(learned.at(SUB_U1).clone_path(), SRC + "/sub");
+    // Without what is remembered, VOL_U2 is learned too.
+    EXPECT_EQ(learn_origins(w.classes, live, w.rules).count(VOL_U2), 1u);
 }
 
 TEST(Planner, ToStringNames) {
