@@ -120,10 +120,12 @@ private:
 
     // Returns why `origin`'s source cannot serve a heal of `stale` yet, or
     // "" when a live FUSE mount of the same fstype is the topmost mount at
-    // the source path.
-    std::string source_not_ready(const Origin& origin, const MountEntry& stale) {
+    // the source path. Sets *refused when something new is mounted there
+    // that can never serve it (not a FUSE root, or another fstype).
+    std::string source_not_ready(const Origin& origin, const MountEntry& stale, bool* refused) {
         const MountEntry* src = in_.host->topmost_at(origin.source_path);
         std::string why = source_mount_problem(src, origin.source_path, origin.fstype, stale.device, *in_.rules);
+        *refused = !why.empty() && src && src->device != stale.device;
         if (!why.empty()) return why;
         switch (require(src->device)) {
         case Liveness::Unknown: return "waiting for the new source's liveness";
@@ -172,11 +174,13 @@ private:
             // origin contributes where the source lives.
             origin.root = t.mount->root;
             origin.flags = t.mount->flags;
-            std::string why = source_not_ready(origin, *t.mount);
+            bool refused = false;
+            std::string why = source_not_ready(origin, *t.mount, &refused);
             if (&origin == &candidates[0].first || why.empty()) {
                 v.origin = origin;
                 v.origin_from_table = from_table;
                 v.reason = why;
+                v.source_refused = refused;
             }
             if (why.empty()) {
                 ready = true;

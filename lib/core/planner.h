@@ -108,6 +108,11 @@ struct TargetVerdict {
     Origin origin;            // valid when has_origin
     bool has_origin = false;
     bool origin_from_table = false;  // true when recovered from the table, not from state
+    // Broken only: a new mount is at the origin's source path, but one that
+    // can never serve this target (not a FUSE filesystem root, or another
+    // fstype); `reason` says which. The engine reports it (a wrong source is
+    // worth a log line; waiting for one is not).
+    bool source_refused = false;
 };
 
 // A host target healed earlier whose dead superblock may still be held by

@@ -161,7 +161,11 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
             tr.reported = false;
             emit(HealEvent::Kind::Broken, tr, &v, v.reason, now);
         }
-        if (v.state == TargetState::Skipped && (!tr.reported || tr.reported_reason != v.reason)) {
+        // A source back as something that cannot serve the target (another
+        // fstype, not a FUSE root) is reported like a skip, once per reason;
+        // the target keeps waiting for a good one (armed, Broken).
+        const bool refused = v.state == TargetState::Broken && v.source_refused;
+        if ((v.state == TargetState::Skipped || refused) && (!tr.reported || tr.reported_reason != v.reason)) {
             emit(HealEvent::Kind::Skipped, tr, &v, v.reason, now);
             tr.reported = true;
             tr.reported_reason = v.reason;

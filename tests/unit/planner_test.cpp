@@ -773,6 +773,49 @@ TEST(Planner, LearnOriginsOfDeadTargetsWithoutARememberedOrigin) {
     EXPECT_EQ(learn_origins(w.classes, live, w.rules).count(VOL_U2), 1u);
 }
 
+// A source path holding something that can never serve the target (another
+// fstype, not a FUSE root) is a refusal the engine reports; a source not
+// mounted yet, or still the dead one, is only waiting.
+TEST(Planner, WrongSourceIsARefusalWaitingIsNot) {
+    struct Case {
+        const char* name;
+        std::vector<Mnt> at_source;  // mounted at SRC after the dead one is gone
+        bool refused;
+        const char* reason;
+    };
+    const std::vector<Case> cases = {
+        {"nothing", {}, false, "is not mounted yet"},
+        {"another fstype", {{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .fstype = "fuse.other"}}, true,
+         "came back as fuse.other, expected fuse.fh_testfs"},
+        {"a tmpfs", {{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .fstype = "tmpfs"}}, true,
+         "holds a tmpfs mount that is not a FUSE filesystem root"},
+        {"a subdirectory", {{.id = 130, .parent = 20, .minor_no = NEW, .root = "/x", .mp = SRC}}, true,
+         "that is not a FUSE filesystem root"},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        std::vector<Mnt> mounts = {{.id = 100, .minor_no = OLD, .mp = VOL_U1}};
+        mounts.insert(mounts.end(), c.at_source.begin(), c.at_source.end());
+        World w(table(mounts));
+        w.origins[VOL_U1] = Origin{.source_path = SRC, .root = "/", .fstype = FSTYPE, .source = "fh_testfs"};
+        w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+        Plan p = w.plan();
+        const TargetVerdict* v = verdict(p, VOL_U1);
+        ASSERT_NE(v, nullptr);
+        EXPECT_EQ(v->state, TargetState::Broken);
+        EXPECT_EQ(v->source_refused, c.refused);
+        EXPECT_NE(v->reason.find(c.reason), std::string::npos) << v->reason;
+        EXPECT_TRUE(p.actions.empty());
+    }
+    // The stale source still there: waiting.
+    World w(table({{.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC}, {.id = 100, .minor_no = OLD, .mp = VOL_U1}}));
+    w.liveness = {{dev(OLD), Liveness::Dead}};
+    Plan p = w.plan();
+    ASSERT_NE(verdict(p, VOL_U1), nullptr);
+    EXPECT_FALSE(verdict(p, VOL_U1)->source_refused);
+    EXPECT_NE(verdict(p, VOL_U1)->reason.find("still holds the dead filesystem"), std::string::npos);
+}
+
 TEST(Planner, ToStringNames) {
     EXPECT_STREQ(to_string(Liveness::Unresponsive), "unresponsive");
     EXPECT_STREQ(to_string(Strategy::Stack), "stack");
