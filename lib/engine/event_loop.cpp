@@ -548,7 +548,8 @@ void Daemon::start_death_watch() {
     settings.self_pid = static_cast<int>(::getpid());
     death_watch_ = std::make_unique<DeathWatch>(
         &loop_, std::move(settings), [this](const ServerDeath& d) { on_server_death(d); },
-        [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); });
+        [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); },
+        [this](const std::vector<dev_t>&) { request_reconcile(Clock::now()); });
 }
 
 void Daemon::on_server_death(const ServerDeath& death) {
