@@ -184,7 +184,11 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
     }
     for (auto it = tracks_.begin(); it != tracks_.end();) {
         if (!present.count(it->first)) {
-            spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
+            if (it->second.in_outage)
+                spdlog::info("target {} was unmounted during its outage (pod deleted?), forgetting it; it is not "
+                             "healed", it->first);
+            else
+                spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
             it = tracks_.erase(it);
         } else {
             ++it;
