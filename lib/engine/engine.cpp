@@ -296,9 +296,14 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                           s ? "ok" : s.error().message());
             if (!s) {
                 back_off(tr, Clock::now());
+                // ENOENT: a subPath target's directory is missing from the
+                // new source (never an empty directory in its place).
                 emit(HealEvent::Kind::HealFailed, tr, v,
-                     "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
-                     trigger);
+                     (s.error().err == ENOENT ? "the new source has no " + a.clone_path +
+                                                    " (the directory this target binds): "
+                                              : "the new source does not serve " + a.clone_path + ": ") +
+                         s.error().message(),
+                     Clock::now(), trigger);
                 tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
                 return Admit::Skip;
             }
