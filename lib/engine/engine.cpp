@@ -124,16 +124,28 @@ void Engine::learn(const Classification& c, const MountTable& host, const Livene
             ++it;
         }
     }
-    if (!changed) return;
+    // While saves fail (a full or read-only state dir), every step tries
+    // again: nothing else would write the state once the dir recovers.
+    if (!changed && !state_save_failing_) return;
     Status s = store_.save(origins_);
     if (!s) {
         if (!state_save_failing_)
             spdlog::warn("failed to save state, ignoring: {}; healing continues from memory", s.error().message());
         state_save_failing_ = true;
+        std::lock_guard<std::mutex> lock(status_mu_);
+        state_problem_ = "failed to save " + store_.path() + ": " + s.error().message() +
+                         "; healing continues from memory (a restart forgets what was learned since)";
     } else if (state_save_failing_) {
         spdlog::info("state saved again to {}", store_.path());
         state_save_failing_ = false;
+        std::lock_guard<std::mutex> lock(status_mu_);
+        state_problem_.clear();
     }
+}
+
+std::string Engine::state_problem() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return state_problem_;
 }
 
 void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now) {
