@@ -457,7 +457,7 @@ void Daemon::log_suppressed_heal_events() {
             some += ",...";
             break;
         }
-        some += (some.empty() ? "" : ",") + t;
+        some += (some.empty() ? "" : ",") + escape_control_cell(t);  // one word, as in the heal lines
     }
     spdlog::warn("heal event lines not logged: {} repeats about {} targets since the last such line (more than {} of "
                  "one event for one target within {} s: a FUSE daemon in a crash loop?):{} target={}; the metrics "
