@@ -139,6 +139,18 @@ std::string decode_target(const json& j, const std::string& where, ControlTarget
                         f.integer("last_outage_us", t.last_outage_us)});
 }
 
+// "degraded" is optional: daemons before it was added do not send it.
+std::string decode_degraded(const json& j, ControlDaemonSummary& d) {
+    const auto it = j.find("degraded");
+    if (it == j.end()) return {};
+    if (!it->is_array()) return std::string("daemon.degraded: expected an array, got ") + it->type_name();
+    for (const json& e : *it) {
+        if (!e.is_string()) return std::string("daemon.degraded: expected strings, got ") + e.type_name();
+        d.degraded.push_back(e.get<std::string>());
+    }
+    return {};
+}
+
 std::string decode_daemon(const json& j, ControlDaemonSummary& d) {
     if (!j.is_object()) return std::string("daemon: expected an object, got ") + j.type_name();
     const Fields f(j, "daemon");
@@ -148,7 +160,7 @@ std::string decode_daemon(const json& j, ControlDaemonSummary& d) {
                         f.integer("mount_events", d.mount_events), f.integer("reconciles", d.reconciles),
                         f.integer("reconcile_running_us", d.reconcile_running_us),
                         f.string("mount_tracking", d.mount_tracking),
-                        f.integer("unrelated_mount_events", d.unrelated_mount_events)});
+                        f.integer("unrelated_mount_events", d.unrelated_mount_events), decode_degraded(j, d)});
 }
 
 ordered_json target_json(const ControlTarget& t) {
@@ -265,7 +277,8 @@ std::string encode_status_response(const ControlDaemonSummary& d, const std::vec
                               {"reconciles", d.reconciles},
                               {"reconcile_running_us", d.reconcile_running_us},
                               {"mount_tracking", d.mount_tracking},
-                              {"unrelated_mount_events", d.unrelated_mount_events}};
+                              {"unrelated_mount_events", d.unrelated_mount_events},
+                              {"degraded", d.degraded}};
     return dump_line(ordered_json{{"ok", true}, {"daemon", daemon}, {"targets", std::move(list)}});
 }
 
@@ -381,7 +394,9 @@ std::string render_status_table(const ControlDaemonSummary& d, const std::vector
            std::to_string(d.heals) + " healed since start; " + std::to_string(d.mount_events) + " mount events (" +
            std::to_string(d.unrelated_mount_events) + " unrelated), " + std::to_string(d.reconciles) + " reconciles";
     if (d.reconcile_running_us > 0) out += "; a reconcile has been running for " + format_outage(d.reconcile_running_us);
-    out += "\n\n";
+    out += "\n";
+    for (const auto& why : d.degraded) out += "DEGRADED: " + escape_text(why, false) + "\n";
+    out += "\n";
     if (targets.empty()) return out + "no targets tracked\n";
 
     using Row = std::array<std::string, 7>;

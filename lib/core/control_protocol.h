@@ -104,6 +104,10 @@ struct ControlDaemonSummary {
     std::int64_t reconcile_running_us = 0;   // how long the current reconcile has run, 0 when idle
     std::string mount_tracking;              // "fanotify" or "mountinfo"
     std::uint64_t unrelated_mount_events = 0;  // of mount_events: dropped as unrelated (fanotify only)
+    // Why the daemon runs degraded, one text per reason (e.g. the inotify
+    // watch limit, a state file that cannot be saved); empty when it does
+    // not. Optional in a response (older daemons do not send it).
+    std::vector<std::string> degraded;
     bool operator==(const ControlDaemonSummary&) const = default;
 };
 

@@ -81,6 +81,8 @@ constexpr const char* kServerDeaths = "fuse_healer_server_deaths_total";
 constexpr const char* kDetectionLatency = "fuse_healer_detection_latency_seconds";
 constexpr const char* kServersWatched = "fuse_healer_servers_watched";
 constexpr const char* kHungAborts = "fuse_healer_hung_aborts_total";
+constexpr const char* kDegraded = "fuse_healer_degraded";
+constexpr const char* kQueueOverflows = "fuse_healer_event_queue_overflows_total";
 constexpr const char* kBuildInfo = "fuse_healer_build_info";
 constexpr const char* kStartTime = "fuse_healer_start_time_seconds";
 
@@ -280,6 +282,17 @@ HealerMetrics::HealerMetrics() {
                              kReconciles, kArmedActions, kServerDeaths, kDetectionLatency, kServersWatched,
                              kHungAborts})
         registry_.ensure(name);
+    registry_.declare(kDegraded, MetricType::Gauge,
+                      "1 while the daemon runs degraded for this reason: inotify_watch_limit (the pod index lacks "
+                      "watches and rescans instead), state_not_saved (the state file cannot be written; heals go "
+                      "on from memory); else 0.");
+    for (Degradation d : {Degradation::InotifyWatchLimit, Degradation::StateNotSaved})
+        registry_.set(kDegraded, {{"reason", to_string(d)}}, 0);
+    registry_.declare(kQueueOverflows, MetricType::Counter,
+                      "Kernel event queues that overflowed (events lost), by queue: inotify (the pods tree; "
+                      "rescanned) or fanotify (mount events; the table is listed again).");
+    for (EventQueue q : {EventQueue::Inotify, EventQueue::Fanotify})
+        registry_.ensure(kQueueOverflows, {{"queue", to_string(q)}});
 
     // Both are set by the daemon once it knows them; until then they are
     // absent rather than wrong.
@@ -329,6 +342,22 @@ void HealerMetrics::record_server_death(double latency_seconds) {
 void HealerMetrics::set_servers_watched(int n) { registry_.set(kServersWatched, {}, n); }
 
 void HealerMetrics::record_hung_abort() { registry_.add(kHungAborts); }
+
+void HealerMetrics::set_degraded(Degradation reason, bool degraded) {
+    registry_.set(kDegraded, {{"reason", to_string(reason)}}, degraded ? 1 : 0);
+}
+
+void HealerMetrics::record_queue_overflow(EventQueue queue) { registry_.add(kQueueOverflows, {{"queue", to_string(queue)}}); }
+
+const char* to_string(Degradation d) {
+    switch (d) {
+    case Degradation::InotifyWatchLimit: return "inotify_watch_limit";
+    case Degradation::StateNotSaved: return "state_not_saved";
+    }
+    return "?";
+}
+
+const char* to_string(EventQueue q) { return q == EventQueue::Inotify ? "inotify" : "fanotify"; }
 
 void HealerMetrics::set_targets(const std::vector<TargetState>& states) {
     std::array<int, kTargetStates.size()> counts{};

@@ -99,6 +99,19 @@ std::string escape_label_value(const std::string& value);
 // How a heal attempt ended, as reported by the engine.
 enum class HealResult { Healed, Failed, Skipped };
 
+// Why the daemon runs degraded: fuse_healer_degraded's `reason` label.
+enum class Degradation {
+    InotifyWatchLimit,  // the pod index could not watch every directory; it rescans instead
+    StateNotSaved,      // the state file cannot be written; heals go on from memory
+};
+// Returns "inotify_watch_limit" or "state_not_saved".
+const char* to_string(Degradation d);
+
+// A kernel event queue the daemon reads: fuse_healer_event_queue_overflows_total's `queue` label.
+enum class EventQueue { Inotify, Fanotify };
+// Returns "inotify" or "fanotify".
+const char* to_string(EventQueue q);
+
 // fuse-healer's metrics. Every series with a fixed label set (each target
 // state, each heal result) exists from the start, at 0, so that rate() and
 // absence alerts work before the first event.
@@ -147,6 +160,10 @@ public:
     void set_servers_watched(int n);
     // A hung FUSE connection was aborted ([heal] abort_hung_after).
     void record_hung_abort();
+    // Sets whether the daemon runs degraded for `reason`.
+    void set_degraded(Degradation reason, bool degraded);
+    // A kernel event queue overflowed (events were lost).
+    void record_queue_overflow(EventQueue queue);
     // Replaces fuse_healer_targets with the number of targets in each state.
     void set_targets(const std::vector<TargetState>& states);
 

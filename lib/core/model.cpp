@@ -49,10 +49,30 @@ bool is_below(const std::string& path, const std::string& dir) {
     return path_is_within(path, dir) && path.size() > dir.size();
 }
 
+} // namespace
+
+bool is_normalized_path(const std::string& path) {
+    if (path.empty() || path[0] != '/') return false;
+    if (path == "/") return true;
+    if (path.back() == '/') return false;
+    for (std::size_t i = 1; i <= path.size();) {
+        std::size_t j = path.find('/', i);
+        if (j == std::string::npos) j = path.size();
+        const std::string_view part(path.data() + i, j - i);
+        if (part.empty() || part == "." || part == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
+namespace {
+
 // Returns true when `e` may be a source: a mount of the filesystem's root,
 // outside the pods tree, and under a configured prefix if any are set.
 bool is_source_candidate(const MountEntry& e, const MatchRules& rules) {
-    if (e.root != "/") return false;
+    // The kernel never prints "." or ".." components; a table that has them
+    // was not written by it, and no path of it is acted on.
+    if (e.root != "/" || !is_normalized_path(e.mountpoint)) return false;
     if (path_is_within(e.mountpoint, rules.root_dir + "/pods")) return false;
     if (rules.source_prefixes.empty()) return true;
     // CSI staging mounts under plugins/ are never the FUSE daemon's own mount
@@ -102,7 +122,7 @@ Classification classify(const MountTable& table, const MatchRules& rules, const 
             !path_is_within(e.mountpoint, rules.root_dir))
             has_outside_source.insert(e.device);
     auto is_staging_target = [&](const MountEntry& e) {
-        return is_below(e.mountpoint, plugins) &&
+        return is_below(e.mountpoint, plugins) && is_normalized_path(e.mountpoint) &&
                (has_outside_source.count(e.device) || (remembered && remembered->count(e.mountpoint)));
     };
     std::vector<Target> globals, pods;

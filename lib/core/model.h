@@ -42,6 +42,11 @@ bool is_fuse_fstype(const std::string& fstype, const std::vector<std::string>& g
 // "/a/bc" is not below "/a/b").
 bool path_is_within(const std::string& path, const std::string& dir);
 
+// Returns true when `path` is absolute and has no empty, "." or ".."
+// component and no trailing slash (as the kernel prints mountpoints): only
+// such paths are ever acted on or stored.
+bool is_normalized_path(const std::string& path);
+
 // Returns where a pod-tree path sits: a Volume
 // (<root_dir>/pods/<uid>/volumes/<plugin>/<vol>[/mount]) or a Subpath
 // (<root_dir>/pods/<uid>/volume-subpaths/<vol>/<container>/<index>), or

@@ -120,10 +120,12 @@ private:
 
     // Returns why `origin`'s source cannot serve a heal of `stale` yet, or
     // "" when a live FUSE mount of the same fstype is the topmost mount at
-    // the source path.
-    std::string source_not_ready(const Origin& origin, const MountEntry& stale) {
+    // the source path. Sets *refused when something new is mounted there
+    // that can never serve it (not a FUSE root, or another fstype).
+    std::string source_not_ready(const Origin& origin, const MountEntry& stale, bool* refused) {
         const MountEntry* src = in_.host->topmost_at(origin.source_path);
         std::string why = source_mount_problem(src, origin.source_path, origin.fstype, stale.device, *in_.rules);
+        *refused = !why.empty() && src && src->device != stale.device;
         if (!why.empty()) return why;
         switch (require(src->device)) {
         case Liveness::Unknown: return "waiting for the new source's liveness";
@@ -172,11 +174,13 @@ private:
             // origin contributes where the source lives.
             origin.root = t.mount->root;
             origin.flags = t.mount->flags;
-            std::string why = source_not_ready(origin, *t.mount);
+            bool refused = false;
+            std::string why = source_not_ready(origin, *t.mount, &refused);
             if (&origin == &candidates[0].first || why.empty()) {
                 v.origin = origin;
                 v.origin_from_table = from_table;
                 v.reason = why;
+                v.source_refused = refused;
             }
             if (why.empty()) {
                 ready = true;
@@ -366,12 +370,18 @@ ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
     return armed;
 }
 
-OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules) {
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules,
+                        const OriginMap* known) {
     OriginMap out;
     for (const Target& t : c.targets) {
         auto it = liveness.find(t.mount->device);
-        if (it == liveness.end() || it->second != Liveness::Alive) continue;
-        if (auto o = origin_from_table(c, t, rules)) out.emplace(t.path, std::move(*o));
+        if (it == liveness.end()) continue;
+        if (it->second == Liveness::Alive) {
+            if (auto o = origin_from_table(c, t, rules)) out.emplace(t.path, std::move(*o));
+        } else if (it->second == Liveness::Dead && !(known && known->count(t.path))) {
+            auto o = origin_from_table(c, t, rules);
+            if (o && !path_is_within(o->source_path, rules.root_dir)) out.emplace(t.path, std::move(*o));
+        }
     }
     return out;
 }

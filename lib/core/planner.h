@@ -108,6 +108,11 @@ struct TargetVerdict {
     Origin origin;            // valid when has_origin
     bool has_origin = false;
     bool origin_from_table = false;  // true when recovered from the table, not from state
+    // Broken only: a new mount is at the origin's source path, but one that
+    // can never serve this target (not a FUSE filesystem root, or another
+    // fstype); `reason` says which. The engine reports it (a wrong source is
+    // worth a log line; waiting for one is not).
+    bool source_refused = false;
 };
 
 // A host target healed earlier whose dead superblock may still be held by
@@ -187,7 +192,17 @@ struct ArmedHeals {
 ArmedHeals arm_heals(const PlanInput& in, const Plan& plan);
 
 // Returns the origins to remember from a table: for every target whose
-// topmost mount is Alive, the origin recovered from its source.
-OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules);
+// topmost mount is Alive, the origin recovered from its source; and for
+// every Dead target that `known` has no origin for, the origin recovered
+// from a source outside <root_dir> that still holds the dead superblock. The
+// latter is a pod published while its FUSE daemon was dead (the CSI bind of
+// the source path bound the stale mount): it was never seen alive, and once
+// the supervisor lazily unmounts the stale source, the table no longer says
+// where it came from. A remembered origin is never replaced by a dead
+// target's (the table may show a stale copy that never comes back, see
+// plan_heals), nor learned from a staging mount under <root_dir>, which is
+// itself a target once its source is known.
+OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules,
+                        const OriginMap* known = nullptr);
 
 } // namespace fh

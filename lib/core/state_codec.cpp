@@ -59,12 +59,24 @@ std::string get_bool(const json& obj, const char* key, const std::string& where,
     return {};
 }
 
+// get_path, and the path must be normalized: the daemon writes target and
+// source paths as the kernel prints mountpoints, so "..", "." or "//" mean
+// the file was edited, and such a path is not one the kernel shows (a target
+// would never match; a source would resolve elsewhere). (A root may end in
+// "//deleted", see core/mountinfo.h; it is never cloned from: the stale
+// mount's own root is.)
+std::string get_mountpoint(const json& obj, const char* key, const std::string& where, std::string& out) {
+    if (auto why = get_path(obj, key, where, out); !why.empty()) return why;
+    if (!is_normalized_path(out)) return where + "." + key + ": not a normalized absolute path: " + out;
+    return {};
+}
+
 // Reads one element of "origins" into `target` and `o`.
 std::string decode_origin(const json& j, const std::string& where, std::string& target,
                           Origin& o) {
     if (!j.is_object()) return where + ": not an object";
-    for (auto why : {get_path(j, "target", where, target),
-                     get_path(j, "source_path", where, o.source_path),
+    for (auto why : {get_mountpoint(j, "target", where, target),
+                     get_mountpoint(j, "source_path", where, o.source_path),
                      get_path(j, "root", where, o.root),
                      get_string(j, "fstype", where, o.fstype),
                      get_string(j, "source", where, o.source)})

@@ -54,8 +54,13 @@ struct DeathWatch::Scan {
     Clock::duration took{};
 };
 
-DeathWatch::DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan)
-    : loop_(loop), settings_(std::move(settings)), on_death_(std::move(on_death)), on_scan_(std::move(on_scan)) {}
+DeathWatch::DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan,
+                       UnwatchedDeathObserver on_unwatched_death)
+    : loop_(loop),
+      settings_(std::move(settings)),
+      on_death_(std::move(on_death)),
+      on_scan_(std::move(on_scan)),
+      on_unwatched_death_(std::move(on_unwatched_death)) {}
 
 DeathWatch::~DeathWatch() { close(); }
 
@@ -226,17 +231,30 @@ void DeathWatch::finish_scan(Scan& scan) {
     // each reconcile, as without the feature. Dead ones have no server.
     std::set<dev_t> served;
     for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
-    for (const auto& [dev, info] : connections_) {
-        if (served.count(dev) || !scan.wanted.count(dev) || info.liveness == Liveness::Dead ||
-            unserved_told_.count(dev))
+    std::vector<dev_t> died_unwatched;
+    for (auto& [dev, info] : connections_) {
+        if (served.count(dev) || !scan.wanted.count(dev) || info.liveness == Liveness::Dead) continue;
+        if (read_fusectl(settings_.fusectl_dir, dev).aborted) {
+            // Alive when the engine last looked, dead now, and no server
+            // left to watch: it died between that reconcile and this walk
+            // (e.g. right after the daemon started, or right after its own
+            // start). Nothing else would tell: a kill changes no mount.
+            info.liveness = Liveness::Dead;  // told once
+            spdlog::info("FUSE connection {} (source {}) died before its server could be watched; checking its "
+                         "targets now",
+                         device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front());
+            died_unwatched.push_back(dev);
             continue;
-        if (read_fusectl(settings_.fusectl_dir, dev).aborted) continue;
+        }
+        if (unserved_told_.count(dev)) continue;
         unserved_told_.insert(dev);
         spdlog::info("no process serving FUSE connection {} (source {}) was found in {}: its death is detected on "
                      "mount events and the safety reconcile",
                      device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front(),
                      settings_.proc_root);
     }
+    if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
+    if (closed_) return;
     if (rescan_) {
         const bool full = rescan_full_;
         rescan_ = rescan_full_ = false;

@@ -68,7 +68,13 @@ public:
     // Called on the loop thread after each walk, with how long it took.
     using ScanObserver = std::function<void(const ServerScan&, std::chrono::microseconds took)>;
 
-    DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan = {});
+    // Called on the loop thread after a walk that found tracked connections
+    // dead (fusectl) that the engine last saw alive and no process to
+    // watch: their servers died before they could be watched.
+    using UnwatchedDeathObserver = std::function<void(const std::vector<dev_t>& connections)>;
+
+    DeathWatch(uv_loop_t* loop, DeathWatchSettings settings, DeathObserver on_death, ScanObserver on_scan = {},
+               UnwatchedDeathObserver on_unwatched_death = {});
     // Closes the handles (see close()); on the loop thread.
     ~DeathWatch();
     DeathWatch(const DeathWatch&) = delete;
@@ -119,6 +125,7 @@ private:
     DeathWatchSettings settings_;
     DeathObserver on_death_;
     ScanObserver on_scan_;
+    UnwatchedDeathObserver on_unwatched_death_;
     std::map<dev_t, FuseConnectionInfo> connections_;  // the engine's, by device
     std::set<dev_t> scanned_;       // tracked connections a walk has looked for
     std::set<dev_t> unserved_told_; // connections logged as having no visible server

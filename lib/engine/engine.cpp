@@ -107,7 +107,7 @@ void Engine::back_off(Track& tr, Clock::time_point now) {
 
 void Engine::learn(const Classification& c, const MountTable& host, const LivenessMap& liveness) {
     bool changed = false;
-    for (auto& [path, origin] : learn_origins(c, liveness, config_.match)) {
+    for (auto& [path, origin] : learn_origins(c, liveness, config_.match, &origins_)) {
         auto it = origins_.find(path);
         if (it == origins_.end() || !(it->second == origin)) {
             origins_[path] = origin;
@@ -124,16 +124,28 @@ void Engine::learn(const Classification& c, const MountTable& host, const Livene
             ++it;
         }
     }
-    if (!changed) return;
+    // While saves fail (a full or read-only state dir), every step tries
+    // again: nothing else would write the state once the dir recovers.
+    if (!changed && !state_save_failing_) return;
     Status s = store_.save(origins_);
     if (!s) {
         if (!state_save_failing_)
             spdlog::warn("failed to save state, ignoring: {}; healing continues from memory", s.error().message());
         state_save_failing_ = true;
+        std::lock_guard<std::mutex> lock(status_mu_);
+        state_problem_ = "failed to save " + store_.path() + ": " + s.error().message() +
+                         "; healing continues from memory (a restart forgets what was learned since)";
     } else if (state_save_failing_) {
         spdlog::info("state saved again to {}", store_.path());
         state_save_failing_ = false;
+        std::lock_guard<std::mutex> lock(status_mu_);
+        state_problem_.clear();
     }
+}
+
+std::string Engine::state_problem() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return state_problem_;
 }
 
 void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now) {
@@ -161,7 +173,11 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
             tr.reported = false;
             emit(HealEvent::Kind::Broken, tr, &v, v.reason, now);
         }
-        if (v.state == TargetState::Skipped && (!tr.reported || tr.reported_reason != v.reason)) {
+        // A source back as something that cannot serve the target (another
+        // fstype, not a FUSE root) is reported like a skip, once per reason;
+        // the target keeps waiting for a good one (armed, Broken).
+        const bool refused = v.state == TargetState::Broken && v.source_refused;
+        if ((v.state == TargetState::Skipped || refused) && (!tr.reported || tr.reported_reason != v.reason)) {
             emit(HealEvent::Kind::Skipped, tr, &v, v.reason, now);
             tr.reported = true;
             tr.reported_reason = v.reason;
@@ -180,7 +196,11 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
     }
     for (auto it = tracks_.begin(); it != tracks_.end();) {
         if (!present.count(it->first)) {
-            spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
+            if (it->second.in_outage)
+                spdlog::info("target {} was unmounted during its outage (pod deleted?), forgetting it; it is not "
+                             "healed", it->first);
+            else
+                spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
             it = tracks_.erase(it);
         } else {
             ++it;
@@ -288,9 +308,14 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                           s ? "ok" : s.error().message());
             if (!s) {
                 back_off(tr, Clock::now());
+                // ENOENT: a subPath target's directory is missing from the
+                // new source (never an empty directory in its place).
                 emit(HealEvent::Kind::HealFailed, tr, v,
-                     "the new source does not serve " + a.clone_path + ": " + s.error().message(), Clock::now(),
-                     trigger);
+                     (s.error().err == ENOENT ? "the new source has no " + a.clone_path +
+                                                    " (the directory this target binds): "
+                                              : "the new source does not serve " + a.clone_path + ": ") +
+                         s.error().message(),
+                     Clock::now(), trigger);
                 tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
                 return Admit::Skip;
             }

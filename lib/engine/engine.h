@@ -159,6 +159,10 @@ public:
     // Returns the strategy in use.
     Strategy strategy() const { return strategy_.load(); }
 
+    // Returns why the state file could not be saved by the last attempt,
+    // or "" when it was (thread-safe): heals go on from memory meanwhile.
+    std::string state_problem() const;
+
     // Returns the source paths of the origins known after the last
     // reconcile (learned, loaded, or recovered from the table), sorted,
     // without duplicates (thread-safe): mount events at or over them matter
@@ -269,6 +273,7 @@ private:
     std::vector<TargetStatus> status_;
     std::vector<std::string> source_paths_;  // under status_mu_
     std::vector<FuseConnectionInfo> connections_;  // under status_mu_
+    std::string state_problem_;                    // under status_mu_
     std::atomic<std::uint64_t> connections_version_{0};
 };
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <csignal>
 #include <map>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -190,6 +191,7 @@ void Daemon::sync_mountinfo_poll() {
 }
 
 void Daemon::on_tracked_event(const TrackedEvent& event) {
+    if (std::string_view(event.kind) == "overflow") metrics_.record_queue_overflow(EventQueue::Fanotify);
     ++mount_events_;
     if (!event.relevant) ++unrelated_mount_events_;
     metrics_.record_mount_event(event.relevant);
@@ -215,6 +217,8 @@ void Daemon::on_pods_event() {
     if (!pods_) return;
     const std::uint64_t renamed = pods_->dirs_renamed();
     pods_->handle_events();
+    for (; pods_overflows_ < pods_->overflows(); ++pods_overflows_) metrics_.record_queue_overflow(EventQueue::Inotify);
+    update_degraded_metrics();
     // A directory renamed in the pods tree carries its mounts to another
     // path without a mount event: the tracker lists the table again before
     // the next reconcile (the mountinfo fallback reads it then anyway).
@@ -227,7 +231,10 @@ void Daemon::on_pods_event() {
 
 void Daemon::on_safety_timer() {
     spdlog::debug("safety reconcile");
-    if (pods_ && (pods_->degraded() || pods_->watches() == 0)) pods_->rescan();
+    if (pods_ && (pods_->degraded() || pods_->watches() == 0)) {
+        pods_->rescan();
+        update_degraded_metrics();
+    }
     // What fanotify does not report (flag changes of older mounts,
     // propagation changes, deleted roots) is picked up here: the reconcile's
     // table() lists the whole table again first.
@@ -262,6 +269,7 @@ void Daemon::on_reconcile_done() {
         if (hung_aborter_) hung_aborter_->set_connections(connections);
     }
     arm_retry_timer();
+    update_degraded_metrics();
     sync_mountinfo_poll();  // the reconcile's table() may have applied FUSE attaches
     answer_heal_requests();
     notify_status();
@@ -284,8 +292,24 @@ void Daemon::notify_status() {
                    config_.match.root_dir.c_str(), tracked, healed);
         return;
     }
-    sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)", tracked,
-               broken, healed, to_string(engine_->strategy()), detection());
+    std::string degraded;
+    for (const auto& d : degradations()) degraded += "; DEGRADED: " + d;
+    sd_notifyf(0, "STATUS=%d targets, %d broken, %d healed since start (strategy %s, detection %s)%s", tracked,
+               broken, healed, to_string(engine_->strategy()), detection(), degraded.c_str());
+}
+
+std::vector<std::string> Daemon::degradations() const {
+    std::vector<std::string> out;
+    if (pods_)
+        if (std::string why = pods_->degraded_reason(); !why.empty()) out.push_back("pod index: " + why);
+    if (engine_)
+        if (std::string why = engine_->state_problem(); !why.empty()) out.push_back("state: " + why);
+    return out;
+}
+
+void Daemon::update_degraded_metrics() {
+    if (pods_) metrics_.set_degraded(Degradation::InotifyWatchLimit, pods_->degraded());
+    if (engine_) metrics_.set_degraded(Degradation::StateNotSaved, !engine_->state_problem().empty());
 }
 
 void Daemon::start_control_server() {
@@ -328,6 +352,7 @@ void Daemon::on_control_request(const ControlRequest& request, const ControlServ
     summary.mount_events = mount_events_;
     summary.unrelated_mount_events = unrelated_mount_events_;
     summary.mount_tracking = mount_tracking();
+    summary.degraded = degradations();
     {
         std::lock_guard<std::mutex> lock(mu_);
         summary.heals = healed_total_;
@@ -432,7 +457,7 @@ void Daemon::log_suppressed_heal_events() {
             some += ",...";
             break;
         }
-        some += (some.empty() ? "" : ",") + t;
+        some += (some.empty() ? "" : ",") + escape_control_cell(t);  // one word, as in the heal lines
     }
     spdlog::warn("heal event lines not logged: {} repeats about {} targets since the last such line (more than {} of "
                  "one event for one target within {} s: a FUSE daemon in a crash loop?):{} target={}; the metrics "
@@ -548,7 +573,8 @@ void Daemon::start_death_watch() {
     settings.self_pid = static_cast<int>(::getpid());
     death_watch_ = std::make_unique<DeathWatch>(
         &loop_, std::move(settings), [this](const ServerDeath& d) { on_server_death(d); },
-        [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); });
+        [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); },
+        [this](const std::vector<dev_t>&) { request_reconcile(Clock::now()); });
 }
 
 void Daemon::on_server_death(const ServerDeath& death) {
@@ -630,6 +656,12 @@ int Daemon::run() {
         config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));
     start_death_watch();
+    update_degraded_metrics();
+    if (!features_.fusectl && !features_.disabled.count(kFeatureFusectl))
+        spdlog::warn("fusectl is not available ({}): death detection falls back to statx probes of the mounts "
+                     "(probe_timeout tells a hung FUSE daemon from a dead one), and [heal] abort_hung_after cannot "
+                     "abort a connection",
+                     features_.fusectl_problem);
     if (config_.namespaces && !features_.open_tree)
         spdlog::warn("copies inside containers' mount namespaces cannot be healed on this kernel (no open_tree, "
                      "Linux < 5.2): only HostToContainer copies are reached, through propagation");

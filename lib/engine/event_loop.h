@@ -93,6 +93,12 @@ private:
     // Returns the death detection in use: "pidfd" (the death watch), else
     // the prober's "fusectl" or "statx".
     const char* detection() const;
+    // Returns why the daemon runs degraded, one text per reason (empty
+    // when it does not): the pod index's missing watches, the state file
+    // that cannot be saved. Loop thread.
+    std::vector<std::string> degradations() const;
+    // Sets fuse_healer_degraded from the pod index and the engine. Loop thread.
+    void update_degraded_metrics();
 
     // Asks the heal worker for a reconcile. Returns the sequence number of
     // the reconcile that will serve this request (reconciles are numbered
@@ -154,6 +160,7 @@ private:
     // What walks of /proc said of /dev/fuse fdinfo (features_.fuse_fdinfo
     // follows it once known). Loop thread only.
     FdinfoSupport fdinfo_support_ = FdinfoSupport::Unknown;
+    std::uint64_t pods_overflows_ = 0;          // PodIndex::overflows() already counted; loop thread only
     std::size_t connections_tracked_ = 0;       // FUSE superblocks of the last reconcile; loop thread only
     std::uint64_t connections_version_ = 0;     // Engine::connections_version() of those; loop thread only
 

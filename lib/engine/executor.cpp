@@ -175,6 +175,10 @@ Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& 
 
 Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
     auto target = sys::open_path_nofollow(a.mountpoint, features_.openat2);
+    // Gone since the plan (kubelet unmounted the target and removed its
+    // directory): the table moved, not a failed heal.
+    if (!target && target.error().err == ENOENT)
+        return Error{"re-check", a.mountpoint, ESTALE, "the path no longer exists (unmounted and removed)"};
     if (!target) return target.error();
     auto id = sys::fd_mount_id(target->get(), proc_self(in_host));
     if (!id) return id.error();

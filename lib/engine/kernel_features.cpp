@@ -100,10 +100,15 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
     f.fuse_fdinfo = f.pidfd && on(kFeatureFuseFdinfo, kernel_release_has_fuse_fdinfo(f.kernel_release));
     if (!disabled.count(kFeatureFusectl)) {
         bool mounted = is_fusectl_mounted(fusectl_dir);
-        if (!mounted && mount_fusectl)
-            mounted = ::mount("fusectl", fusectl_dir.c_str(), "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                              nullptr) == 0 ||
-                      is_fusectl_mounted(fusectl_dir);
+        if (!mounted && mount_fusectl) {
+            const bool ok = ::mount("fusectl", fusectl_dir.c_str(), "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                    nullptr) == 0;
+            const Error why = errno_error("mount fusectl", fusectl_dir);
+            mounted = ok || is_fusectl_mounted(fusectl_dir);
+            if (!mounted) f.fusectl_problem = "not mounted at " + fusectl_dir + ", and " + why.message();
+        } else if (!mounted) {
+            f.fusectl_problem = "not mounted at " + fusectl_dir;
+        }
         f.fusectl = mounted;
         if (mounted) f.fusectl_dir = fusectl_dir;
     }

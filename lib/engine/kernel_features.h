@@ -40,6 +40,9 @@ struct KernelFeatures {
     bool fuse_fdinfo = false;
     std::string kernel_release;      // uname -r
     std::string fusectl_dir;         // e.g. /sys/fs/fuse/connections
+    // Why fusectl is not in use when it was not disabled, e.g. "not mounted
+    // at /sys/fs/fuse/connections, and mounting it there failed: ENOENT".
+    std::string fusectl_problem;
     std::set<std::string> disabled;  // forced off by the operator
 
     // Returns a one-line summary, e.g.

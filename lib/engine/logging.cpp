@@ -2,6 +2,8 @@
 
 #include "engine/journal_fields.h"
 
+#include "core/control_protocol.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <syslog.h>
 #include <systemd/sd-journal.h>
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
@@ -26,6 +29,40 @@ namespace {
 // True when logs go to the journal: heal events are then sent with
 // sd_journal_sendv to carry their structured fields.
 bool journal_direct = false;
+
+// The %* flag: the message with control characters (newline, tab, ...)
+// written as \ooo octal escapes, as mountinfo writes them, so that one
+// log call is one line whatever a path or a vol_data.json field holds (a
+// name with a newline cannot split a line or forge the next one).
+class EscapedMessageFlag : public spdlog::custom_flag_formatter {
+public:
+    void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+        const auto* p = msg.payload.data();
+        for (std::size_t i = 0; i < msg.payload.size(); ++i) {
+            const auto c = static_cast<unsigned char>(p[i]);
+            if (c < 0x20 || c == 0x7f) {
+                char buf[5];
+                std::snprintf(buf, sizeof buf, "\\%03o", c);
+                dest.append(buf, buf + 4);
+            } else {
+                dest.push_back(static_cast<char>(c));
+            }
+        }
+    }
+    std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<EscapedMessageFlag>(); }
+};
+
+// Returns a formatter for `pattern`, where %* is the escaped message.
+std::unique_ptr<spdlog::formatter> escaping_formatter(const std::string& pattern) {
+    auto f = std::make_unique<spdlog::pattern_formatter>();
+    f->add_flag<EscapedMessageFlag>('*').set_pattern(pattern);
+    return f;
+}
+
+// Returns `s` as one word of a log line: space, tab, newline, backslash and
+// the other control characters as \ooo escapes (escape_control_cell, the
+// same as fuse-healerctl's table); "-" when empty.
+std::string word(const std::string& s) { return escape_control_cell(s); }
 
 spdlog::level::level_enum to_spdlog(LogLevel l) {
     switch (l) {
@@ -56,12 +93,12 @@ std::string setup_logging(LogLevel level) {
         // The journal adds its own timestamp and priority.
         logger = std::make_shared<spdlog::logger>(
             "fuse-healer", std::make_shared<spdlog::sinks::systemd_sink_mt>("fuse-healer"));
-        logger->set_pattern("%v");
+        logger->set_formatter(escaping_formatter("%*"));
         where = "journal";
         journal_direct = true;
     } else {
         logger = std::make_shared<spdlog::logger>("fuse-healer", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-        logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f %l %v");
+        logger->set_formatter(escaping_formatter("%Y-%m-%dT%H:%M:%S.%f %l %*"));
         where = "stderr";
     }
     logger->set_level(to_spdlog(level));
@@ -74,12 +111,12 @@ void set_log_level(LogLevel level) { spdlog::default_logger()->set_level(to_spdl
 
 // Returns the one-line text of a heal event and its spdlog level.
 static std::pair<std::string, spdlog::level::level_enum> heal_event_text(const HealEvent& e) {
+    // Names come from the mount table and vol_data.json: each is one word.
     const auto& c = e.ctx;
-    std::string who = "target=" + c.target + " pod=" + (c.pod_uid.empty() ? "-" : c.pod_uid) +
-                      " volume=" + (c.volume.empty() ? "-" : c.volume);
-    if (!c.driver.empty()) who += " driver=" + c.driver;
-    if (!c.volume_handle.empty()) who += " volume_handle=" + c.volume_handle;
-    const std::string src = " source=" + (e.source.empty() ? std::string("-") : e.source) + " fstype=" + e.fstype;
+    std::string who = "target=" + word(c.target) + " pod=" + word(c.pod_uid) + " volume=" + word(c.volume);
+    if (!c.driver.empty()) who += " driver=" + word(c.driver);
+    if (!c.volume_handle.empty()) who += " volume_handle=" + word(c.volume_handle);
+    const std::string src = " source=" + word(e.source) + " fstype=" + word(e.fstype);
     const std::string reason = " reason=\"" + e.reason + "\"";
     switch (e.kind) {
     case HealEvent::Kind::Broken: return {"mount broken: " + who + src + reason, spdlog::level::warn};
@@ -142,13 +179,13 @@ std::string device_text(dev_t d) { return std::to_string(major(d)) + ":" + std::
 // journal entry carries every one).
 std::string mounts_text(const std::string& fstype, const std::vector<std::string>& sources,
                         const std::vector<std::string>& targets) {
-    std::string out = " fstype=" + (fstype.empty() ? std::string("-") : fstype) + " source=";
+    std::string out = " fstype=" + word(fstype) + " source=";
     if (sources.empty()) out += "-";
-    for (std::size_t i = 0; i < sources.size(); ++i) out += (i ? "," : "") + sources[i];
+    for (std::size_t i = 0; i < sources.size(); ++i) out += (i ? "," : "") + word(sources[i]);
     out += " targets=" + std::to_string(targets.size());
     if (targets.empty()) return out;
     out += " target=";
-    for (std::size_t i = 0; i < targets.size() && i < 3; ++i) out += (i ? "," : "") + targets[i];
+    for (std::size_t i = 0; i < targets.size() && i < 3; ++i) out += (i ? "," : "") + word(targets[i]);
     if (targets.size() > 3) out += ",...";
     return out;
 }

@@ -64,9 +64,14 @@ void PodIndex::add_watch(const std::string& path, int depth) {
     int wd = ::inotify_add_watch(fd_, path.c_str(), mask | IN_DONT_FOLLOW);
     if (wd < 0) {
         if (errno == ENOSPC && !degraded_) {
-            spdlog::warn("failed to watch {}, ignoring: the inotify watch limit is reached "
-                         "(fs.inotify.max_user_watches); the pod index is degraded to rescans", path);
             degraded_ = true;
+            // Once per degradation, not at every rescan that meets the limit again.
+            if (!reported_degraded_)
+                spdlog::warn("failed to watch {}, ignoring: the inotify watch limit is reached "
+                             "(fs.inotify.max_user_watches, per user); the pod index is degraded to rescans: new "
+                             "pods' vol_data.json and renamed directories are seen at the next safety scan",
+                             path);
+            reported_degraded_ = true;
         }
         return;
     }
@@ -157,6 +162,17 @@ void PodIndex::rescan() {
     if (waiting_) spdlog::info("{} appeared; indexing pods", pods_dir_);
     waiting_ = false;
     scan_dir(pods_dir_, 0);
+    if (reported_degraded_ && !degraded_) {
+        spdlog::info("inotify watches are available again: the pod index watches the pods tree again ({} watches)",
+                     wd_to_path_.size());
+        reported_degraded_ = false;
+    }
+}
+
+std::string PodIndex::degraded_reason() const {
+    if (!degraded_) return {};
+    return "the inotify watch limit is reached (fs.inotify.max_user_watches): the pod index is incomplete and "
+           "rescans at each safety scan";
 }
 
 int PodIndex::handle_events() {
@@ -171,7 +187,9 @@ int PodIndex::handle_events() {
             p += sizeof(struct inotify_event) + ev->len;
             ++handled;
             if (ev->mask & IN_Q_OVERFLOW) {
-                spdlog::warn("inotify queue overflowed; rescanning {}", pods_dir_);
+                ++overflows_;
+                spdlog::warn("inotify queue overflowed (more than fs.inotify.max_queued_events queued); rescanning {}",
+                             pods_dir_);
                 rescan();
                 return handled;
             }

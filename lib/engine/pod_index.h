@@ -61,6 +61,12 @@ public:
     // Returns true when a watch could not be added (e.g. the inotify watch
     // limit was reached): the index is incomplete and rescans are the fallback.
     bool degraded() const { return degraded_; }
+    // Returns why the index is degraded, for the status; "" when it is not.
+    std::string degraded_reason() const;
+
+    // Returns how many times the inotify queue overflowed (each time, the
+    // index was rebuilt by a rescan).
+    std::uint64_t overflows() const { return overflows_; }
 
 private:
     void scan_dir(const std::string& path, int depth);
@@ -73,7 +79,9 @@ private:
     std::string pods_dir_;
     int fd_ = -1;
     bool degraded_ = false;
+    bool reported_degraded_ = false;  // the degradation was logged (and its end will be)
     bool waiting_ = false;
+    std::uint64_t overflows_ = 0;
     std::uint64_t dirs_renamed_ = 0;
     std::map<int, std::pair<std::string, int>> wd_to_path_;  // wd -> (dir, depth below pods/)
     std::map<std::string, int> path_to_wd_;

@@ -311,6 +311,43 @@ TEST(DeathWatch, AServerGoneBeforeItsPidfdWasOpenedIsReportedToo) {
     EXPECT_EQ(watch->servers_watched(), 0u);
 }
 
+// The server died after the reconcile that reported its connection alive
+// and before the walk: no process holds its /dev/fuse file any more, and
+// fusectl says aborted. The walk says so (the engine must check its
+// targets: a kill changes no mount), once; a connection nobody visible
+// serves that is alive is not reported, nor one the engine knows is dead.
+TEST(DeathWatch, AConnectionThatDiedBeforeTheWalkIsReportedUnwatched) {
+    FakeProc proc;
+    FakeFusectl ctl;
+    ctl.set(51, true);   // died before the walk
+    ctl.set(52, false);  // alive, served by a process we cannot see
+    ctl.set(53, true);   // dead, and the engine knows it
+    Loop loop;
+    Recorder rec;
+    std::vector<std::vector<dev_t>> unwatched;
+    DeathWatchSettings s;
+    s.proc_root = proc.root();
+    s.fusectl_dir = ctl.dir();
+    s.self_pid = ::getpid();
+    auto watch = std::make_unique<DeathWatch>(
+        loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
+        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
+        [&unwatched](const std::vector<dev_t>& c) { unwatched.push_back(c); });
+    FuseConnectionInfo known_dead = connection(53);
+    known_dead.liveness = Liveness::Dead;
+    watch->set_connections({connection(51), connection(52), known_dead});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
+    ASSERT_EQ(unwatched.size(), 1u);
+    EXPECT_EQ(unwatched[0], std::vector<dev_t>{connection_device(51)});
+    EXPECT_TRUE(rec.deaths.empty()) << "no server, no pid: not a server's death";
+    // The same connections reported again (the reconcile it asked for has
+    // not run yet): no second report, no walk.
+    watch->set_connections({connection(51), connection(52), known_dead});
+    loop.run_until([] { return false; }, 50ms);
+    EXPECT_EQ(unwatched.size(), 1u);
+    EXPECT_EQ(rec.scans.size(), 1u);
+}
+
 TEST(DeathWatch, NoReportForCleanUnmountsOrConnectionsKnownDead) {
     Child clean, known;
     FakeProc proc;

@@ -3,7 +3,8 @@
  *
  * Usage:
  *   fh_testfs MOUNTPOINT --generation N [--tree SPEC]... [--fsname NAME]
- *             [--subtype NAME] [--timeout SECONDS] [--rw-mount] [-f]
+ *             [--subtype NAME] [--timeout SECONDS] [--rw-mount]
+ *             [--gate PATH=FILE] [-f]
  *
  * It serves:
  *   /generation    "N\n"
@@ -17,6 +18,16 @@
  * "fh_testfs", so the fstype is fuse.fh_testfs), allow_other, and ro unless
  * --rw-mount (the mount is then rw but every write still fails with EROFS).
  * Attribute and entry timeouts are --timeout seconds (default 1).
+ *
+ * --gate PATH=FILE holds every request for PATH or a path below it (a
+ * lookup, getattr, open or readdir) until FILE (a path outside this
+ * filesystem) exists, for up to 60 s; the first held request creates
+ * FILE.held. A test uses it to stop a client (e.g. a healer probing the
+ * path) at a known point, act, and let it go on by creating FILE. Other
+ * paths are served meanwhile (libfuse's multi-threaded loop), except
+ * lookups in the held path's parent directory: without FUSE_PARALLEL_DIROPS
+ * (libfuse does not ask for it) the kernel runs one lookup per directory at
+ * a time. Gate a path one level below the names others look up.
  *
  * It runs libfuse's multi-threaded loop (fuse_main without -s), daemonizes
  * unless -f is given, prints nothing on success, and keeps no state that a
@@ -49,6 +60,8 @@ static size_t g_count;
 static size_t g_cap;
 static double g_timeout = 1.0;
 static struct timespec g_time;
+static char* g_gate_path;  /* --gate PATH, normalized; NULL when unset */
+static char* g_gate_file;  /* --gate FILE */
 
 static void die(const char* msg) {
     fprintf(stderr, "fh_testfs: %s\n", msg);
@@ -203,6 +216,28 @@ static void add_tree_spec(const char* spec, const char* gen) {
     }
 }
 
+/* ---- the gate ----------------------------------------------------------- */
+
+/* Returns 1 when `path` is the gate's PATH or lies below it. */
+static int gated(const char* path) {
+    if (!g_gate_path) return 0;
+    size_t n = strlen(g_gate_path);
+    return strncmp(path, g_gate_path, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Holds the calling request while `path` is gated and the gate's FILE does
+ * not exist (polling every millisecond, up to 60 s). */
+static void pass_gate(const char* path) {
+    if (!gated(path)) return;
+    char held[4096];
+    int n = snprintf(held, sizeof held, "%s.held", g_gate_file);
+    if (n > 0 && (size_t)n < sizeof held) {
+        int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) close(fd);
+    }
+    for (int i = 0; i < 60000 && access(g_gate_file, F_OK) != 0; i++) usleep(1000);
+}
+
 /* ---- FUSE operations ---------------------------------------------------- */
 
 static void* fs_init(struct fuse_conn_info* conn, struct fuse_config* cfg) {
@@ -216,6 +251,7 @@ static void* fs_init(struct fuse_conn_info* conn, struct fuse_config* cfg) {
 
 static int fs_getattr(const char* path, struct stat* st, struct fuse_file_info* fi) {
     (void)fi;
+    pass_gate(path);
     struct node* n = find_node(path);
     if (!n) return -ENOENT;
     memset(st, 0, sizeof *st);
@@ -238,6 +274,7 @@ static int fs_readdir(const char* path, void* buf, fuse_fill_dir_t fill, off_t o
     (void)off;
     (void)fi;
     (void)flags;
+    pass_gate(path);
     struct node* dir = find_node(path);
     if (!dir) return -ENOENT;
     if (!dir->is_dir) return -ENOTDIR;
@@ -255,6 +292,7 @@ static int fs_readdir(const char* path, void* buf, fuse_fill_dir_t fill, off_t o
 }
 
 static int fs_open(const char* path, struct fuse_file_info* fi) {
+    pass_gate(path);
     struct node* n = find_node(path);
     if (!n) return -ENOENT;
     if (n->is_dir) return -EISDIR;
@@ -343,7 +381,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: fh_testfs MOUNTPOINT --generation N [--tree PATH=CONTENTS|PATH/]...\n"
             "                 [--fsname NAME] [--subtype NAME] [--timeout SECONDS]\n"
-            "                 [--rw-mount] [-f]\n");
+            "                 [--rw-mount] [--gate PATH=FILE] [-f]\n");
     exit(2);
 }
 
@@ -371,6 +409,18 @@ int main(int argc, char* argv[]) {
             if (!end || *end || g_timeout < 0) usage();
         }
         else if (strcmp(a, "--rw-mount") == 0) rw_mount = 1;
+        else if (strcmp(a, "--gate") == 0) {
+            NEED_VALUE();
+            const char* spec = argv[++i];
+            const char* eq = strchr(spec, '=');
+            if (!eq || eq == spec || !eq[1]) usage();
+            char* raw = xmalloc((size_t)(eq - spec) + 1);
+            memcpy(raw, spec, (size_t)(eq - spec));
+            raw[eq - spec] = '\0';
+            g_gate_path = normalize(raw);
+            free(raw);
+            g_gate_file = xstrdup(eq + 1);
+        }
         else if (strcmp(a, "-f") == 0) foreground = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) usage();
         else if (a[0] == '-') { fprintf(stderr, "fh_testfs: unknown option %s\n", a); usage(); }

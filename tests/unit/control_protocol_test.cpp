@@ -457,6 +457,37 @@ TEST(ControlRender, DaemonSummaryEscapesControlCharactersButKeepsSpaces) {
               "no targets tracked\n");
 }
 
+// Why the daemon runs degraded: in the JSON (an array of texts, absent
+// from older daemons' answers) and one line each in the table.
+TEST(ControlResponse, DegradedListsParseBackAndMayBeAbsent) {
+    ControlDaemonSummary d = sample_daemon();
+    EXPECT_EQ(json::parse(encode_status_response(d, {}))["daemon"]["degraded"], json::array());
+    d.degraded = {"pod index: the inotify watch limit is reached", "state: failed to save /s/origins.json"};
+    const std::string line = encode_status_response(d, {});
+    EXPECT_EQ(json::parse(line)["daemon"]["degraded"][1], "state: failed to save /s/origins.json");
+    auto back = parse_control_response(line);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(*back->daemon, d);
+    json old = json::parse(line);
+    old["daemon"].erase("degraded");
+    back = parse_control_response(old.dump());
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_TRUE(back->daemon->degraded.empty());
+    old["daemon"]["degraded"] = "not a list";
+    EXPECT_FALSE(parse_control_response(old.dump()));
+    old["daemon"]["degraded"] = json::array({1});
+    EXPECT_FALSE(parse_control_response(old.dump()));
+}
+
+TEST(ControlRender, DegradedReasonsAreOneLineEach) {
+    ControlDaemonSummary d = sample_daemon();
+    d.degraded = {"pod index: no watches", "state: failed to save /s/a\nb"};
+    const std::string table = render_status_table(d, {});
+    EXPECT_NE(table.find("9 reconciles\nDEGRADED: pod index: no watches\nDEGRADED: state: failed to save /s/a\\012b\n\n"),
+              std::string::npos)
+        << table;
+}
+
 TEST(ControlRender, HealResult) {
     EXPECT_EQ(render_heal_result(sample_target()),
               "/var/lib/kubelet/pods/1f2e/volumes/kubernetes.io~csi/pvc-1/mount: healthy (heals 3, last outage "

@@ -211,6 +211,24 @@ TEST(HealerMetrics, FreshTextHasEveryFixedSeriesAtZero) {
         EXPECT_NE(text.find(std::string("# TYPE ") + family + " "), std::string::npos) << family;
     }
     EXPECT_EQ(samples(text, "fuse_healer_build_info"), std::vector<std::string>{}) << "absent until known";
+    EXPECT_EQ(samples(text, "fuse_healer_degraded"),
+              (std::vector<std::string>{"fuse_healer_degraded{reason=\"inotify_watch_limit\"} 0",
+                                        "fuse_healer_degraded{reason=\"state_not_saved\"} 0"}));
+    EXPECT_EQ(samples(text, "fuse_healer_event_queue_overflows_total"),
+              (std::vector<std::string>{"fuse_healer_event_queue_overflows_total{queue=\"inotify\"} 0",
+                                        "fuse_healer_event_queue_overflows_total{queue=\"fanotify\"} 0"}));
+}
+
+TEST(HealerMetrics, DegradationAndQueueOverflows) {
+    HealerMetrics m;
+    m.set_degraded(Degradation::StateNotSaved, true);
+    m.record_queue_overflow(EventQueue::Fanotify);
+    m.record_queue_overflow(EventQueue::Fanotify);
+    EXPECT_EQ(m.registry().value("fuse_healer_degraded", {{"reason", "state_not_saved"}}), 1);
+    EXPECT_EQ(m.registry().value("fuse_healer_degraded", {{"reason", "inotify_watch_limit"}}), 0);
+    EXPECT_EQ(m.registry().value("fuse_healer_event_queue_overflows_total", {{"queue", "fanotify"}}), 2);
+    m.set_degraded(Degradation::StateNotSaved, false);
+    EXPECT_EQ(m.registry().value("fuse_healer_degraded", {{"reason", "state_not_saved"}}), 0);
 }
 
 TEST(HealerMetrics, BucketsSpanTheDocumentedRanges) {

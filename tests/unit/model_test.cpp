@@ -183,6 +183,30 @@ TEST(Model, ParsePodPathRejectsDotComponents) {
     EXPECT_FALSE(parse_pod_path(K + "/pods/u1/volumes/./pv1/mount", K).has_value());
 }
 
+TEST(Model, NormalizedPaths) {
+    for (const char* p : {"/", "/a", "/a/b", "/a/...", "/a/..b/c", "/a/b c", "/a/x\n y", "/a/b\\040"})
+        EXPECT_TRUE(is_normalized_path(p)) << p;
+    for (const char* p : {"", "a", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/../a", "/a/b//deleted"})
+        EXPECT_FALSE(is_normalized_path(p)) << p;
+}
+
+// The kernel never prints "." or ".." components; a table that has them (a
+// crafted or corrupted capture) yields no target and no source with them:
+// no path of it is acted on.
+TEST(Model, DotDotMountpointsAreNeitherTargetsNorSources) {
+    MountTable t = table({
+        {.id = 90, .parent = 20, .mp = "/run/fh/x/../ds1/fuse"},
+        {.id = 91, .minor_no = 47, .mp = K + "/plugins/../../../etc/globalmount"},
+        {.id = 92, .minor_no = 47, .mp = K + "/pods/u1/volumes/kubernetes.io~csi/../pv1/mount"},
+        {.id = 93, .minor_no = 47, .mp = VOL_U1},
+    });
+    Classification c = classify(t, MatchRules{});
+    ASSERT_EQ(c.targets.size(), 1u);
+    EXPECT_EQ(c.targets[0].path, VOL_U1);
+    EXPECT_TRUE(c.sources.empty());
+    EXPECT_FALSE(origin_from_table(c, c.targets[0], MatchRules{}).has_value());
+}
+
 TEST(Model, ParsePodPathRejectsOtherDirectories) {
     EXPECT_FALSE(parse_pod_path(K + "/pods/u1/containers/app/0a1b2c", K).has_value());
     EXPECT_FALSE(parse_pod_path(K + "/pods/u1/plugins/kubernetes.io~csi/pv1", K).has_value());

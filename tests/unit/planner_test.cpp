@@ -734,7 +734,9 @@ TEST(Planner, LearnOriginsOnlyFromAliveTargetsWithASource) {
     LivenessMap live = {{dev(47), Liveness::Alive},
                         {dev(48), Liveness::Dead},
                         {dev(60), Liveness::Alive}};
-    OriginMap learned = learn_origins(w.classes, live, w.rules);
+    // The dead one (VOL_U2) is known already: its remembered origin stays.
+    const OriginMap known = {{VOL_U2, Origin{.source_path = "/run/fh/elsewhere/fuse", .fstype = FSTYPE}}};
+    OriginMap learned = learn_origins(w.classes, live, w.rules, &known);
     ASSERT_EQ(learned.size(), 1u);
     ASSERT_EQ(learned.count(VOL_U1), 1u);
     const Origin& o = learned.at(VOL_U1);
@@ -743,6 +745,75 @@ TEST(Planner, LearnOriginsOnlyFromAliveTargetsWithASource) {
     EXPECT_EQ(o.fstype, FSTYPE);
     EXPECT_EQ(o.source, "fh_testfs");
     EXPECT_EQ(o.flags, (MountFlags{.read_only = true, .noexec = true}));
+}
+
+// A pod published while its FUSE daemon was dead binds the stale source:
+// its target was never alive. Its origin is learned from the source mount of
+// the dead superblock while the table still shows it (the supervisor's lazy
+// unmount removes it), unless one is remembered; never from a staging mount
+// under <root_dir> (itself a target once the real source is known).
+TEST(Planner, LearnOriginsOfDeadTargetsWithoutARememberedOrigin) {
+    const std::string VOL_U3 = K + "/pods/u3/volumes/kubernetes.io~csi/pv3/mount";
+    World w(table({
+        {.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC},                    // the stale source
+        {.id = 91, .minor_no = 48, .mp = GLOBAL},                                // dead, only a staging mount
+        {.id = 100, .minor_no = OLD, .root = "/sub", .mp = SUB_U1},              // published during the outage
+        {.id = 101, .minor_no = OLD, .mp = VOL_U2},                              // remembered
+        {.id = 102, .minor_no = 48, .mp = VOL_U3},                               // staging mount's dataset
+    }));
+    const LivenessMap live = {{dev(OLD), Liveness::Dead}, {dev(48), Liveness::Dead}};
+    const OriginMap known = {{VOL_U2, Origin{.source_path = "/run/fh/elsewhere/fuse", .fstype = FSTYPE}}};
+    OriginMap learned = learn_origins(w.classes, live, w.rules, &known);
+    ASSERT_EQ(learned.size(), 1u) << learned.begin()->first;
+    ASSERT_EQ(learned.count(SUB_U1), 1u);
+    EXPECT_EQ(learned.at(SUB_U1).source_path, SRC);
+    EXPECT_EQ(learned.at(SUB_U1).root, "/sub");
+    EXPECT_EQ(learned.at(SUB_U1).clone_path(), SRC + "/sub");
+    // Without what is remembered, VOL_U2 is learned too.
+    EXPECT_EQ(learn_origins(w.classes, live, w.rules).count(VOL_U2), 1u);
+}
+
+// A source path holding something that can never serve the target (another
+// fstype, not a FUSE root) is a refusal the engine reports; a source not
+// mounted yet, or still the dead one, is only waiting.
+TEST(Planner, WrongSourceIsARefusalWaitingIsNot) {
+    struct Case {
+        const char* name;
+        std::vector<Mnt> at_source;  // mounted at SRC after the dead one is gone
+        bool refused;
+        const char* reason;
+    };
+    const std::vector<Case> cases = {
+        {"nothing", {}, false, "is not mounted yet"},
+        {"another fstype", {{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .fstype = "fuse.other"}}, true,
+         "came back as fuse.other, expected fuse.fh_testfs"},
+        {"a tmpfs", {{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .fstype = "tmpfs"}}, true,
+         "holds a tmpfs mount that is not a FUSE filesystem root"},
+        {"a subdirectory", {{.id = 130, .parent = 20, .minor_no = NEW, .root = "/x", .mp = SRC}}, true,
+         "that is not a FUSE filesystem root"},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        std::vector<Mnt> mounts = {{.id = 100, .minor_no = OLD, .mp = VOL_U1}};
+        mounts.insert(mounts.end(), c.at_source.begin(), c.at_source.end());
+        World w(table(mounts));
+        w.origins[VOL_U1] = Origin{.source_path = SRC, .root = "/", .fstype = FSTYPE, .source = "fh_testfs"};
+        w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+        Plan p = w.plan();
+        const TargetVerdict* v = verdict(p, VOL_U1);
+        ASSERT_NE(v, nullptr);
+        EXPECT_EQ(v->state, TargetState::Broken);
+        EXPECT_EQ(v->source_refused, c.refused);
+        EXPECT_NE(v->reason.find(c.reason), std::string::npos) << v->reason;
+        EXPECT_TRUE(p.actions.empty());
+    }
+    // The stale source still there: waiting.
+    World w(table({{.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC}, {.id = 100, .minor_no = OLD, .mp = VOL_U1}}));
+    w.liveness = {{dev(OLD), Liveness::Dead}};
+    Plan p = w.plan();
+    ASSERT_NE(verdict(p, VOL_U1), nullptr);
+    EXPECT_FALSE(verdict(p, VOL_U1)->source_refused);
+    EXPECT_NE(verdict(p, VOL_U1)->reason.find("still holds the dead filesystem"), std::string::npos);
 }
 
 TEST(Planner, ToStringNames) {

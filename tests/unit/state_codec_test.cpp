@@ -170,6 +170,27 @@ TEST(StateCodec, RejectsNonAbsolutePaths) {
     }
 }
 
+// The daemon writes target and source paths as the kernel prints them: a
+// "..", "." or empty component means the file was edited (a target would
+// never match; a source would resolve elsewhere). A root may end in
+// "//deleted" (core/mountinfo.h): it is kept.
+TEST(StateCodec, RejectsTargetsAndSourcesThatAreNotNormalized) {
+    for (const char* key : {"target", "source_path"}) {
+        for (const char* bad : {"/runtime/../etc", "/runtime/./ds", "/runtime//ds", "/runtime/ds/", "/.."}) {
+            json d = valid_doc();
+            d["origins"][0][key] = bad;
+            expect_error(d.dump(), std::string("origins[0].") + key + ": not a normalized absolute path: " + bad);
+        }
+    }
+    json d = valid_doc();
+    d["origins"][0]["root"] = "/sub//deleted";
+    auto r = decode_origins(d.dump());
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ(r->begin()->second.root, "/sub//deleted");
+    d["origins"][0]["target"] = "/k/pods/.../volumes/..x/mount";  // odd names, not components
+    EXPECT_TRUE(decode_origins(d.dump()).ok());
+}
+
 TEST(StateCodec, RejectsDuplicateTargets) {
     json d = valid_doc();
     d["origins"].push_back(d["origins"][0]);
