@@ -8,6 +8,9 @@
 #                                       .rpm (the packages' own build
 #                                       dependencies come from debian/control)
 #   scripts/install-deps.sh --fuzz      clang and libFuzzer for scripts/fuzz.sh
+#   scripts/install-deps.sh --analysis  clang-tidy and cppcheck for scripts/analyze.sh
+#                                       (scripts/sanitize.sh needs nothing more than
+#                                       the build: gcc's sanitizer runtimes come with g++)
 set -euo pipefail
 
 case "${1:-}" in
@@ -40,7 +43,13 @@ case "${1:-}" in
     # (scripts/fuzz.sh --coverage).
     packages=(clang-14 libclang-rt-14-dev llvm-14)
     ;;
-  *) echo "usage: $0 [--package | --fuzz]" >&2; exit 64 ;;
+  --analysis)
+    what=analysis
+    # clang-tidy 14 (its clang headers come with it) and cppcheck 2.10:
+    # scripts/analyze.sh, docs/ANALYSIS.md.
+    packages=(clang-tidy-14 cppcheck)
+    ;;
+  *) echo "usage: $0 [--package | --fuzz | --analysis]" >&2; exit 64 ;;
 esac
 
 missing=()

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -508,6 +509,21 @@ int exit_code_of(int status) {
     return -1;
 }
 
+std::string sanitizer_report(const std::string& text) {
+    // The first line of every report: "==PID==ERROR: AddressSanitizer: ...",
+    // "==PID==ERROR: LeakSanitizer: ...", "WARNING: ThreadSanitizer: ...",
+    // "file:line:col: runtime error: ..." (UBSan), and the runtimes' own
+    // failures ("AddressSanitizer: CHECK failed", "...:DEADLYSIGNAL").
+    std::size_t at = std::string::npos;
+    for (const char* marker : {"Sanitizer", ": runtime error: "}) at = std::min(at, text.find(marker));
+    if (at == std::string::npos) return "";
+    std::size_t begin = text.rfind('\n', at);
+    begin = begin == std::string::npos ? 0 : begin + 1;
+    std::size_t end = begin;
+    for (int lines = 0; lines < 60 && end != std::string::npos; lines++) end = text.find('\n', end + 1);
+    return text.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
 // Runs argv to completion; throws with the log tail on a non-zero exit.
 static void run_checked(const std::vector<std::string>& argv, const std::string& log_path) {
     pid_t pid = spawn(argv, log_path);
@@ -548,6 +564,18 @@ Sandbox::~Sandbox() {
         if (!wait_with_timeout(pid, kReapTimeout))
             std::fprintf(stderr, "fh::test::Sandbox: child %d did not exit after SIGKILL\n", static_cast<int>(pid));
     children_.clear();
+    // Before the tmpfs and the logs on it go: a report of a sanitized child
+    // (fuse-healerd killed by the test afterwards, a tool) fails the test.
+    // The logs are runtime/'s files; its directories may be FUSE mounts
+    // (dead or hung): only readdir of the tmpfs, no descent, no stat.
+    if (mounted_) {
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(runtime(), ec), end; !ec && it != end; it.increment(ec)) {
+            if (!it->is_regular_file(ec)) continue;  // d_type from readdir: no stat
+            std::string report = sanitizer_report(read_file(it->path()).value_or(""));
+            if (!report.empty()) ADD_FAILURE() << "sanitizer report in " << it->path().string() << ":\n" << report;
+        }
+    }
     if (mounted_) umount2(root_.c_str(), MNT_DETACH);
     if (!root_.empty()) rmdir(root_.c_str());
 }

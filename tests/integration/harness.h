@@ -411,4 +411,12 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path);
 // Converts a wait status to exit code / 128+signal.
 int exit_code_of(int wait_status);
 
+// Returns the first sanitizer report (ASan, LSan, UBSan, TSan) in `text`,
+// from its first line on (at most 60 lines), or "" when there is none. In a
+// sanitizer build (scripts/sanitize.sh) every report ends its process, whose
+// stderr holds it: ~Sandbox() fails the test with each report found in the
+// logs of the processes started in the sandbox (the files of runtime/), and
+// a test that captures a process's stderr itself checks it with this.
+std::string sanitizer_report(const std::string& text);
+
 }  // namespace fh::test

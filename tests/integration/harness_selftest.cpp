@@ -2,6 +2,7 @@
 // the harness), without fuse-healerd. They also document the kernel behaviour
 // fuse-healer exists for: after a FUSE daemon dies and a supervisor restarts
 // it at the same source path, every bind copy of the old mount stays dead.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -349,7 +350,10 @@ TEST_F(HarnessSelftest, SandboxCleanupLeavesNothingBehind) {
 
         FuseDaemon fuse(sb, sb.runtime() + "/vol1/fuse");
         fuse.start(1);
-        auto* leaked = new FuseDaemon(sb, sb.runtime() + "/vol2/fuse");
+        // Static: the pointer keeps the lost object reachable, so that
+        // LeakSanitizer (scripts/sanitize.sh) does not report the loss.
+        static FuseDaemon* leaked = nullptr;
+        leaked = new FuseDaemon(sb, sb.runtime() + "/vol2/fuse");
         leaked->start(1);
         const std::string pod1 = sb.make_pod_volume("pod-f", "vol1");
         const std::string pod2 = sb.make_pod_volume("pod-f", "vol2");
@@ -403,4 +407,36 @@ TEST_F(HarnessSelftest, DaemonConfigAndAvailability) {
     EXPECT_FALSE(fake.poll_exit());
     EXPECT_EQ(fake.terminate(), 128 + SIGTERM);
     EXPECT_FALSE(fake.running());
+}
+
+// sanitizer_report() finds the first line of each runtime's report, and
+// nothing in an ordinary log.
+TEST(HarnessSanitizerReport, FindsEachRuntimesReport) {
+    const std::string log = "[2026-01-01 00:00:00.000] [info] fuse-healerd 0.1.0 starting\n";
+    EXPECT_EQ(sanitizer_report(log), "");
+    EXPECT_EQ(sanitizer_report(""), "");
+    const std::vector<std::string> first_lines = {
+        "==4242==ERROR: AddressSanitizer: heap-use-after-free on address 0x602000000010",
+        "==4242==ERROR: LeakSanitizer: detected memory leaks",
+        "lib/core/duration.cpp:42:17: runtime error: signed integer overflow: 1 + 2147483647",
+        "WARNING: ThreadSanitizer: data race (pid=4242)",
+        "AddressSanitizer:DEADLYSIGNAL",
+    };
+    for (const auto& first : first_lines) {
+        const std::string report = sanitizer_report(log + first + "\n    #0 0x1 in f a.cpp:1\nSUMMARY: x\n" + log);
+        EXPECT_EQ(report.rfind(first, 0), 0u) << report;
+        EXPECT_NE(report.find("SUMMARY: x"), std::string::npos) << report;
+    }
+}
+
+// A report in the log of a process the sandbox ran (here written by hand)
+// fails the test when the Sandbox goes, even if the test saw nothing.
+TEST_F(HarnessSelftest, SandboxFailsTheTestOnASanitizerReportInALog) {
+    EXPECT_NONFATAL_FAILURE(
+        {
+            Sandbox sb;
+            write_file(sb.runtime() + "/fuse-healerd-1.log",
+                       "[info] ready\n==7==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n");
+        },
+        "sanitizer report in");
 }
