@@ -396,6 +396,10 @@ public:
         std::int64_t mono_us = 0;
         std::int64_t realtime_us = 0;
         bool fifo = false;
+        // When a stat of a file in the new mount returned: the new FUSE
+        // daemon has answered INIT and a LOOKUP. No copy can read before
+        // that, whatever heals it.
+        std::int64_t answered_mono_us = 0;
     };
 
     ~MountWatcher() { stop(); }
@@ -443,6 +447,9 @@ private:
             Seen s{ft::monotonic_usec(), realtime_usec(), fifo};
             auto id = mount_id(path);
             if (id && id != old_id) {
+                struct stat st{};
+                (void)!stat((path + "/generation").c_str(), &st);
+                s.answered_mono_us = ft::monotonic_usec();
                 result_ = s;
                 break;
             }
@@ -750,6 +757,7 @@ struct HealCycle {
     double detect_daemon_ms = NAN;  // that line's own detection_latency_us, if any
     double broken_all_ms = NAN;     // umount -l -> the last target of the source logged broken
     double spawn_to_mount_ms = NAN; // fh_testfs started -> its mount appeared (t0)
+    double answer_ms = NAN;         // t0 -> the new mount answers a stat (its daemon's INIT and a LOOKUP)
     double first_ms = NAN;          // t0 -> first container copy reads the new generation
     double all_ms = NAN;            // t0 -> every container copy does
     double host_ms = NAN;           // t0 -> the daemon's last "mount healed" line of the source (log time)
@@ -1261,6 +1269,7 @@ private:
                  " container copies do not read it; " + std::to_string(count("mount healed:")) + " of " +
                  std::to_string(n) + " healed lines, " + std::to_string(heal_failures_) + " heal failures:\n" +
                  tail(d.log()));
+        cr.answer_ms = ms(seen->answered_mono_us - t0);
         cr.first_ms = ms(first - t0);
         cr.all_ms = ms(last - t0);
         cr.by_timer = res.by_timer;
@@ -1299,13 +1308,14 @@ private:
         lines_.clear();
         cr.load = loadavg();
         cr.machine_busy_pct = busy_percent(machine0, machine_cpu());
-        progress("cycle %d%s%s src-%d gen %d: detect %s; first %.2f ms, all %.2f ms (container view), host %.2f ms; "
+        progress("cycle %d%s%s src-%d gen %d: detect %s; source answers %.2f ms, first %.2f ms, all %.2f ms (container view), "
+                 "host %.2f ms; "
                  "daemon event %+.3f ms, probe %.3f ms, first action %.3f ms after it; %d healed, %d ns copies; "
                  "daemon CPU %.0f ms; load %s, CPUs %.0f%% busy",
                  number + 1, warmup ? " (warm-up)" : "", supervisor ? " (supervisor restart)" : "", cr.source, gen,
                  supervisor ? "n/a" : (std::isnan(cr.detect_ms) ? ("not within " + std::to_string(o_.detect_timeout_ms) + " ms").c_str()
                                                                : (fmt("%.3f ms", cr.detect_ms) + " (" + cr.detect_how + ")").c_str()),
-                 cr.first_ms, cr.all_ms, cr.host_ms, cr.event_delay_ms, cr.probe_after_event_ms,
+                 cr.answer_ms, cr.first_ms, cr.all_ms, cr.host_ms, cr.event_delay_ms, cr.probe_after_event_ms,
                  cr.start_after_event_ms, cr.healed, cr.ns_healed, cr.daemon_cpu_ms, cr.load.c_str(), cr.machine_busy_pct);
         return cr;
     }
@@ -1523,6 +1533,7 @@ void report(const Options& o, const Results& r) {
                         fmt(f, max_of(x)).c_str());
         };
         row("kill -9 -> outage-start line (detected cycles only)", &HealCycle::detect_ms, "%.3f");
+        row("t0 -> the new source answers a stat (its FUSE daemon's start)", &HealCycle::answer_ms, "%.2f");
         row("t0 -> first container copy healthy", &HealCycle::first_ms, "%.2f");
         row("t0 -> all container copies healthy", &HealCycle::all_ms, "%.2f");
         row("t0 -> last host target healed (daemon log)", &HealCycle::host_ms, "%.2f");

@@ -1,6 +1,8 @@
 #include "core/mount_relevance.h"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_set>
 
 namespace fh {
 
@@ -51,6 +53,28 @@ MountRelevance change_relevance(const MountEntry* before, const MountEntry* afte
     }
     if (after) return mount_relevance(*after, rules);
     return MountRelevance::Unrelated;
+}
+
+bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool shares_fuse_mountpoint) {
+    return shares_fuse_mountpoint || is_fuse_fstype(e.fstype, rules.fs_types) ||
+           std::binary_search(rules.source_paths.begin(), rules.source_paths.end(), e.mountpoint) ||
+           path_is_within(rules.root_dir, e.mountpoint);
+}
+
+std::vector<MountEntry> keep_mounts_that_matter(std::vector<MountEntry> entries, const RelevanceRules& rules) {
+    std::unordered_set<std::string_view> fuse_mountpoints;
+    for (const MountEntry& e : entries)
+        if (is_fuse_fstype(e.fstype, rules.fs_types)) fuse_mountpoints.insert(e.mountpoint);
+    // Decided before anything is moved: the set views the entries' strings.
+    std::vector<bool> keep(entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i)
+        keep[i] = matters_to_plans(entries[i], rules, fuse_mountpoints.count(entries[i].mountpoint) > 0);
+    fuse_mountpoints.clear();
+    std::vector<MountEntry> kept;
+    kept.reserve(static_cast<std::size_t>(std::count(keep.begin(), keep.end(), true)));
+    for (std::size_t i = 0; i < entries.size(); ++i)
+        if (keep[i]) kept.push_back(std::move(entries[i]));
+    return kept;
 }
 
 } // namespace fh

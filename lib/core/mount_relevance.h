@@ -51,4 +51,24 @@ MountRelevance mount_relevance(const MountEntry& e, const RelevanceRules& rules)
 // detach of a tracked FUSE or kubelet mount is relevant through `before`.
 MountRelevance change_relevance(const MountEntry* before, const MountEntry* after, const RelevanceRules& rules);
 
+// Whether the engine's classification and plans can depend on the mount
+// `e` of the host's table (the engine is given only such mounts, so that a
+// node's thousands of unrelated mounts cost nothing at each step and no
+// memory in its snapshots). They are:
+// - a FUSE mount (a target, a source or a would-be one);
+// - any mount at a mountpoint that also holds a FUSE mount: the layers over
+//   and under a target or a source decide which one a path walk reaches;
+// - any mount at a source path: what is left there once a dead source is
+//   unmounted (the reason a heal waits);
+// - any mount at or above root_dir (one over the whole kubelet tree).
+// Classification reads the table only through FUSE mounts and the stacks at
+// their mountpoints (core/model.h), so it classifies the kept mounts exactly
+// as the whole table. `shares_fuse_mountpoint`: whether the same table holds
+// a FUSE mount at e.mountpoint.
+bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool shares_fuse_mountpoint);
+
+// Returns the entries of `entries` that matter to plans (matters_to_plans),
+// in their order (the order of a stack's chains depends on it).
+std::vector<MountEntry> keep_mounts_that_matter(std::vector<MountEntry> entries, const RelevanceRules& rules);
+
 } // namespace fh

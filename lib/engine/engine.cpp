@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/mount_relevance.h"
 #include "engine/proc_scan.h"
 #include "engine/sys.h"
 
@@ -556,6 +557,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     ReconcileSummary sum;
     std::vector<NamespaceView> namespaces;
     bool views_loaded = false;  // `namespaces` is current for this step
+    std::set<dev_t> views_devices;  // the devices `namespaces` was read for
     bool walked = false;        // a full /proc walk ran in this step
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
@@ -607,6 +609,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             // now, so the first plan of this step can already heal.
             namespaces = reread_known_namespaces(known_namespaces_devices_);
             views_loaded = true;
+            views_devices = known_namespaces_devices_;
         }
 
         if (heal_namespaces && !healed_.empty()) check_healed_liveness(namespaces, liveness);
@@ -623,7 +626,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.heal_namespaces = heal_namespaces;
         plan = plan_heals(in);
         const auto now = Clock::now();
-        spdlog::trace("step: {} mounts, {} targets, {} actions planned, {} us since the event, {} us in this step",
+        spdlog::trace("step: {} mounts that matter, {} targets, {} actions planned, {} us since the event, {} us "
+                      "in this step",
                       host->size(), c.targets.size(), plan.actions.size(), micros(now - trigger),
                       micros(now - step_start));
         note_verdicts(plan, c, now);
@@ -640,6 +644,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 // /proc now, while waiting for the source, not at heal time.
                 namespaces = scan_all_namespaces(dead_devices);
                 views_loaded = walked = true;
+                views_devices = dead_devices;
                 continue;
             }
             if (!views_loaded && !plan.actions.empty()) {
@@ -649,6 +654,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 for (const auto& a : plan.actions) devs.insert(a.expected_device);
                 namespaces = reread_known_namespaces(devs);
                 views_loaded = true;
+                views_devices = devs;
                 continue;
             }
         }
@@ -692,6 +698,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             for (const auto& h : healed_) devs.insert(h.device);
             namespaces = scan_all_namespaces(devs);
             walked = true;
+            views_devices = devs;
             if (!namespaces.empty()) {
                 budget = -1;
                 continue;
@@ -719,7 +726,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             // Read in this step for exactly these devices, and nothing acted
             // since the plan that used them: current, not read again (at
             // 1,000 containers, 80 ms saved when a death is first seen).
-            const bool current = walked && views_loaded && known_namespaces_devices_ == awaited && sum.actions == 0;
+            const bool current = views_loaded && views_devices == awaited && sum.actions == 0;
             if (!current) namespaces = known ? reread_known_namespaces(awaited) : scan_all_namespaces(awaited);
         }
         armed_ = arm_heals(in, plan);
@@ -752,7 +759,12 @@ Result<std::shared_ptr<const MountTable>> Engine::read_host_table() const {
     if (settings_.host_table) return settings_.host_table();
     auto table = read_mountinfo(settings_.mountinfo_path);
     if (!table) return table.error();
-    return std::make_shared<const MountTable>(std::move(*table));
+    // The same mounts as the tracker's snapshots: those that matter to plans.
+    std::vector<std::string> sources;
+    sources.reserve(origins_.size());
+    for (const auto& [path, o] : origins_) sources.push_back(o.source_path);
+    return std::make_shared<const MountTable>(
+        keep_mounts_that_matter(table->entries(), make_relevance_rules(config_.match, std::move(sources))));
 }
 
 std::vector<std::string> Engine::source_paths() const {

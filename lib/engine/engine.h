@@ -198,8 +198,8 @@ private:
     };
 
     TargetContext context_for(const Target& t) const;
-    // Returns the host's table from settings_.host_table, else parsed from
-    // settings_.mountinfo_path.
+    // Returns the host's mounts that matter to plans (core/mount_relevance.h)
+    // from settings_.host_table, else parsed from settings_.mountinfo_path.
     Result<std::shared_ptr<const MountTable>> read_host_table() const;
     void note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now);
     void emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,

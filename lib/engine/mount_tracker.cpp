@@ -100,6 +100,8 @@ Result<std::unique_ptr<MountTracker>> MountTracker::open(RelevanceRules rules, O
 void MountTracker::set_match(const MatchRules& match) {
     std::lock_guard<std::mutex> lock(mu_);
     RelevanceRules r = make_relevance_rules(match, rules_.source_paths);
+    // The snapshot holds the mounts that matter under the rules it was made with.
+    if (r.root_dir != rules_.root_dir || r.fs_types != rules_.fs_types) dirty_ = true;
     rules_ = std::move(r);
 }
 
@@ -109,6 +111,7 @@ void MountTracker::set_source_paths(std::vector<std::string> source_paths) {
     m.root_dir = rules_.root_dir;
     m.fs_types = rules_.fs_types;
     RelevanceRules r = make_relevance_rules(m, std::move(source_paths));
+    if (r.source_paths != rules_.source_paths) dirty_ = true;
     rules_.source_paths = std::move(r.source_paths);
 }
 
@@ -489,8 +492,7 @@ Status MountTracker::resync() {
     return {};
 }
 
-Result<std::shared_ptr<const MountTable>> MountTracker::table() {
-    std::unique_lock<std::mutex> lock(mu_);
+void MountTracker::catch_up(std::unique_lock<std::mutex>& lock) {
     UpdateSummary ignored;
     update_locked(ignored);
     if (resync_pending_ && !resyncing_) {
@@ -502,13 +504,37 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
         }
         update_locked(ignored);
     }
-    if (!dirty_)
-        if (auto held = snapshot_.lock()) return held;
-    // Copied with the mutex held (~1 ms at 10,000 mounts); the indexes are
-    // built after it is released.
+}
+
+MountTable MountTracker::whole_table() {
+    std::unique_lock<std::mutex> lock(mu_);
+    catch_up(lock);
     std::vector<MountEntry> copy;
     copy.reserve(entries_.size());
     for (const auto& [id, e] : entries_) copy.push_back(e);
+    return MountTable(std::move(copy));
+}
+
+Result<std::shared_ptr<const MountTable>> MountTracker::table() {
+    std::unique_lock<std::mutex> lock(mu_);
+    catch_up(lock);
+    if (!dirty_)
+        if (auto held = snapshot_.lock()) return held;
+    // Only the mounts that matter to plans (core/mount_relevance.h): on a
+    // node whose thousands of mounts are mostly unrelated, the snapshot, its
+    // indexes and every classification of it shrink to the FUSE mounts and
+    // their stacks. Copied with the mutex held (~1 ms at 10,000 mounts); the
+    // indexes are built after it is released.
+    std::vector<MountEntry> copy;
+    for (const auto& [id, e] : entries_) {
+        bool shares = false;
+        if (!is_fuse_fstype(e.fstype, rules_.fs_types)) {
+            auto [lo, hi] = by_mountpoint_.equal_range(e.mountpoint);
+            for (auto it = lo; it != hi && !shares; ++it)
+                shares = is_fuse_fstype(entries_.at(it->second).fstype, rules_.fs_types);
+        }
+        if (matters_to_plans(e, rules_, shares)) copy.push_back(e);
+    }
     dirty_ = false;
     lock.unlock();
     auto built = std::make_shared<const MountTable>(std::move(copy));

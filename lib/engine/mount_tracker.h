@@ -147,11 +147,17 @@ public:
     // raises it, so polling it always would double the wake-ups).
     bool wants_mountinfo_poll();
 
-    // Returns the table as of now: queued events applied, and the resync
-    // done first when one is pending. Returns an Error only when a resync
+    // Returns the table as of now, holding the mounts that matter to plans
+    // (core/mount_relevance.h, under the rules set last): queued events
+    // applied, and the resync done first when one is pending. Returns an Error only when a resync
     // fails to list the table (the tables before it stays in use then, and
     // the resync is tried again at the next call).
     Result<std::shared_ptr<const MountTable>> table();
+
+    // Returns every tracked mount, related or not, as of now (queued events
+    // applied, a pending resync done): what the tracker keeps, which tests
+    // compare with mountinfo.
+    MountTable whole_table();
 
     // Makes the next table() list the whole table again.
     void request_resync();
@@ -175,6 +181,9 @@ private:
     };
 
     void update_locked(UpdateSummary& sum);
+    // Applies the queued events, and does a pending resync (with `lock`,
+    // which holds mu_, released meanwhile).
+    void catch_up(std::unique_lock<std::mutex>& lock);
     // Reads the fanotify queue dry. `sum` counts; ids applied while a
     // resync runs are logged in replay_.
     void drain_locked(UpdateSummary& sum);

@@ -116,5 +116,38 @@ TEST(MountRelevance, Names) {
     EXPECT_STREQ(to_string(MountRelevance::SourcePath), "source-path");
 }
 
+// --- mounts that matter to plans ------------------------------------------------
+
+TEST(MountsThatMatter, FuseMountsTheirStacksSourcesAndCoversOfTheTreeAreKept) {
+    const RelevanceRules r = rules();
+    const std::string vol = K + "/pods/u1/volumes/kubernetes.io~csi/pv1/mount";
+    EXPECT_TRUE(matters_to_plans(mount("/mnt/anything", "fuse.sshfs"), r, false));
+    EXPECT_TRUE(matters_to_plans(mount(vol), r, true));  // a tmpfs over (or under) a target
+    EXPECT_TRUE(matters_to_plans(mount(SRC), r, false));  // what a dead source left at its path
+    EXPECT_TRUE(matters_to_plans(mount("/var/lib"), r, false));  // covers the whole tree
+    EXPECT_TRUE(matters_to_plans(mount(K), r, false));
+    // A tmpfs in the tree at no FUSE mount's path (a projected token, a
+    // secret), below a source, or anywhere else: nothing plans from it.
+    EXPECT_FALSE(matters_to_plans(mount(K + "/pods/u1/volumes/kubernetes.io~projected/token"), r, false));
+    EXPECT_FALSE(matters_to_plans(mount(SRC + "/inner"), r, false));
+    EXPECT_FALSE(matters_to_plans(mount("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs", "overlay"),
+                                  r, false));
+}
+
+TEST(MountsThatMatter, KeepsTheOrderAndFindsSharedMountpointsItself) {
+    const std::string vol = K + "/pods/u1/volumes/kubernetes.io~csi/pv1/mount";
+    // Short mountpoints (in the strings' own buffers) and long ones: the
+    // decision is taken before anything is moved.
+    std::vector<MountEntry> in = {mount("/a"), mount(vol), mount("/b", "fuse.x"), mount(vol, "fuse.x"),
+                                  mount("/b"), mount(K + "/pods/u1/plain"), mount(SRC)};
+    for (std::size_t i = 0; i < in.size(); ++i) in[i].mount_id = static_cast<int>(100 + i);
+    const std::vector<MountEntry> kept = keep_mounts_that_matter(in, rules());
+    std::vector<int> ids;
+    for (const MountEntry& e : kept) ids.push_back(e.mount_id);
+    EXPECT_EQ(ids, (std::vector<int>{101, 102, 103, 104, 106}));
+    EXPECT_EQ(kept[0].mountpoint, vol);
+    EXPECT_EQ(kept[3].mountpoint, "/b");
+}
+
 } // namespace
 } // namespace fh

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "capture_paths.h"
+#include "core/mount_relevance.h"
 #include <sys/sysmacros.h>
 
 #include <algorithm>
@@ -867,6 +868,60 @@ TEST(PlannerCapture, StaleTreeWaitsForLivenessOfTheDeadDevice) {
     const TargetVerdict* v1 = verdict(p, CVOL1);
     ASSERT_NE(v1, nullptr);
     EXPECT_EQ(v1->state, TargetState::Unknown);
+}
+
+// The engine plans from the mounts that matter (core/mount_relevance.h), not
+// the whole table: both must give the same verdicts, actions and armed heals.
+std::string describe(const Plan& p) {
+    std::string out;
+    for (const TargetVerdict& v : p.verdicts)
+        out += v.target + " " + to_string(v.state) + " " + v.reason + " " + v.origin.source_path + "\n";
+    for (const HealAction& a : p.actions)
+        out += "action " + a.target + " at " + a.mountpoint + " of " + std::to_string(a.expected_mount_id) + " from " +
+               a.clone_path + " " + std::to_string(static_cast<int>(a.kind)) + "\n";
+    return out;
+}
+
+TEST(PlannerCapture, MountsThatMatterPlanAsTheWholeTable) {
+    World live = capture_world("kubelet-live.mountinfo");
+    const OriginMap learned = learn_origins(
+        live.classes, {{makedev(0, 40), Liveness::Alive}, {makedev(0, 41), Liveness::Alive}}, live.rules);
+    for (const char* name : {"kubelet-live.mountinfo", "kubelet-stale.mountinfo", "kubelet-stacked.mountinfo"}) {
+        SCOPED_TRACE(name);
+        World whole = capture_world(name);
+        whole.origins = learned;
+        whole.read_write = true;
+        whole.liveness = {{makedev(0, 40), Liveness::Dead},
+                          {makedev(0, 41), Liveness::Alive},
+                          {makedev(0, 42), Liveness::Alive}};
+        if (std::string(name) == "kubelet-live.mountinfo") whole.liveness[makedev(0, 40)] = Liveness::Alive;
+        std::vector<std::string> sources;
+        for (const auto& [path, o] : learned) sources.push_back(o.source_path);
+        World kept = whole;
+        kept.host = MountTable(keep_mounts_that_matter(whole.host.entries(), make_relevance_rules(kept.rules, sources)));
+        // The machine's own mounts the capture copied (/dev/shm, /proc, ...)
+        // are gone; every FUSE mount and every mount of a stack stays.
+        EXPECT_LT(kept.host.size(), whole.host.size());
+        for (const MountEntry& e : whole.host.entries()) {
+            if (!is_fuse_fstype(e.fstype, whole.rules.fs_types)) continue;
+            EXPECT_EQ(kept.host.stack_at(e.mountpoint).size(), whole.host.stack_at(e.mountpoint).size())
+                << e.mountpoint;
+        }
+        const Plan a = whole.plan();
+        const Plan b = kept.plan();
+        EXPECT_FALSE(a.verdicts.empty());
+        EXPECT_EQ(describe(a), describe(b));
+        if (std::string(name) == "kubelet-stale.mountinfo") {
+            EXPECT_FALSE(a.actions.empty());  // the dead targets heal from the new source
+        }
+        const ArmedHeals armed_whole = whole.arm();
+        const ArmedHeals armed_kept = kept.arm();
+        ASSERT_EQ(armed_whole.actions.size(), armed_kept.actions.size());
+        for (std::size_t i = 0; i < armed_whole.actions.size(); ++i) {
+            EXPECT_EQ(armed_whole.actions[i].target, armed_kept.actions[i].target);
+            EXPECT_EQ(armed_whole.actions[i].mountpoint, armed_kept.actions[i].mountpoint);
+        }
+    }
 }
 
 // --- suspected bugs (see the report; enable when fixed) ------------------------
