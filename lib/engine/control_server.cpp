@@ -5,9 +5,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <variant>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -25,6 +27,7 @@ constexpr int kAnswersPerPass = 64;
 
 uv_stream_t* as_stream(uv_pipe_t* p) { return reinterpret_cast<uv_stream_t*>(p); }
 uv_handle_t* as_handle(uv_pipe_t* p) { return reinterpret_cast<uv_handle_t*>(p); }
+uv_handle_t* as_handle(uv_timer_t* t) { return reinterpret_cast<uv_handle_t*>(t); }
 
 // Returns the address of the socket at `path` (the caller has checked that
 // it fits in sun_path).
@@ -88,6 +91,7 @@ struct ControlServer::Client {
     bool reading = false;
     bool processing = false;          // inside process(): a synchronous answer must not recurse
     std::size_t writes_in_flight = 0;
+    std::uint64_t last_active_ms = 0;  // uv_now() when it connected, sent bytes or read an answer
 };
 
 struct ControlServer::Write {
@@ -149,7 +153,30 @@ Status ControlServer::listen(const std::string& path) {
         close();  // closes the handle (and with it fd), removes the file
         return Error{"listen on the control socket", path, -rc, uv_strerror(rc)};
     }
+    if (limits_.idle_timeout.count() > 0) {
+        idle_timer_ = new uv_timer_t{};
+        uv_timer_init(loop_, idle_timer_);
+        idle_timer_->data = this;
+        const auto every = static_cast<std::uint64_t>(std::max<std::int64_t>(1, limits_.idle_timeout.count() / 4));
+        uv_timer_start(
+            idle_timer_, [](uv_timer_t* t) { static_cast<ControlServer*>(t->data)->close_idle_clients(); }, every,
+            every);
+        uv_unref(as_handle(idle_timer_));  // it never keeps the loop alive on its own
+    }
     return {};
+}
+
+void ControlServer::close_idle_clients() {
+    const std::uint64_t now = uv_now(loop_);
+    const auto limit = static_cast<std::uint64_t>(limits_.idle_timeout.count());
+    std::vector<Client*> idle;
+    for (const auto& [id, c] : clients_)
+        if (!c->closing && !c->awaiting_answer && now - c->last_active_ms >= limit) idle.push_back(c);
+    for (Client* c : idle) {
+        spdlog::debug("closing control client pid {}: idle for {} ms{}", c->peer_pid, now - c->last_active_ms,
+                      c->writes_in_flight > 0 ? " with answers it does not read" : "");
+        close_client(*c);
+    }
 }
 
 void ControlServer::close() {
@@ -160,6 +187,12 @@ void ControlServer::close() {
         uv_close(as_handle(&c->pipe), [](uv_handle_t* h) { delete static_cast<Client*>(h->data); });
     }
     clients_.clear();
+    if (idle_timer_ != nullptr) {
+        uv_timer_stop(idle_timer_);
+        idle_timer_->data = nullptr;
+        uv_close(as_handle(idle_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        idle_timer_ = nullptr;
+    }
     if (listener_ == nullptr) return;  // listen() never got as far as the handle
     listener_->data = nullptr;
     uv_close(as_handle(listener_), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
@@ -188,6 +221,7 @@ void ControlServer::on_connection(int status) {
         return;
     }
     clients_[c->id] = c;
+    c->last_active_ms = uv_now(loop_);
 
     uv_os_fd_t fd = -1;
     ucred cred{};
@@ -223,6 +257,7 @@ void ControlServer::on_connection(int status) {
 void ControlServer::on_read(Client& c, ssize_t nread, const uv_buf_t* buf) {
     if (nread > 0) {
         c.input.append(buf->base, static_cast<std::size_t>(nread));
+        c.last_active_ms = uv_now(loop_);
     } else if (nread == UV_EOF) {
         c.eof = true;
         c.reading = false;  // libuv stops reading at EOF
@@ -322,6 +357,7 @@ void ControlServer::write(Client& c, const std::string& line) {
 
 void ControlServer::on_write_done(Client& c, int status) {
     --c.writes_in_flight;
+    c.last_active_ms = uv_now(loop_);
     if (status < 0) {
         spdlog::debug("control client pid {} left before reading its answer: {}", c.peer_pid, uv_strerror(status));
         close_client(c);

@@ -18,6 +18,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,12 @@ struct ControlServerLimits {
     // is not read from, until it reads them: a client that only writes
     // cannot grow the daemon.
     std::size_t max_unread_answers_bytes = 4 * 1024 * 1024;
+    // A client that has sent nothing and read nothing for this long, and
+    // waits for no answer, is closed: fuse-healerctl is done in
+    // milliseconds, so only a stalled or forgotten client stays idle, and
+    // max_clients of them would lock everyone else out. Checked about
+    // every quarter of it.
+    std::chrono::milliseconds idle_timeout{std::chrono::seconds(10)};
 };
 
 class ControlServer {
@@ -99,6 +106,8 @@ private:
     void on_connection(int status);
     void on_read(Client& c, ssize_t nread, const uv_buf_t* buf);
     void on_write_done(Client& c, int status);
+    // Closes the clients idle for limits_.idle_timeout (see there).
+    void close_idle_clients();
     // Answers the buffered requests of `c` until one is waiting for its
     // answer or no complete line is left.
     void process(Client& c);
@@ -120,6 +129,7 @@ private:
     Handler handler_;
     ControlServerLimits limits_;
     uv_pipe_t* listener_ = nullptr;  // freed by its close callback
+    uv_timer_t* idle_timer_ = nullptr;  // closes idle clients; freed by its close callback
     bool closed_ = false;
     std::string path_;
     dev_t socket_dev_ = 0;  // identity of the socket file we created,
