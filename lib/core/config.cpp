@@ -28,6 +28,10 @@ using namespace std::chrono_literals;
 constexpr std::array<const char*, 3> kStrategyNames{"auto", "replace", "stack"};
 constexpr std::array<const char*, 5> kLogLevelNames{"trace", "debug", "info", "warn", "error"};
 
+// Bounds of the [heal] durations: "0s" turns an interval off.
+constexpr std::chrono::microseconds kNoInterval{0};
+constexpr std::chrono::microseconds kOneSecond{1'000'000};
+
 // Every table and key a config file may hold. Anything else is rejected: a
 // misspelt key silently left at its default is worse than a refusal to start.
 const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
@@ -220,8 +224,9 @@ Config build(const toml::table& root) {
     if (const auto v = lookup(root, "heal", "safety_scan_interval")) {
         c.safety_scan_interval = v->duration("30s");
         // Each scan rereads every mount table: below a second, a node with
-        // many pods would spend its time scanning.
-        if (c.safety_scan_interval != 0us && c.safety_scan_interval < 1s) {
+        // many pods would spend its time scanning. (No 0us/1s literals in
+        // these comparisons: cppcheck 2.10 aborts on them, docs/ANALYSIS.md.)
+        if (c.safety_scan_interval != kNoInterval && c.safety_scan_interval < kOneSecond) {
             v->must("be at least 1s, or \"0s\" to disable it, got " +
                     quoted(format_duration(c.safety_scan_interval)));
         }
@@ -229,13 +234,13 @@ Config build(const toml::table& root) {
     if (const auto v = lookup(root, "heal", "probe_timeout")) {
         c.probe_timeout = v->duration("2s");
         // A zero timeout would find every FUSE daemon hung.
-        if (c.probe_timeout == 0us) v->must("be greater than 0s");
+        if (c.probe_timeout == kNoInterval) v->must("be greater than 0s");
     }
     if (const auto v = lookup(root, "heal", "abort_hung_after")) {
         c.abort_hung_after = v->duration("5m");
         // Aborting kills every request in flight: below a second, a daemon
         // that is merely slow would be killed by a hiccup.
-        if (c.abort_hung_after != 0us && c.abort_hung_after < 1s) {
+        if (c.abort_hung_after != kNoInterval && c.abort_hung_after < kOneSecond) {
             v->must("be at least 1s, or \"0s\" to disable it, got " + quoted(format_duration(c.abort_hung_after)));
         }
     }
