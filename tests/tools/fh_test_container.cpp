@@ -155,7 +155,7 @@ std::string probe(const std::string& file) {
     return state;
 }
 
-void prober(std::string file, long interval_us) {
+void prober(const std::string& file, long interval_us) {
     std::string last;
     bool first = true;
     for (;;) {
@@ -173,7 +173,7 @@ void prober(std::string file, long interval_us) {
 
 void on_sigterm(int) { _exit(0); }
 
-void make_container_root(const std::string& volume, bool slave, std::string root_dir) {
+void make_container_root(const std::string& volume, bool slave, const std::string& root_dir) {
     if (unshare(CLONE_NEWNS) != 0) fail_errno("unshare(CLONE_NEWNS)");
     if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) fail_errno("make / rslave");
 
@@ -237,8 +237,8 @@ int main(int argc, char* argv[]) {
     struct sigaction sa{};
     sa.sa_handler = on_sigterm;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
+    if (sigaction(SIGTERM, &sa, nullptr) != 0) fail_errno("sigaction(SIGTERM)");
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) fail_errno("signal(SIGPIPE)");
 
     make_container_root(volume, propagation == "slave", root_dir);
     write_all(1, "ready\n");
