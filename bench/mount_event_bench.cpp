@@ -272,8 +272,8 @@ struct DaemonResult {
 
 // Runs `events` events (toggle of `at`), one every `interval`; returns the
 // daemon's CPU per event in us (idle rate subtracted) and the reconciles run.
-std::pair<double, std::int64_t> measure(ft::Daemon& d, const std::string& at, int events, int interval_ms,
-                                        double idle_ns_per_s) {
+std::pair<double, std::int64_t> measure(const ft::Daemon& d, const std::string& at, int events, int interval_ms,
+                                              double idle_ns_per_s) {
     const std::string socket = d.control_socket();
     wait_quiet(d.pid());
     const std::int64_t r0 = daemon_number(status(socket), "reconciles");
