@@ -30,7 +30,7 @@ namespace fh {
 // The longest request line accepted, without its newline. A status or heal
 // request is well under 5 KiB (a path is at most 4 KiB); anything longer is
 // not a request, and buffering it would let a client grow the daemon.
-inline constexpr std::size_t kMaxControlRequestBytes = 64 * 1024;
+inline constexpr std::size_t kMaxControlRequestBytes = std::size_t{64} * 1024;
 
 enum class ControlCommand { Status, Heal };
 // Returns "status" or "heal".

@@ -36,7 +36,10 @@ inline Error errno_error(std::string what, std::string path = {}) {
 template <typename T>
 class Result {
 public:
+    // Implicit on purpose: a function returns its value or its Error as is.
+    // cppcheck-suppress noExplicitConstructor ; implicit by design (above)
     Result(T value) : v_(std::move(value)) {}
+    // cppcheck-suppress noExplicitConstructor ; implicit by design (above)
     Result(Error error) : v_(std::move(error)) {}
     bool ok() const { return v_.index() == 0; }
     explicit operator bool() const { return ok(); }
@@ -56,6 +59,7 @@ private:
 class Status {
 public:
     Status() = default;
+    // cppcheck-suppress noExplicitConstructor ; implicit, as Result's: return an Error as is
     Status(Error error) : error_(std::move(error)), failed_(true) {}
     bool ok() const { return !failed_; }
     explicit operator bool() const { return ok(); }

@@ -67,7 +67,7 @@ struct IterDeleter {
 };
 
 struct FileCloser {
-    void operator()(FILE* f) const { std::fclose(f); }
+    void operator()(FILE* f) const { (void)std::fclose(f); } // a read stream: nothing to lose
 };
 
 std::string str(const char* s) { return s ? std::string(s) : std::string(); }

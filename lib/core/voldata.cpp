@@ -36,10 +36,10 @@ Result<VolumeData> parse(const std::string& json_text, const std::string& name) 
     if (!doc.is_object()) return vol_data_error(name, "not a JSON object");
     VolumeData v;
     // Some kubelet versions do not write podUID; the pod directory names it.
-    for (auto why : {read_string(doc, "driverName", true, v.driver_name),
-                     read_string(doc, "volumeHandle", true, v.volume_handle),
-                     read_string(doc, "specVolID", true, v.spec_vol_id),
-                     read_string(doc, "podUID", false, v.pod_uid)})
+    for (const auto& why : {read_string(doc, "driverName", true, v.driver_name),
+                            read_string(doc, "volumeHandle", true, v.volume_handle),
+                            read_string(doc, "specVolID", true, v.spec_vol_id),
+                            read_string(doc, "podUID", false, v.pod_uid)})
         if (!why.empty()) return vol_data_error(name, why);
     return v;
 }

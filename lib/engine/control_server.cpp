@@ -18,7 +18,7 @@ namespace fh {
 namespace {
 
 constexpr int kListenBacklog = 128;
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 // Requests of one client answered in one pass of process() before it
 // yields to the loop: 64 KiB of pipelined status requests are ~3,000
 // answers, which held the loop thread (mount events, other clients) for
@@ -96,6 +96,7 @@ struct ControlServer::Client {
 
 struct ControlServer::Write {
     uv_write_t req{};
+    // cppcheck-suppress unusedStructMember ; the bytes uv_write sends: req's buffer points into it
     std::string data;
     Client* client = nullptr;
 };
@@ -104,7 +105,7 @@ bool ControlServer::Reply::send(const std::string& line) const {
     return server_ != nullptr && server_->deliver(client_id_, line);
 }
 
-ControlServer::ControlServer(uv_loop_t* loop, Handler handler, ControlServerLimits limits)
+ControlServer::ControlServer(uv_loop_t* loop, Handler handler, const ControlServerLimits& limits)
     : loop_(loop), handler_(std::move(handler)), limits_(limits), read_buffer_(kReadChunk) {}
 
 ControlServer::~ControlServer() { close(); }

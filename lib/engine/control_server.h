@@ -40,7 +40,7 @@ struct ControlServerLimits {
     // A client whose unread answers exceed this gets no more answers, and
     // is not read from, until it reads them: a client that only writes
     // cannot grow the daemon.
-    std::size_t max_unread_answers_bytes = 4 * 1024 * 1024;
+    std::size_t max_unread_answers_bytes = std::size_t{4} * 1024 * 1024;
     // A client that has sent nothing and read nothing for this long, and
     // waits for no answer, is closed: fuse-healerctl is done in
     // milliseconds, so only a stalled or forgotten client stays idle, and
@@ -73,7 +73,7 @@ public:
     // Receives each request with the Reply to send its answer through.
     using Handler = std::function<void(const ControlRequest& request, const Reply& reply)>;
 
-    ControlServer(uv_loop_t* loop, Handler handler, ControlServerLimits limits = {});
+    ControlServer(uv_loop_t* loop, Handler handler, const ControlServerLimits& limits = {});
     // Calls close(). The loop must still run once afterwards (or be walked
     // and run to completion) so that the handles' close callbacks free them;
     // they never touch the server, so it may be gone by then.

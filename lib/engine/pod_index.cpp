@@ -96,7 +96,8 @@ void PodIndex::load_vol_data(const std::string& vol_dir) {
     volumes_[vol_dir] = *vd;
 }
 
-void PodIndex::scan_dir(const std::string& path, int depth) {
+// Recursive, one level per directory, never deeper than kVolumeDirDepth.
+void PodIndex::scan_dir(const std::string& path, int depth) { // NOLINT(misc-no-recursion): bounded, above
     // Watch first, then list: an entry created between the two is then
     // either listed or reported by the watch (mkdir -p races a late watch).
     add_watch(path, depth);
@@ -134,7 +135,7 @@ void PodIndex::wait_for_pods_dir() {
     std::string dir = pods_dir_;
     struct stat st {};
     while (dir.size() > 1) {
-        dir = dir.substr(0, std::max<std::size_t>(dir.rfind('/'), 1));
+        dir.resize(std::max<std::size_t>(dir.rfind('/'), 1));
         if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) break;
     }
     if (!waiting_)
