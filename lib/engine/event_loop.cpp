@@ -12,8 +12,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <unistd.h>
-
 #include "core/listen_address.h"
 #include "engine/logging.h"
 #include "engine/mount_query.h"
@@ -732,7 +730,9 @@ int Daemon::run() {
 
     // A control client that leaves before reading its answer must not kill
     // the daemon with SIGPIPE; no other writer here relies on the signal.
-    std::signal(SIGPIPE, SIG_IGN);
+    if (std::signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        spdlog::warn("failed to ignore SIGPIPE, ignoring: {}", Error{"signal", {}, errno, {}}.message());
+    }
     start_control_server();
 
     uv_async_init(&loop_, &worker_done_, [](uv_async_t* a) { self(a)->on_reconcile_done(); });

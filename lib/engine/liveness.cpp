@@ -139,7 +139,9 @@ LivenessMap LivenessProber::check(const std::vector<std::pair<dev_t, std::string
             out[dev] = Liveness::Unresponsive;
             continue;
         }
-        if (!job->cv.wait_until(l, deadline, [&] { return job->done; })) {
+        // The binding is captured by name: clang 14 (clang-tidy) cannot capture a
+        // structured binding implicitly (C++20's P1091, clang 16).
+        if (!job->cv.wait_until(l, deadline, [&job = job] { return job->done; })) {
             job->waited_out = true;
             out[dev] = Liveness::Unresponsive;
             continue;

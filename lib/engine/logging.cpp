@@ -9,8 +9,10 @@
 
 #include <sys/sysmacros.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <ctime>
 
 #include <sys/uio.h>
@@ -80,8 +82,17 @@ spdlog::level::level_enum to_spdlog(LogLevel l) {
 bool stderr_is_journal() {
     const char* js = std::getenv("JOURNAL_STREAM");
     if (!js) return false;
+    // "DEV:INO" in decimal. from_chars, not sscanf: sscanf's %llu takes an
+    // overflowing number silently (cert-err34-c).
+    const std::string_view s(js);
     unsigned long long dev = 0, ino = 0;
-    if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
+    const auto colon = s.find(':');
+    if (colon == std::string_view::npos) return false;
+    const auto d = std::from_chars(s.data(), s.data() + colon, dev);
+    const auto i = std::from_chars(s.data() + colon + 1, s.data() + s.size(), ino);
+    if (d.ec != std::errc{} || d.ptr != s.data() + colon || i.ec != std::errc{} || i.ptr != s.data() + s.size()) {
+        return false;
+    }
     struct stat st {};
     return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
@@ -157,8 +168,10 @@ static void log_event(const std::string& text, spdlog::level::level_enum level, 
         // Straight to the journal, with the structured fields operators
         // query (journalctl MESSAGE_ID=..., POD_UID=...).
         std::vector<std::string> lines{"MESSAGE=" + text, "SYSLOG_IDENTIFIER=fuse-healer"};
+        lines.reserve(lines.size() + fields.size());
         for (const auto& [k, v] : fields) lines.push_back(k + "=" + v);
         std::vector<struct iovec> iov;
+        iov.reserve(lines.size());
         for (auto& f : lines) iov.push_back({f.data(), f.size()});
         if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) == 0) return;
     }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -80,8 +81,14 @@ ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid, const s
     ServerScan out;
     sys::UniqueFd proc_fd(::open(proc_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!proc_fd.valid()) return out;
-    DIR* dir = ::fdopendir(::dup(proc_fd.get()));
-    if (!dir) return out;
+    // Close-on-exec like every descriptor of the daemon (clang-tidy's
+    // android-cloexec-dup found a plain dup() here).
+    const int dir_fd = ::fcntl(proc_fd.get(), F_DUPFD_CLOEXEC, 0);
+    DIR* dir = dir_fd < 0 ? nullptr : ::fdopendir(dir_fd);
+    if (!dir) {
+        if (dir_fd >= 0) ::close(dir_fd);
+        return out;
+    }
     while (struct dirent* de = ::readdir(dir)) {
         char* end = nullptr;
         const long pid = std::strtol(de->d_name, &end, 10);
@@ -115,8 +122,11 @@ ServerScan scan_fuse_servers(const std::string& proc_root, int self_pid, const s
             ++out.fds;
             const auto conn = fuse_connection_of(pid_fd.get(), ::dirfd(fds), fde->d_name, &out.evidence);
             if (!conn) continue;
+            char* fd_end = nullptr;
+            const long fd_number = std::strtol(fde->d_name, &fd_end, 10);  // not atoi: it hides a bad name
+            if (fd_end == fde->d_name || *fd_end != '\0' || fd_number < 0 || fd_number > INT_MAX) continue;
             server.connections.insert(*conn);
-            server.fds[std::atoi(fde->d_name)] = *conn;
+            server.fds[static_cast<int>(fd_number)] = *conn;
         }
         ::closedir(fds);
         if (server.connections.empty()) continue;
