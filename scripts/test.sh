@@ -15,7 +15,8 @@
 # and system tests. FUSE_HEALER_PACKAGE_TEST=0 skips the package test;
 # FUSE_HEALER_PACKAGE_TEST_TIMEOUT (seconds, default 1800) bounds it.
 # FUSE_HEALER_SYSTEM_TEST=0 skips the system test. FUSE_HEALER_FUZZ=0 skips
-# the fuzzing (scripts/fuzz.sh), which also runs only without ctest arguments.
+# the fuzzing (scripts/fuzz.sh), which also runs only without ctest arguments;
+# so does the static analysis (scripts/analyze.sh), FUSE_HEALER_ANALYSIS=0.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
@@ -36,6 +37,18 @@ elif [ "${FUSE_HEALER_FUZZ:-1}" = 0 ]; then
 else
   echo "test: fuzzing (scripts/fuzz.sh)"
   "$top/scripts/fuzz.sh"
+fi
+
+# Static analysis: clang-tidy 14 and cppcheck over lib/ daemon/ ctl/ bench/
+# tests/tools/, any finding fails (scripts/analyze.sh, docs/ANALYSIS.md; about
+# MEASURE min on 2 cores). FUSE_HEALER_ANALYSIS=0 skips it.
+if [ $# -gt 0 ]; then
+  echo "test: ctest arguments given: static analysis not run (scripts/analyze.sh)"
+elif [ "${FUSE_HEALER_ANALYSIS:-1}" = 0 ]; then
+  echo "test: FUSE_HEALER_ANALYSIS=0: static analysis skipped"
+else
+  echo "test: static analysis (scripts/analyze.sh)"
+  ANALYZE_BUILD_DIR=$build "$top/scripts/analyze.sh"
 fi
 
 if [ $# -gt 0 ]; then
