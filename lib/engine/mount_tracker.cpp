@@ -539,6 +539,7 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     lock.unlock();
     auto built = std::make_shared<const MountTable>(std::move(copy));
     lock.lock();
+    // cppcheck-suppress knownConditionTrueFalse ; another thread may set dirty_ while the mutex is released
     if (!dirty_) snapshot_ = built;
     return built;
 }
