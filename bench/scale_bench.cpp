@@ -1060,7 +1060,7 @@ private:
         return j.contains(key) && j[key].is_number() ? j[key].get<std::int64_t>() : -1;
     }
 
-    void read_mechanisms(ft::Daemon& d) {
+    void read_mechanisms(const ft::Daemon& d) {
         // The start-up line names the death detection and the way mount
         // events are turned into work; `status` repeats the detection and
         // the kernel features, plus whatever a newer daemon adds.

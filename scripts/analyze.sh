@@ -106,15 +106,22 @@ if [ "$cppcheck" = 1 ]; then
   # syscalls). System headers are not read (-I of /usr/include is not given):
   # cppcheck's own library files describe them, so missingIncludeSystem
   # (information, not enabled) would only be noise.
+  # With --quiet cppcheck prints findings only, so any output fails the
+  # run: --error-exitcode alone misses its internal errors (cppcheckError,
+  # e.g. the std::chrono literal it cannot parse, docs/ANALYSIS.md), after
+  # which it has analysed nothing more in that file.
+  crc=0
   cppcheck --project="$work/compile_commands.json" -j "$jobs" --quiet \
     --std=c++20 --library=posix \
     --enable=warning,style,performance,portability \
     --inline-suppr --suppressions-list="$top/.cppcheck-suppressions" \
     --error-exitcode=1 \
-    --template='{file}:{line}:{column}: {severity}: {message} [{id}]' || {
-      echo "analyze: cppcheck: findings (above)" >&2
-      rc=1
-    }
+    --template='{file}:{line}:{column}: {severity}: {message} [{id}]' >"$work/cppcheck.txt" 2>&1 || crc=$?
+  if [ "$crc" != 0 ] || [ -s "$work/cppcheck.txt" ]; then
+    cat "$work/cppcheck.txt" >&2
+    echo "analyze: cppcheck: findings (exit status $crc)" >&2
+    rc=1
+  fi
   echo "analyze: cppcheck: $((SECONDS - t0)) s"
 fi
 

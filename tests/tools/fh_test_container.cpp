@@ -211,6 +211,7 @@ void make_container_root(const std::string& volume, bool slave, const std::strin
 
 }  // namespace
 
+// cppcheck-suppress constParameter ; main's signature is the standard's
 int main(int argc, char* argv[]) {
     std::string volume, propagation, file, root_dir;
     long interval_us = 1000;
