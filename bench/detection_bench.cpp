@@ -218,7 +218,7 @@ public:
             if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
             if (pid == 0) {
                 ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-                for (int k = 0; k < fds; ++k) ::open("/dev/null", O_RDONLY);
+                for (int k = 0; k < fds; ++k) ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // held, never exec
                 for (;;) ::pause();
             }
             pids_.push_back(pid);

@@ -274,7 +274,7 @@ struct DaemonResult {
 // daemon's CPU per event in us (idle rate subtracted) and the reconciles run.
 std::pair<double, std::int64_t> measure(const ft::Daemon& d, const std::string& at, int events, int interval_ms,
                                               double idle_ns_per_s) {
-    const std::string socket = d.control_socket();
+    const std::string& socket = d.control_socket();
     wait_quiet(d.pid());
     const std::int64_t r0 = daemon_number(status(socket), "reconciles");
     const double c0 = cpu_ns(d.pid());

@@ -568,7 +568,7 @@ public:
             if (pid == 0) {
                 prctl(PR_SET_PDEATHSIG, SIGKILL);
                 if (getppid() != parent) _exit(1);
-                for (int s : {SIGINT, SIGTERM, SIGHUP}) signal(s, SIG_DFL);
+                for (int s : {SIGINT, SIGTERM, SIGHUP}) (void)signal(s, SIG_DFL);  // the defaults; cannot fail for these
                 // Only our two pipe ends (and 0..2) stay open.
                 int r = fcntl(ready[1], F_DUPFD_CLOEXEC, 100);
                 int h = fcntl(hold[0], F_DUPFD_CLOEXEC, 100);
@@ -1568,7 +1568,7 @@ void report(const Options& o, const Results& r) {
     for (const auto& s : r.failure_samples) std::printf("  e.g. %s\n", s.c_str());
     std::printf("Containers' processes: Pss %s MiB in all (%d processes).\n", mib(r.containers_pss_kib).c_str(),
                 r.containers);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);  // nothing to do if stdout is gone
 }
 
 }  // namespace

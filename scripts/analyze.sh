@@ -70,8 +70,11 @@ if missing:
     sys.exit("analyze: not a source of lib/ daemon/ ctl/ bench/ tests/tools/ in the build: " + " ".join(sorted(missing)))
 json.dump(out, open(dst, "w"), indent=1)
 EOF
-mapfile -t sources < <(python3 -c 'import json,sys; [print(e["file"]) for e in json.load(open(sys.argv[1]))]' \
-  "$work/compile_commands.json")
+# Largest first: with N processes the run ends with the last big file,
+# while the others sit idle, unless the big ones start early.
+mapfile -t sources < <(python3 -c 'import json,os,sys
+files = [e["file"] for e in json.load(open(sys.argv[1]))]
+print("\n".join(sorted(files, key=lambda f: -os.path.getsize(f))))' "$work/compile_commands.json")
 echo "analyze: ${#sources[@]} translation units, $jobs jobs"
 
 rc=0
