@@ -41,7 +41,7 @@ fi
 
 # Static analysis: clang-tidy 14 and cppcheck over lib/ daemon/ ctl/ bench/
 # tests/tools/, any finding fails (scripts/analyze.sh, docs/ANALYSIS.md; about
-# MEASURE min on 2 cores). FUSE_HEALER_ANALYSIS=0 skips it.
+# 8 min on 2 idle cores: 15 min of CPU). FUSE_HEALER_ANALYSIS=0 skips it.
 if [ $# -gt 0 ]; then
   echo "test: ctest arguments given: static analysis not run (scripts/analyze.sh)"
 elif [ "${FUSE_HEALER_ANALYSIS:-1}" = 0 ]; then
