@@ -16,6 +16,11 @@ namespace fh {
 
 namespace {
 
+// How long after a walk the connections it found without a server are read
+// again from fusectl: the window between an exiting server's files being
+// closed and its connection being aborted is microseconds long.
+constexpr std::uint64_t kUnservedRecheckMs = 100;
+
 std::int64_t micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
 
 std::string device_text(dev_t d) { return std::to_string(::major(d)) + ":" + std::to_string(::minor(d)); }
@@ -71,6 +76,14 @@ void DeathWatch::close() {
     scan_ = nullptr;
     while (!watches_.empty()) unwatch(watches_.begin()->first);
     servers_.clear();
+    if (recheck_timer_) {
+        uv_timer_stop(recheck_timer_);
+        recheck_timer_->data = nullptr;
+        uv_close(reinterpret_cast<uv_handle_t*>(recheck_timer_),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        recheck_timer_ = nullptr;
+    }
+    recheck_.clear();
 }
 
 std::size_t DeathWatch::connections_watched() const {
@@ -248,6 +261,7 @@ void DeathWatch::finish_scan(Scan& scan) {
         }
         if (unserved_told_.count(dev)) continue;
         unserved_told_.insert(dev);
+        recheck_.insert(dev);
         spdlog::info("no process serving FUSE connection {} (source {}) was found in {}: its death is detected on "
                      "mount events and the safety reconcile",
                      device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front(),
@@ -255,11 +269,44 @@ void DeathWatch::finish_scan(Scan& scan) {
     }
     if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
     if (closed_) return;
+    if (!recheck_.empty()) {
+        if (!recheck_timer_) {
+            recheck_timer_ = new uv_timer_t;
+            uv_timer_init(loop_, recheck_timer_);
+            recheck_timer_->data = this;
+        }
+        uv_timer_start(
+            recheck_timer_,
+            [](uv_timer_t* t) {
+                if (auto* self = static_cast<DeathWatch*>(t->data)) self->recheck_unserved();
+            },
+            kUnservedRecheckMs, 0);
+    }
     if (rescan_) {
         const bool full = rescan_full_;
         rescan_ = rescan_full_ = false;
         start_scan(full);
     }
+}
+
+void DeathWatch::recheck_unserved() {
+    if (closed_) return;
+    std::set<dev_t> served;
+    for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
+    std::vector<dev_t> died_unwatched;
+    for (dev_t dev : recheck_) {
+        const auto it = connections_.find(dev);
+        if (it == connections_.end() || served.count(dev) || it->second.liveness == Liveness::Dead) continue;
+        if (!read_fusectl(settings_.fusectl_dir, dev).aborted) continue;  // served where we cannot see
+        FuseConnectionInfo& info = it->second;
+        info.liveness = Liveness::Dead;  // told once
+        spdlog::info("FUSE connection {} (source {}) died while the walk for its server ran; checking its "
+                     "targets now",
+                     device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front());
+        died_unwatched.push_back(dev);
+    }
+    recheck_.clear();
+    if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
 }
 
 void DeathWatch::watch(const FuseServer& server, int pidfd) {

@@ -13,6 +13,12 @@
 // mount table. A connection alive after its last known holder exited is
 // walked for again (its file went to a process not seen yet).
 //
+// A server killed while the walk runs may be met with its files already
+// closed but its connection not yet aborted (the kernel releases the files
+// of an exiting process before it runs the release that aborts the
+// connection): such a connection is read again from fusectl 100 ms after
+// the walk, once, and reported dead then.
+//
 // The walk runs on libuv's thread pool, never on the loop, and only when
 // the engine reports a FUSE superblock it has not walked for (a source mounted
 // again, at start) or a connection outlived its last known server (its file
@@ -117,6 +123,10 @@ private:
     // a process it cannot watch would make walks follow each other).
     void handle_exit(int pid, Clock::time_point woke, bool may_rescan);
     void finish_scan(Scan& scan);
+    // Reads fusectl again for the connections the last walk found without
+    // a server (on the loop thread, kUnservedRecheck after that walk):
+    // reports those that died in the meantime, as finish_scan does.
+    void recheck_unserved();
     // Starts polling `pidfd` for `server`'s exit.
     void watch(const FuseServer& server, int pidfd);
     void unwatch(int pid);
@@ -129,6 +139,8 @@ private:
     std::map<dev_t, FuseConnectionInfo> connections_;  // the engine's, by device
     std::set<dev_t> scanned_;       // tracked connections a walk has looked for
     std::set<dev_t> unserved_told_; // connections logged as having no visible server
+    std::set<dev_t> recheck_;       // of those, the ones recheck_unserved() reads fusectl for
+    uv_timer_t* recheck_timer_ = nullptr;  // heap: freed by its close callback, after the watch
     ServerMap servers_;             // the watched servers, by pid
     std::map<int, Watch*> watches_; // by pid
     Scan* scan_ = nullptr;          // the walk in flight

@@ -348,6 +348,41 @@ TEST(DeathWatch, AConnectionThatDiedBeforeTheWalkIsReportedUnwatched) {
     EXPECT_EQ(rec.scans.size(), 1u);
 }
 
+// A server killed while the walk runs: the walk meets it with its files
+// already closed (no server) but its connection not yet aborted; the
+// connection is read again shortly after the walk and reported then (found
+// by the ASan build: fault.PathAttack.* killed fh_testfs right after
+// fuse-healerd got ready, and its death waited for the safety reconcile).
+TEST(DeathWatch, AConnectionThatDiesWhileTheWalkRunsIsReportedUnwatchedSoonAfter) {
+    FakeProc proc;
+    FakeFusectl ctl;
+    ctl.set(61, false);  // alive at the walk, no server visible
+    ctl.set(62, false);  // alive, served by a process we cannot see
+    Loop loop;
+    Recorder rec;
+    std::vector<std::vector<dev_t>> unwatched;
+    DeathWatchSettings s;
+    s.proc_root = proc.root();
+    s.fusectl_dir = ctl.dir();
+    s.self_pid = ::getpid();
+    auto watch = std::make_unique<DeathWatch>(
+        loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
+        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
+        [&unwatched](const std::vector<dev_t>& c) { unwatched.push_back(c); });
+    watch->set_connections({connection(61), connection(62)});
+    ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
+    EXPECT_TRUE(unwatched.empty());
+    ctl.set(61, true);  // the kernel aborts it now
+    ASSERT_TRUE(loop.run_until([&] { return !unwatched.empty(); }, 2000ms));
+    EXPECT_EQ(unwatched[0], std::vector<dev_t>{connection_device(61)});
+    EXPECT_TRUE(rec.deaths.empty()) << "no server, no pid: not a server's death";
+    // Read once: a connection that stays alive is left to the reconciles,
+    // and the dead one is not reported twice.
+    loop.run_until([] { return false; }, 300ms);
+    EXPECT_EQ(unwatched.size(), 1u);
+    EXPECT_EQ(rec.scans.size(), 1u);
+}
+
 TEST(DeathWatch, NoReportForCleanUnmountsOrConnectionsKnownDead) {
     Child clean, known;
     FakeProc proc;
