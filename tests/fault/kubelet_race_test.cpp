@@ -235,7 +235,15 @@ TEST_F(KubeletRace, SourceBackWithAnotherFstype) {
     ASSERT_FALSE(skipped.empty());
     EXPECT_NE(skipped[0].find("source " + source + " came back as fuse, expected fuse.fh_testfs"), std::string::npos)
         << skipped[0];
-    const auto status = target_status(status_json(d.control_socket()), pod);
+    // The status is published at the end of the step whose plan logged the
+    // skip (after it arms the heals again): wait for it, do not race it.
+    auto status = target_status(status_json(d.control_socket()), pod);
+    wait_until(
+        [&] {
+            status = target_status(status_json(d.control_socket()), pod);
+            return status.value("reason", "").find("came back as fuse") != std::string::npos;
+        },
+        kHealTimeout, 10ms);
     EXPECT_EQ(status.value("state", ""), "broken") << status.dump();
     EXPECT_NE(status.value("reason", "").find("came back as fuse, expected fuse.fh_testfs"), std::string::npos)
         << status.dump();
