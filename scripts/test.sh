@@ -16,7 +16,8 @@
 # FUSE_HEALER_PACKAGE_TEST_TIMEOUT (seconds, default 1800) bounds it.
 # FUSE_HEALER_SYSTEM_TEST=0 skips the system test. FUSE_HEALER_FUZZ=0 skips
 # the fuzzing (scripts/fuzz.sh), which also runs only without ctest arguments;
-# so does the static analysis (scripts/analyze.sh), FUSE_HEALER_ANALYSIS=0.
+# so does the static analysis (scripts/analyze.sh), FUSE_HEALER_ANALYSIS=0,
+# and the sanitizer runs (scripts/sanitize.sh), FUSE_HEALER_SANITIZE=0.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
@@ -49,6 +50,19 @@ elif [ "${FUSE_HEALER_ANALYSIS:-1}" = 0 ]; then
 else
   echo "test: static analysis (scripts/analyze.sh)"
   ANALYZE_BUILD_DIR=$build "$top/scripts/analyze.sh"
+fi
+
+# Sanitizers (scripts/sanitize.sh): the whole ctest built with ASan + UBSan,
+# then the threaded tests built with TSan, each in a build dir of its own
+# (build-asan/, build-tsan/; about 30 min in all on 2 cores, see
+# docs/ANALYSIS.md). FUSE_HEALER_SANITIZE=0 skips them.
+if [ $# -gt 0 ]; then
+  echo "test: ctest arguments given: sanitizer runs not done (scripts/sanitize.sh)"
+elif [ "${FUSE_HEALER_SANITIZE:-1}" = 0 ]; then
+  echo "test: FUSE_HEALER_SANITIZE=0: sanitizer runs skipped"
+else
+  echo "test: sanitizers (scripts/sanitize.sh)"
+  "$top/scripts/sanitize.sh"
 fi
 
 if [ $# -gt 0 ]; then
