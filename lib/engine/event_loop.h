@@ -114,6 +114,9 @@ private:
     void start_control_server();
     void worker_main();
     void notify_status();
+    // Asks the heal worker to malloc_trim once it has been idle for
+    // kTrimDelay from now (any thread; takes mu_).
+    void schedule_trim();
     // The engine's HealObserver (on the heal worker thread): feeds the event
     // into the metrics and logs it, unless it is one repeat too many (see
     // heal_log_limiter_).
@@ -188,10 +191,13 @@ private:
     std::uint64_t reconciles_finished_ = 0;  // also the number of the last finished one
     Clock::time_point reconcile_started_at_{};
     // Freed memory is given back (malloc_trim) once the heal worker has been
-    // idle for kTrimDelay after a reconcile (heal worker only).
-    Clock::time_point last_reconcile_done_{};
+    // idle for kTrimDelay after the last work that freed much of it: a
+    // reconcile, or a large control answer (schedule_trim()).
+    Clock::time_point trim_after_{};
     bool trim_due_ = false;
     static constexpr std::chrono::seconds kTrimDelay{1};
+    // A status answer this long (~200 targets) schedules a trim.
+    static constexpr std::size_t kTrimAfterAnswerBytes = 64 * 1024;
     int healed_total_ = 0;
 
     // Heal-event lines ("mount broken", "mount healed", ...): at most

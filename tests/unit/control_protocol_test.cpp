@@ -238,6 +238,24 @@ TEST(ControlResponse, StatusEncodesAsDocumentedAndParsesBack) {
     EXPECT_EQ(back->targets, (std::vector<ControlTarget>{t, broken}));
 }
 
+TEST(ControlResponse, StatusTextIsTheOneDocumentsDumpWithTargetsWrittenOneByOne) {
+    // encode_status_response writes the targets one at a time (memory); the
+    // text must be exactly what dumping the whole document gives, invalid
+    // UTF-8 replaced the same way, for no targets, one and several.
+    ControlTarget odd = sample_target();
+    odd.target = "/var/lib/kubelet/pods/9a/volumes/x/with \"quotes\", a\ttab and \xff bad UTF-8";
+    odd.reason = "line\nbreak";
+    for (const std::vector<ControlTarget>& targets :
+         {std::vector<ControlTarget>{}, std::vector<ControlTarget>{odd},
+          std::vector<ControlTarget>{sample_target(), odd, sample_target()}}) {
+        const std::string line = encode_status_response(sample_daemon(), targets);
+        const auto doc = nlohmann::ordered_json::parse(line);
+        ASSERT_EQ(doc["targets"].size(), targets.size());
+        EXPECT_EQ(line, doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n")
+            << "keys in order, one line, the same escapes";
+    }
+}
+
 TEST(ControlResponse, EmptyStatusParsesBack) {
     const Result<ControlResponse> back = parse_control_response(encode_status_response(sample_daemon(), {}));
     ASSERT_TRUE(back) << back.error().message();
