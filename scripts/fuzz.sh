@@ -11,7 +11,7 @@
 #   --update-corpus  afterwards, merge into tests/fuzz/corpus/<target> the
 #                    inputs found that add coverage (libFuzzer -merge=1), to
 #                    commit as seeds
-#   TARGET...        some of: mountinfo config voldata control state
+#   TARGET...        some of: mountinfo config voldata control state http
 #                    (default: all)
 #
 # The inputs found are kept in $FUZZ_BUILD_DIR/corpus/<target> (default
@@ -26,7 +26,7 @@ build=${FUZZ_BUILD_DIR:-$top/build-fuzz}
 time_per_target=${FH_FUZZ_TIME:-60}
 update_corpus=0
 targets=()
-all_targets=(mountinfo config voldata control state)
+all_targets=(mountinfo config voldata control state http)
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,8 +50,10 @@ done
 # Per target: its dictionary and the longest input tried (bytes). Real
 # mount tables are long (a node has thousands of mounts); the others are a
 # line or a small file.
-dict_of() { case "$1" in mountinfo) echo mountinfo ;; config) echo config ;; *) echo json ;; esac; }
-max_len_of() { case "$1" in mountinfo) echo 32768 ;; config) echo 8192 ;; *) echo 4096 ;; esac; }
+# An HTTP request head may be up to 8 KiB: http tries a little more, to
+# reach the limit's answer.
+dict_of() { case "$1" in mountinfo) echo mountinfo ;; config) echo config ;; http) echo http ;; *) echo json ;; esac; }
+max_len_of() { case "$1" in mountinfo) echo 32768 ;; config) echo 8192 ;; http) echo 9000 ;; *) echo 4096 ;; esac; }
 
 started=$(date +%s)
 echo "fuzz: building ${targets[*]} in $build (clang-14, ASan + UBSan, libFuzzer)"

@@ -18,7 +18,7 @@ case "${1:-}" in
     what=build
     packages=(
       build-essential cmake pkg-config
-      libmount-dev libuv1-dev libspdlog-dev libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev
+      libmount-dev libuv1-dev libspdlog-dev libtomlplusplus-dev libsystemd-dev
       nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev
       libfuse3-dev fuse3 squashfuse bindfs squashfs-tools util-linux procps

@@ -3,18 +3,21 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
 
-#include <cstdarg>
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <optional>
 
 #include <spdlog/spdlog.h>
 
+#include "core/http.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -22,47 +25,6 @@ namespace {
 
 // Seconds from the engine's microseconds.
 double seconds(std::int64_t us) { return static_cast<double>(us) / 1e6; }
-
-// libmicrohttpd's messages (a client that hung up, a malformed request) are
-// about clients, not about healing: debug level.
-void log_mhd_message(void*, const char* format, va_list args) {
-    char text[512];
-    std::vsnprintf(text, sizeof text, format, args);
-    std::string message(text);
-    while (!message.empty() && (message.back() == '\n' || message.back() == '\r')) message.pop_back();
-    spdlog::debug("metrics HTTP server: {}", message);
-}
-
-// Answers one request; `cls` is the HealerMetrics. Returns MHD_NO only when
-// no response could be queued (MHD then closes the connection).
-MHD_Result answer_request(void* cls, MHD_Connection* connection, const char* url, const char* method, const char*,
-                          const char*, size_t*, void**) {
-    const auto* metrics = static_cast<const HealerMetrics*>(cls);
-    unsigned status = MHD_HTTP_OK;
-    std::string body;
-    const char* content_type = "text/plain; charset=utf-8";
-    const bool is_get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0 || std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    if (std::strcmp(url, "/metrics") != 0) {
-        status = MHD_HTTP_NOT_FOUND;
-        body = "not found: fuse-healerd serves /metrics only\n";
-    } else if (!is_get) {
-        status = MHD_HTTP_METHOD_NOT_ALLOWED;
-        body = "method not allowed: /metrics answers GET and HEAD\n";
-    } else {
-        body = metrics->render();
-        content_type = kMetricsContentType;
-    }
-    // Answered on the first call, before any request body: MHD discards the
-    // rest of a body and closes that connection, which is what a scrape
-    // endpoint wants for a POST.
-    MHD_Response* response = MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
-    if (response == nullptr) return MHD_NO;
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-    const MHD_Result queued = MHD_queue_response(connection, status, response);
-    MHD_destroy_response(response);
-    return queued;
-}
 
 // Returns a listening TCP socket bound to `address`, or an Error naming the
 // step, the address and the errno.
@@ -122,37 +84,161 @@ void record_heal_event(HealerMetrics& metrics, const HealEvent& event) {
 }
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const ListenAddress& address,
-                                                             const HealerMetrics& metrics) {
+                                                             const HealerMetrics& metrics,
+                                                             const MetricsServerLimits& limits) {
     Result<sys::UniqueFd> socket = listen_on(address);
     if (!socket) return socket.error();
-    std::unique_ptr<MetricsServer> server(new MetricsServer(address, metrics));
+    std::unique_ptr<MetricsServer> server(new MetricsServer(address, metrics, limits));
     server->port_ = bound_port(socket->get());
-    // One internal thread serves every connection (the scrapers are few);
-    // the limits keep a slow or hostile client from holding it: at most 16
-    // connections, each closed after 10 s of silence.
-    const int fd = socket->release();
-    struct stat before {};
-    ::fstat(fd, &before);
-    server->daemon_ = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &answer_request,
-        const_cast<HealerMetrics*>(&metrics), MHD_OPTION_EXTERNAL_LOGGER, &log_mhd_message, nullptr,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-        MHD_OPTION_END);
-    // From a successful start on, MHD_stop_daemon closes the socket. Whether
-    // a failed start closed it is not documented (0.9.75 leaves it open when
-    // an option is refused), so it is closed here if the descriptor still is
-    // the same socket, and not if MHD closed it and another thread's open()
-    // got the number since.
-    if (server->daemon_ == nullptr) {
-        struct stat after {};
-        if (::fstat(fd, &after) == 0 && after.st_dev == before.st_dev && after.st_ino == before.st_ino) ::close(fd);
-        return Error{"MHD_start_daemon", address.to_string(), 0, "libmicrohttpd failed to start (see debug log)"};
+    server->listen_ = std::move(*socket);
+    server->wake_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!server->wake_.valid()) return errno_error("eventfd", address.to_string());
+    try {
+        server->thread_ = std::thread([s = server.get()] { s->serve(); });
+    } catch (const std::system_error& e) {
+        return Error{"start the metrics server's thread", address.to_string(), e.code().value(), {}};
     }
     return server;
 }
 
 MetricsServer::~MetricsServer() {
-    if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+    if (thread_.joinable()) {
+        const std::uint64_t one = 1;
+        // An eventfd write of 1 cannot fail short of a counter overflow.
+        (void)!::write(wake_.get(), &one, sizeof one);
+        thread_.join();
+    }
+}
+
+// One connection: the request head as received, then the answer being sent,
+// then the rest of what the client sends, read and dropped until it closes.
+struct MetricsServer::Connection {
+    sys::UniqueFd fd;
+    std::string received;
+    std::string answer;
+    std::size_t sent = 0;
+    bool answered = false;  // `answer` is set: sending, then draining
+    bool draining = false;  // answer sent and our side shut down
+    Clock::time_point deadline;
+};
+
+void MetricsServer::serve() {
+    std::vector<Connection> connections;
+    std::vector<pollfd> fds;
+    Clock::time_point accept_paused_until{};
+    for (;;) {
+        const auto now = Clock::now();
+        fds.clear();
+        fds.push_back({wake_.get(), POLLIN, 0});
+        // At the limit the listening socket is not polled: new clients wait
+        // in its backlog (or time out on their side) until a slot frees.
+        const bool accepting = connections.size() < limits_.max_connections && now >= accept_paused_until;
+        fds.push_back({accepting ? listen_.get() : -1, POLLIN, 0});
+        Clock::time_point next_deadline = Clock::time_point::max();
+        if (!accepting && connections.size() < limits_.max_connections) next_deadline = accept_paused_until;
+        for (const Connection& c : connections) {
+            const bool sending = c.answered && !c.draining;
+            fds.push_back({c.fd.get(), static_cast<short>(sending ? POLLOUT : POLLIN), 0});
+            next_deadline = std::min(next_deadline, c.deadline);
+        }
+        int timeout_ms = -1;
+        if (next_deadline != Clock::time_point::max())
+            timeout_ms = static_cast<int>(std::max<std::int64_t>(
+                0, std::chrono::ceil<std::chrono::milliseconds>(next_deadline - now).count()));
+        if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
+            if (errno == EINTR) continue;
+            spdlog::error("metrics HTTP server: failed to poll, stopping /metrics: {}", std::strerror(errno));
+            return;
+        }
+        if (fds[0].revents != 0) return;  // the destructor asks to stop
+        const auto after = Clock::now();
+        // Events first, for the connections polled (accepted ones come after).
+        for (std::size_t i = 0; i < connections.size(); ++i)
+            if (fds[i + 2].revents != 0) on_ready(connections[i], fds[i + 2].revents, after);
+        if (fds[1].revents != 0) accept_clients(connections, accept_paused_until, after);
+        for (Connection& c : connections) {
+            if (c.fd.valid() && after >= c.deadline) {
+                spdlog::debug("metrics HTTP server: closing a connection {} ({} ms)",
+                              c.draining ? "that did not close after its answer" : "that is too slow",
+                              (c.draining ? limits_.linger : limits_.timeout).count());
+                c.fd.reset();
+            }
+        }
+        std::erase_if(connections, [](const Connection& c) { return !c.fd.valid(); });
+    }
+}
+
+void MetricsServer::accept_clients(std::vector<Connection>& connections, Clock::time_point& accept_paused_until,
+                                   Clock::time_point now) {
+    while (connections.size() < limits_.max_connections) {
+        sys::UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (fd.valid()) {
+            Connection c;
+            c.fd = std::move(fd);
+            c.deadline = now + limits_.timeout;
+            connections.push_back(std::move(c));
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        // EMFILE, ENFILE, ENOBUFS: the pending client stays queued and the
+        // socket stays readable; without a pause this would spin.
+        spdlog::warn("metrics HTTP server: failed to accept a connection, ignoring for {} ms: {}",
+                     limits_.accept_pause.count(), std::strerror(errno));
+        accept_paused_until = now + limits_.accept_pause;
+        return;
+    }
+}
+
+void MetricsServer::on_ready(Connection& c, short revents, Clock::time_point now) {
+    if ((revents & POLLNVAL) != 0) {
+        c.fd.reset();
+        return;
+    }
+    char buffer[4096];
+    if (!c.answered || c.draining) {
+        const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0) {  // the client left (or reset the connection)
+            c.fd.reset();
+            return;
+        }
+        // The deadline is not moved by what arrives: a client sending a
+        // byte every few seconds must not hold a slot for hours.
+        if (c.draining) return;  // what a client sends after its request is dropped
+        c.received.append(buffer, static_cast<std::size_t>(n));
+        const HttpParse parsed = parse_http_request_head(c.received);
+        if (parsed.state == HttpParse::State::Incomplete) return;
+        if (parsed.state == HttpParse::State::Invalid)
+            spdlog::debug("metrics HTTP server: answering {} to a malformed request: {}", parsed.status, parsed.why);
+        const HttpResponse response =
+            answer_metrics_request(parsed, [this] { return metrics_.render(); }, kMetricsContentType);
+        const bool head_only = parsed.state == HttpParse::State::Complete && parsed.head.method == "HEAD";
+        c.answer = serialize_http_response(response, head_only, std::time(nullptr));
+        c.answered = true;
+        std::string().swap(c.received);
+        // Sent at once when the socket has room (it does for a scrape's
+        // answer: the socket buffer holds ~2.5 MiB); else on POLLOUT.
+    }
+    while (c.sent < c.answer.size()) {
+        const ssize_t n = ::send(c.fd.get(), c.answer.data() + c.sent, c.answer.size() - c.sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0) {  // EPIPE, ECONNRESET: the client left
+            c.fd.reset();
+            return;
+        }
+        c.sent += static_cast<std::size_t>(n);
+        c.deadline = now + limits_.timeout;
+    }
+    // All sent: close our side and read until the client closes its own.
+    // Closing at once would make the kernel answer whatever the client still
+    // sends (a request body, a pipelined request) with a reset, and a reset
+    // may discard the answer before the client has read it (RFC 9112 9.6).
+    std::string().swap(c.answer);
+    ::shutdown(c.fd.get(), SHUT_WR);
+    c.draining = true;
+    c.deadline = now + limits_.linger;
 }
 
 Status write_metrics_textfile(const std::string& path, const std::string& content) {

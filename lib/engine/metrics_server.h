@@ -1,5 +1,6 @@
 // Publishing the metrics of core/metrics.h: an HTTP endpoint (GET /metrics,
-// libmicrohttpd on its own thread) and a textfile for node_exporter (written
+// served by a thread of its own with poll(2); core/http.h says why not a
+// library) and a textfile for node_exporter (written
 // on its own thread). Neither touches the event loop or a FUSE filesystem:
 // both only render the in-memory registry.
 #pragma once
@@ -11,13 +12,13 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "core/listen_address.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
-
-struct MHD_Daemon;
+#include "engine/sys.h"
 
 namespace fh {
 
@@ -25,15 +26,32 @@ namespace fh {
 // on the heal worker thread.
 void record_heal_event(HealerMetrics& metrics, const HealEvent& event);
 
+// How much a client may hold of the metrics server (tests shorten the times).
+struct MetricsServerLimits {
+    std::size_t max_connections = 16;  // more wait in the listen backlog
+    // A connection whose request head has not arrived this long after its
+    // accept, or whose answer made no progress for this long, is closed.
+    std::chrono::milliseconds timeout{10000};
+    // After the answer, how long the client has to close its side.
+    std::chrono::milliseconds linger{2000};
+    // After accept() failed for lack of fds or memory.
+    std::chrono::milliseconds accept_pause{100};
+};
+
 // Serves GET (and HEAD) /metrics with the exposition text; any other path is
-// 404, any other method 405. Runs on libmicrohttpd's internal polling thread.
+// 404, any other method 405, a malformed request 400 (core/http.h). Runs on
+// a thread of its own. The limits keep a slow or hostile local client from
+// holding it (MetricsServerLimits): a bounded number of connections, each
+// with a deadline; a request head is at most kMaxHttpRequestHeadBytes; every
+// answer closes its connection.
 class MetricsServer {
 public:
     // Binds `address` (port 0: the kernel picks one, see port()) and starts
     // serving `metrics`, which must outlive the server. Returns the running
     // server, or an Error naming the failed step (socket, bind, listen,
     // MHD_start_daemon), the address and the errno.
-    static Result<std::unique_ptr<MetricsServer>> start(const ListenAddress& address, const HealerMetrics& metrics);
+    static Result<std::unique_ptr<MetricsServer>> start(const ListenAddress& address, const HealerMetrics& metrics,
+                                                        const MetricsServerLimits& limits = {});
 
     // Stops the thread (an in-flight request is cut) and closes the socket.
     ~MetricsServer();
@@ -46,12 +64,28 @@ public:
     std::uint16_t port() const { return port_; }
 
 private:
-    MetricsServer(const ListenAddress& address, const HealerMetrics& metrics) : address_(address), metrics_(metrics) {}
+    using Clock = std::chrono::steady_clock;
+    struct Connection;
+
+    MetricsServer(const ListenAddress& address, const HealerMetrics& metrics, const MetricsServerLimits& limits)
+        : address_(address), metrics_(metrics), limits_(limits) {}
+    // The thread: polls the wake-up eventfd, the socket and the connections
+    // until the destructor writes to the eventfd.
+    void serve();
+    // Accepts the clients queued, up to the limit.
+    void accept_clients(std::vector<Connection>& connections, Clock::time_point& accept_paused_until,
+                        Clock::time_point now);
+    // Reads the request, sends the answer or drains what follows, as far as
+    // the socket allows now; resets c.fd when the connection is done.
+    void on_ready(Connection& c, short revents, Clock::time_point now);
 
     ListenAddress address_;
     const HealerMetrics& metrics_;
+    const MetricsServerLimits limits_;
     std::uint16_t port_ = 0;
-    MHD_Daemon* daemon_ = nullptr;
+    sys::UniqueFd listen_;
+    sys::UniqueFd wake_;  // eventfd: the destructor's "stop"
+    std::thread thread_;
 };
 
 // Writes `content` to `path` for node_exporter's textfile collector,

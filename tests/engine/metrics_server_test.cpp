@@ -26,6 +26,7 @@ namespace {
 using testing_support::slurp;
 
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 using testing_support::TempDir;
 
 
@@ -158,6 +159,142 @@ TEST(MetricsServer, StoppingFreesThePort) {
     EXPECT_FALSE(scrape::http_request(address.host, address.port, "GET", "/metrics", &why)) << "still served";
     Result<std::unique_ptr<MetricsServer>> again = MetricsServer::start(address, metrics);
     EXPECT_TRUE(again) << again.error().message();
+}
+
+// ---- hostile and slow clients (the port is open to every local user) -------
+
+// A client socket connected to the server, blocking, with 5 s timeouts.
+sys::UniqueFd connect_to(const MetricsServer& server) {
+    sys::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(server.port());
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{5, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    return fd;
+}
+
+void send_all(int fd, std::string_view bytes) {
+    while (!bytes.empty()) {
+        const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        ASSERT_GT(n, 0) << std::strerror(errno);
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+// Returns what the server sends until it closes; "<error: ...>" on a reset
+// or a timeout (the answer may have been lost then).
+std::string read_until_closed(int fd) {
+    std::string got;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n == 0) return got;
+        if (n < 0) return got + "<error: " + std::strerror(errno) + ">";
+        got.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+std::string status_line(const std::string& answer) { return answer.substr(0, answer.find("\r\n")); }
+
+TEST(MetricsServer, ARequestSentAByteAtATimeIsAnswered) {
+    HealerMetrics metrics;
+    auto server = start_on_loopback(metrics);
+    ASSERT_TRUE(server);
+    sys::UniqueFd c = connect_to(*server);
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for (const char byte : request) {
+        send_all(c.get(), std::string_view(&byte, 1));
+        std::this_thread::sleep_for(1ms);
+    }
+    const std::string answer = read_until_closed(c.get());
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 200 OK");
+    EXPECT_NE(answer.find("\r\n\r\n" + metrics.render()), std::string::npos) << answer.substr(0, 300);
+}
+
+TEST(MetricsServer, MalformedAndOversizedRequestsGetTheirErrorAndTheConnectionCloses) {
+    HealerMetrics metrics;
+    auto server = start_on_loopback(metrics);
+    ASSERT_TRUE(server);
+    const std::pair<std::string, std::string> cases[] = {
+        {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s, "HTTP/1.1 400 Bad Request"},  // TLS hello
+        {"GET /metrics HTTP/2.0\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported"},
+        {"GET /metrics HTTP/1.1\r\nBad Field\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+        {"GET /metrics HTTP/1.1\r\nX: " + std::string(20000, 'a'), "HTTP/1.1 431 Request Header Fields Too Large"},
+    };
+    for (const auto& [request, expected] : cases) {
+        sys::UniqueFd c = connect_to(*server);
+        send_all(c.get(), request);
+        const std::string answer = read_until_closed(c.get());
+        EXPECT_EQ(status_line(answer), expected) << answer;
+        EXPECT_EQ(answer.find("<error"), std::string::npos) << "the answer arrives whole, before the close";
+    }
+    EXPECT_EQ(get(*server, "GET", "/metrics").status, 200) << "still serving";
+}
+
+TEST(MetricsServer, APostWithALargeBodyGets405WholeNotAReset) {
+    // The server answers after the head and never reads a body; it must not
+    // close with the body unread, or the kernel's reset could drop the answer.
+    HealerMetrics metrics;
+    auto server = start_on_loopback(metrics);
+    ASSERT_TRUE(server);
+    sys::UniqueFd c = connect_to(*server);
+    const std::string body(256 * 1024, 'x');
+    // Head and body at once: most of the body is still unread in the
+    // server's socket when its answer is sent; the client reads it late.
+    send_all(c.get(), "POST /metrics HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    std::this_thread::sleep_for(100ms);
+    ::shutdown(c.get(), SHUT_WR);
+    const std::string answer = read_until_closed(c.get());
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 405 Method Not Allowed") << answer;
+    EXPECT_NE(answer.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos);
+    EXPECT_EQ(answer.find("<error"), std::string::npos) << answer.substr(answer.find("\r\n\r\n"));
+}
+
+TEST(MetricsServer, SilentClientsHoldingEverySlotDelayScrapesOnlyUntilTheirTimeout) {
+    CapturedLog log;
+    HealerMetrics metrics;
+    MetricsServerLimits limits;
+    limits.max_connections = 4;
+    limits.timeout = 300ms;
+    Result<std::unique_ptr<MetricsServer>> server =
+        MetricsServer::start(ListenAddress{"127.0.0.1", false, 0}, metrics, limits);
+    ASSERT_TRUE(server) << server.error().message();
+    std::vector<sys::UniqueFd> silent;
+    for (std::size_t i = 0; i < limits.max_connections; ++i) silent.push_back(connect_to(**server));
+    // One that dribbles a byte every 50 ms: progress does not buy it time.
+    sys::UniqueFd dribbler = connect_to(**server);
+    std::this_thread::sleep_for(50ms);  // every slot taken
+    const auto t0 = std::chrono::steady_clock::now();
+    const scrape::HttpResponse scrape = get(**server, "GET", "/metrics");
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(scrape.status, 200);
+    EXPECT_GE(waited, 150ms) << "served while every slot was taken";
+    for (auto& s : silent) EXPECT_EQ(read_until_closed(s.get()), "") << "closed without an answer";
+    const std::string request = "GET /metrics HTTP/1.1\r\n";
+    bool closed = false;
+    for (std::size_t i = 0; i < 100 && !closed; ++i) {
+        closed = ::send(dribbler.get(), request.data() + i % request.size(), 1, MSG_NOSIGNAL) < 0;
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_TRUE(closed) << "a client dribbling bytes keeps its slot";
+    EXPECT_GE(log.count("closing a connection that is too slow"), 5);
+}
+
+TEST(MetricsServer, AClientClosingItsSideEarlyStillGetsItsAnswer) {
+    HealerMetrics metrics;
+    auto server = start_on_loopback(metrics);
+    ASSERT_TRUE(server);
+    sys::UniqueFd c = connect_to(*server);
+    send_all(c.get(), "HEAD /metrics HTTP/1.0\r\n\r\n");
+    ::shutdown(c.get(), SHUT_WR);
+    const std::string answer = read_until_closed(c.get());
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 200 OK");
+    EXPECT_NE(answer.find("\r\nContent-Length: " + std::to_string(metrics.render().size()) + "\r\n"), std::string::npos);
+    EXPECT_EQ(answer.substr(answer.size() - 4), "\r\n\r\n") << "HEAD: no body";
 }
 
 TEST(WriteMetricsTextfile, WritesWorldReadableWhateverTheUmaskAndLeavesNoTempFile) {

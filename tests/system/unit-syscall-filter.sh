@@ -16,7 +16,7 @@ unit=${1:-$(cd "$(dirname "$0")/../.." && pwd)/systemd/fuse-healer.service}
 command -v systemd-analyze >/dev/null || { echo "SKIP: no systemd-analyze"; exit 77; }
 
 # What the daemon calls (directly or through glibc, libuv, libmount,
-# libsystemd, libmicrohttpd), grouped by purpose.
+# libsystemd), grouped by purpose.
 required=(
   # healing: clones, moves, detaches, flags and propagation of the clone
   mount umount2 open_tree move_mount mount_setattr
@@ -30,7 +30,7 @@ required=(
   epoll_create1 epoll_ctl epoll_wait epoll_pwait inotify_init1 inotify_add_watch inotify_rm_watch
   eventfd2 rt_sigaction rt_sigprocmask timerfd_create clone clone3 futex
   # the control socket, sd_notify, the journal, the metrics listener
-  socket bind listen accept4 connect sendmsg recvmsg getsockopt setsockopt
+  socket bind listen accept4 connect sendmsg recvmsg sendto recvfrom shutdown poll getsockopt setsockopt
   # the statx probes' threads give up on a hung FUSE daemon by timing out
   clock_gettime clock_nanosleep
 )
