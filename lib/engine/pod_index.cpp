@@ -75,8 +75,8 @@ void PodIndex::add_watch(const std::string& path, int depth) {
         }
         return;
     }
-    wd_to_path_[wd] = {path, depth};
-    path_to_wd_[path] = wd;
+    const auto where = path_to_wd_.emplace(path, wd).first;  // new: checked at the top
+    wd_to_path_[wd] = {&where->first, depth};
 }
 
 void PodIndex::load_vol_data(const std::string& vol_dir) {
@@ -196,7 +196,8 @@ int PodIndex::handle_events() {
             }
             auto it = wd_to_path_.find(ev->wd);
             if (it == wd_to_path_.end()) continue;
-            const auto [dir, depth] = it->second;
+            const std::string dir = *it->second.first;  // a copy: the entry may be erased below
+            const int depth = it->second.second;
             if (depth == kAncestorDepth) {
                 // Something appeared (or the ancestor went away): look again.
                 rescan();

@@ -83,7 +83,10 @@ private:
     bool waiting_ = false;
     std::uint64_t overflows_ = 0;
     std::uint64_t dirs_renamed_ = 0;
-    std::map<int, std::pair<std::string, int>> wd_to_path_;  // wd -> (dir, depth below pods/)
+    // wd -> (dir, depth below pods/). The dir points at path_to_wd_'s key
+    // (a std::map's nodes stay put): each path is stored once, ~0.4 MiB less
+    // at 1,000 pods (4,000 watches of ~100-byte paths, heaptrack).
+    std::map<int, std::pair<const std::string*, int>> wd_to_path_;
     std::map<std::string, int> path_to_wd_;
     mutable std::mutex mu_;
     std::map<std::string, VolumeData> volumes_;  // key: CSI volume dir
