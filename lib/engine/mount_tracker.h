@@ -199,7 +199,6 @@ private:
     MountRelevance erase_at_locked(Entries::iterator it, MountEntry* removed = nullptr);
     void index_locked(std::uint64_t id, const MountEntry& e);
     void unindex_locked(std::uint64_t id, const MountEntry& e);
-    void rebuild_indexes_locked();
     // Returns the unique ids of the mounts below `old_id` (its submounts,
     // recursively), from the parent ids of the tracked entries.
     std::vector<std::uint64_t> descendants_locked(int old_id) const;
