@@ -107,9 +107,13 @@ void Daemon::worker_main() {
                 lock.unlock();
                 const auto t0 = Clock::now();
                 const int released = ::malloc_trim(0);
-                spdlog::trace("malloc_trim: {} ({} us)", released ? "memory released" : "nothing to release",
-                              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+                const struct mallinfo2 heap = ::mallinfo2();
+                spdlog::trace("malloc_trim: {} ({} us); heap in use {} KiB, free {} KiB, mmapped {} KiB",
+                              released ? "memory released" : "nothing to release",
+                              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count(),
+                              heap.uordblks / 1024, heap.fordblks / 1024, heap.hblkhd / 1024);
                 lock.lock();
+                free_after_trim_ = heap.fordblks;
                 continue;
             }
         } else {
@@ -184,6 +188,24 @@ void Daemon::on_tracked_mount_events() {
     const MountTracker::UpdateSummary s = tracker_->update();
     if (s.relevant > 0 || s.overflow) request_reconcile(now);
     sync_mountinfo_poll();
+    events_since_heap_check_ += s.events;
+    if (events_since_heap_check_ >= kHeapCheckEvery) {
+        events_since_heap_check_ = 0;
+        schedule_trim_if_heap_grew();
+    }
+}
+
+void Daemon::schedule_trim_if_heap_grew() {
+    // mallinfo2 walks the arenas' free lists: microseconds, hence only every
+    // kHeapCheckEvery events. Its free bytes include pages already given
+    // back, so growth since the last trim is what says there is more to give.
+    const std::size_t free_bytes = ::mallinfo2().fordblks;
+    std::size_t after_trim = 0;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        after_trim = free_after_trim_;
+    }
+    if (free_bytes > after_trim + kTrimAfterFreeGrowthBytes) schedule_trim();
 }
 
 void Daemon::sync_mountinfo_poll() {
