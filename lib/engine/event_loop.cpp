@@ -399,7 +399,7 @@ void Daemon::on_control_request(const ControlRequest& request, const ControlServ
     // keeps after it is freed (measured with heaptrack in scale_bench);
     // give it back once the answer is written and the daemon idle.
     if (answer.size() >= kTrimAfterAnswerBytes) schedule_trim();
-    reply.send(std::move(answer));
+    reply.send(answer);
 }
 
 void Daemon::start_heal_request(const std::string& target, const ControlServer::Reply& reply) {

@@ -200,11 +200,11 @@ private:
     bool trim_due_ = false;
     static constexpr std::chrono::seconds kTrimDelay{1};
     // A status answer this long (~200 targets) schedules a trim.
-    static constexpr std::size_t kTrimAfterAnswerBytes = 64 * 1024;
+    static constexpr std::size_t kTrimAfterAnswerBytes = std::size_t{64} * 1024;
     // Mount events alone (no reconcile) schedule one when the heap's free
     // bytes grew this much since the last trim: 100 unrelated mount events/s
     // for 30 s left ~3 MiB more resident (scale_bench churn phase).
-    static constexpr std::size_t kTrimAfterFreeGrowthBytes = 1024 * 1024;
+    static constexpr std::size_t kTrimAfterFreeGrowthBytes = std::size_t{1024} * 1024;
     static constexpr int kHeapCheckEvery = 64;  // mount events
     std::size_t free_after_trim_ = 0;           // mallinfo2 fordblks after the last trim (mu_)
     int events_since_heap_check_ = 0;           // loop thread

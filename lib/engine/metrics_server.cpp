@@ -195,8 +195,8 @@ void MetricsServer::on_ready(Connection& c, short revents, Clock::time_point now
         c.fd.reset();
         return;
     }
-    char buffer[4096];
     if (!c.answered || c.draining) {
+        char buffer[4096];
         const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, 0);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
         if (n <= 0) {  // the client left (or reset the connection)
