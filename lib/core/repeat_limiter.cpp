@@ -7,9 +7,15 @@ namespace fh {
 RepeatLimiter::RepeatLimiter(std::size_t burst, Clock::duration window)
     : burst_(std::max<std::size_t>(burst, 1)), window_(window) {}
 
+void RepeatLimiter::drop_older_than_window(std::vector<Clock::time_point>& times, Clock::time_point now) const {
+    const auto first_kept =
+        std::find_if(times.begin(), times.end(), [&](Clock::time_point t) { return now - t < window_; });
+    times.erase(times.begin(), first_kept);
+}
+
 bool RepeatLimiter::admit(const std::string& key, Clock::time_point now) {
-    std::deque<Clock::time_point>& times = admitted_[key];
-    while (!times.empty() && now - times.front() >= window_) times.pop_front();
+    std::vector<Clock::time_point>& times = admitted_[key];
+    drop_older_than_window(times, now);
     if (times.size() < burst_) {
         times.push_back(now);
         return true;
@@ -21,8 +27,8 @@ bool RepeatLimiter::admit(const std::string& key, Clock::time_point now) {
 
 RepeatLimiter::Suppressed RepeatLimiter::take_suppressed(Clock::time_point now) {
     for (auto it = admitted_.begin(); it != admitted_.end();) {
-        std::deque<Clock::time_point>& times = it->second;
-        while (!times.empty() && now - times.front() >= window_) times.pop_front();
+        std::vector<Clock::time_point>& times = it->second;
+        drop_older_than_window(times, now);
         it = times.empty() ? admitted_.erase(it) : std::next(it);
     }
     Suppressed out = std::move(suppressed_);
