@@ -28,68 +28,63 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 (cd "$build" && ctest --output-on-failure --timeout 300 "$@")
 
+# The suites that follow ctest share one guard, run_block: each runs only
+# without ctest arguments (those ask for some tests alone) and unless its
+# env switch is 0, and says which of the three it is. With --root WHY it also
+# needs root, and says "not root: ... skipped (WHY)" on stderr without it.
+# The suite is the command at the end; set -e: its failure fails this script.
+#   run_block VAR WHAT SCRIPT [--root WHY] COMMAND...
+ctest_argc=$#
+run_block() {
+  local var=$1 what=$2 script=$3 root_why=
+  shift 3
+  if [ "$1" = --root ]; then
+    root_why=$2
+    shift 2
+  fi
+  if [ "$ctest_argc" -gt 0 ]; then
+    echo "test: ctest arguments given: $what not run ($script)"
+  elif [ "${!var:-1}" = 0 ]; then
+    echo "test: $var=0: $what skipped"
+  elif [ -n "$root_why" ] && [ "$(id -u)" -ne 0 ]; then
+    echo "test: not root: $what skipped ($root_why)" >&2
+  else
+    echo "test: $what ($script)"
+    "$@"
+  fi
+}
+
 # Fuzzing: each libFuzzer target of tests/fuzz for 60 s (clang-14, ASan +
 # UBSan; about 7 min in all with its build). FUSE_HEALER_FUZZ=0 skips it;
 # FH_FUZZ_TIME sets the seconds per target. See docs/FUZZING.md.
-if [ $# -gt 0 ]; then
-  echo "test: ctest arguments given: fuzzing not run (scripts/fuzz.sh)"
-elif [ "${FUSE_HEALER_FUZZ:-1}" = 0 ]; then
-  echo "test: FUSE_HEALER_FUZZ=0: fuzzing skipped"
-else
-  echo "test: fuzzing (scripts/fuzz.sh)"
-  "$top/scripts/fuzz.sh"
-fi
+run_block FUSE_HEALER_FUZZ fuzzing scripts/fuzz.sh "$top/scripts/fuzz.sh"
 
 # Static analysis: clang-tidy 14 and cppcheck over lib/ daemon/ ctl/ bench/
 # tests/tools/, any finding fails (scripts/analyze.sh, docs/ANALYSIS.md; about
 # 8 min on 2 idle cores: 15 min of CPU). FUSE_HEALER_ANALYSIS=0 skips it.
-if [ $# -gt 0 ]; then
-  echo "test: ctest arguments given: static analysis not run (scripts/analyze.sh)"
-elif [ "${FUSE_HEALER_ANALYSIS:-1}" = 0 ]; then
-  echo "test: FUSE_HEALER_ANALYSIS=0: static analysis skipped"
-else
-  echo "test: static analysis (scripts/analyze.sh)"
-  ANALYZE_BUILD_DIR=$build "$top/scripts/analyze.sh"
-fi
+run_block FUSE_HEALER_ANALYSIS "static analysis" scripts/analyze.sh \
+  env ANALYZE_BUILD_DIR="$build" "$top/scripts/analyze.sh"
 
 # Sanitizers (scripts/sanitize.sh): the whole ctest built with ASan + UBSan,
 # then the threaded tests built with TSan, each in a build dir of its own
 # (build-asan/, build-tsan/; about 30 min in all on 2 cores, see
 # docs/ANALYSIS.md). FUSE_HEALER_SANITIZE=0 skips them.
-if [ $# -gt 0 ]; then
-  echo "test: ctest arguments given: sanitizer runs not done (scripts/sanitize.sh)"
-elif [ "${FUSE_HEALER_SANITIZE:-1}" = 0 ]; then
-  echo "test: FUSE_HEALER_SANITIZE=0: sanitizer runs skipped"
-else
-  echo "test: sanitizers (scripts/sanitize.sh)"
-  "$top/scripts/sanitize.sh"
-fi
+run_block FUSE_HEALER_SANITIZE sanitizers scripts/sanitize.sh "$top/scripts/sanitize.sh"
 
-if [ $# -gt 0 ]; then
-  echo "test: ctest arguments given: package test not run (scripts/package-test.sh)"
-elif [ "${FUSE_HEALER_PACKAGE_TEST:-1}" = 0 ]; then
-  echo "test: FUSE_HEALER_PACKAGE_TEST=0: package test skipped"
-elif [ "$(id -u)" -ne 0 ]; then
-  echo "test: not root: package test skipped (it installs and purges the .deb)" >&2
-else
-  echo "test: package test (scripts/package-test.sh)"
-  # SIGTERM at the limit: the test's cleanup purges the package and puts
-  # policy-rc.d back (apt-get itself is not interrupted); SIGKILL 5 min later.
+# SIGTERM at the limit: the test's cleanup purges the package and puts
+# policy-rc.d back (apt-get itself is not interrupted); SIGKILL 5 min later.
+run_block FUSE_HEALER_PACKAGE_TEST "package test" scripts/package-test.sh --root "it installs and purges the .deb" \
   timeout --kill-after=300 "${FUSE_HEALER_PACKAGE_TEST_TIMEOUT:-1800}" "$top/scripts/package-test.sh"
-fi
 
-if [ $# -gt 0 ]; then
-  echo "test: ctest arguments given: system test not run (tests/system/nspawn-test.sh)"
-elif [ "${FUSE_HEALER_SYSTEM_TEST:-1}" = 0 ]; then
-  echo "test: FUSE_HEALER_SYSTEM_TEST=0: system test skipped"
-else
-  echo "test: system test (tests/system/nspawn-test.sh)"
+system_test() {
   # The package test has just built the .deb: install that one instead of
   # building it a second time.
+  local deb
   deb=$(ls "$top"/dist/fuse-healer_*_amd64.deb 2>/dev/null | head -n 1 || true)
   if [ -n "$deb" ] && [ "${FUSE_HEALER_PACKAGE_TEST:-1}" != 0 ]; then
     FH_DEB=$deb BUILD_DIR=$build bash "$top/tests/system/nspawn-test.sh"
   else
     BUILD_DIR=$build bash "$top/tests/system/nspawn-test.sh"
   fi
-fi
+}
+run_block FUSE_HEALER_SYSTEM_TEST "system test" tests/system/nspawn-test.sh system_test

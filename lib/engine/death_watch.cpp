@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -24,6 +25,9 @@ constexpr std::uint64_t kUnservedRecheckMs = 100;
 std::int64_t micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
 
 std::string device_text(dev_t d) { return std::to_string(::major(d)) + ":" + std::to_string(::minor(d)); }
+
+// Returns the connection's first source mountpoint for the logs, "-" when it has none.
+std::string first_source(const FuseConnectionInfo& c) { return c.sources.empty() ? "-" : c.sources.front(); }
 
 // Returns true when `pidfd`'s process has exited (the fd polls readable).
 bool has_exited(int pidfd) {
@@ -87,11 +91,39 @@ void DeathWatch::close() {
 }
 
 std::size_t DeathWatch::connections_watched() const {
+    const std::set<dev_t> served = served_connections();
+    return static_cast<std::size_t>(
+        std::count_if(served.begin(), served.end(), [this](dev_t c) { return connections_.count(c) > 0; }));
+}
+
+std::set<dev_t> DeathWatch::served_connections() const {
     std::set<dev_t> served;
-    for (const auto& [pid, s] : servers_)
-        for (dev_t c : s.connections)
-            if (connections_.count(c)) served.insert(c);
-    return served.size();
+    for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
+    return served;
+}
+
+void DeathWatch::report_unserved_deaths(const std::set<dev_t>& candidates, const char* when,
+                                        const std::function<void(dev_t, const FuseConnectionInfo&)>& on_alive) {
+    // Dead connections have no server: only those without one are read.
+    const std::set<dev_t> served = served_connections();
+    std::vector<dev_t> died_unwatched;
+    for (dev_t dev : candidates) {
+        const auto it = connections_.find(dev);
+        if (it == connections_.end() || served.count(dev) || it->second.liveness == Liveness::Dead) continue;
+        FuseConnectionInfo& info = it->second;
+        if (!read_fusectl(settings_.fusectl_dir, dev).aborted) {
+            on_alive(dev, info);  // served where we cannot see, or not dead yet
+            continue;
+        }
+        // Alive when the engine last looked, dead now, and no server left to
+        // watch: nothing else would tell (a kill changes no mount).
+        info.liveness = Liveness::Dead;  // told once
+        spdlog::info("FUSE connection {} (source {}) died {}; checking its targets now", device_text(dev),
+                     first_source(info), when);
+        died_unwatched.push_back(dev);
+    }
+    // After every on_alive call: the observer may start a reconcile.
+    if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
 }
 
 void DeathWatch::set_connections(const std::vector<FuseConnectionInfo>& connections) {
@@ -241,33 +273,19 @@ void DeathWatch::finish_scan(Scan& scan) {
     if (closed_) return;
     // Connections nobody visible serves (a daemon in a process we may not
     // inspect, a file in flight over a socket) rely on the fusectl checks of
-    // each reconcile, as without the feature. Dead ones have no server.
-    std::set<dev_t> served;
-    for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
-    std::vector<dev_t> died_unwatched;
-    for (auto& [dev, info] : connections_) {
-        if (served.count(dev) || !scan.wanted.count(dev) || info.liveness == Liveness::Dead) continue;
-        if (read_fusectl(settings_.fusectl_dir, dev).aborted) {
-            // Alive when the engine last looked, dead now, and no server
-            // left to watch: it died between that reconcile and this walk
-            // (e.g. right after the daemon started, or right after its own
-            // start). Nothing else would tell: a kill changes no mount.
-            info.liveness = Liveness::Dead;  // told once
-            spdlog::info("FUSE connection {} (source {}) died before its server could be watched; checking its "
-                         "targets now",
-                         device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front());
-            died_unwatched.push_back(dev);
-            continue;
-        }
-        if (unserved_told_.count(dev)) continue;
-        unserved_told_.insert(dev);
-        recheck_.insert(dev);
-        spdlog::info("no process serving FUSE connection {} (source {}) was found in {}: its death is detected on "
-                     "mount events and the safety reconcile",
-                     device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front(),
-                     settings_.proc_root);
-    }
-    if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
+    // each reconcile, as without the feature. One found dead died between
+    // the reconcile that saw it alive and this walk (e.g. right after the
+    // daemon started, or right after its own start).
+    report_unserved_deaths(scan.wanted, "before its server could be watched",
+                           [this](dev_t dev, const FuseConnectionInfo& info) {
+                               if (!unserved_told_.insert(dev).second) return;
+                               recheck_.insert(dev);
+                               spdlog::info("no process serving FUSE connection {} (source {}) was found in {}: its "
+                                            "death is detected on mount events and the safety reconcile",
+                                            device_text(dev),
+                                            first_source(info),
+                                            settings_.proc_root);
+                           });
     if (closed_) return;
     if (!recheck_.empty()) {
         if (!recheck_timer_) {
@@ -291,22 +309,9 @@ void DeathWatch::finish_scan(Scan& scan) {
 
 void DeathWatch::recheck_unserved() {
     if (closed_) return;
-    std::set<dev_t> served;
-    for (const auto& [pid, s] : servers_) served.insert(s.connections.begin(), s.connections.end());
-    std::vector<dev_t> died_unwatched;
-    for (dev_t dev : recheck_) {
-        const auto it = connections_.find(dev);
-        if (it == connections_.end() || served.count(dev) || it->second.liveness == Liveness::Dead) continue;
-        if (!read_fusectl(settings_.fusectl_dir, dev).aborted) continue;  // served where we cannot see
-        FuseConnectionInfo& info = it->second;
-        info.liveness = Liveness::Dead;  // told once
-        spdlog::info("FUSE connection {} (source {}) died while the walk for its server ran; checking its "
-                     "targets now",
-                     device_text(dev), info.sources.empty() ? std::string("-") : info.sources.front());
-        died_unwatched.push_back(dev);
-    }
-    recheck_.clear();
-    if (!died_unwatched.empty() && on_unwatched_death_) on_unwatched_death_(died_unwatched);
+    // Read once: those still alive are left to the reconciles.
+    const std::set<dev_t> due = std::exchange(recheck_, {});
+    report_unserved_deaths(due, "while the walk for its server ran", [](dev_t, const FuseConnectionInfo&) {});
 }
 
 void DeathWatch::watch(const FuseServer& server, int pidfd) {

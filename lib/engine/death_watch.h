@@ -127,6 +127,15 @@ private:
     // a server (on the loop thread, kUnservedRecheck after that walk):
     // reports those that died in the meantime, as finish_scan does.
     void recheck_unserved();
+    // Returns the connections (tracked or not) some watched server holds.
+    std::set<dev_t> served_connections() const;
+    // Reads fusectl for each of `candidates` that is tracked, not known dead
+    // and held by no watched server: marks each one aborted dead and logs
+    // that it died `when`, calls `on_alive` for the others, then reports the
+    // dead ones to on_unwatched_death_ (one call). Used by finish_scan and
+    // recheck_unserved.
+    void report_unserved_deaths(const std::set<dev_t>& candidates, const char* when,
+                                const std::function<void(dev_t, const FuseConnectionInfo&)>& on_alive);
     // Starts polling `pidfd` for `server`'s exit.
     void watch(const FuseServer& server, int pidfd);
     void unwatch(int pid);

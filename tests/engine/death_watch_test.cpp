@@ -196,11 +196,16 @@ FuseConnectionInfo connection(std::uint32_t id, std::vector<std::string> targets
     return c;
 }
 
+// What the watch reported, in order.
 struct Recorder {
     std::vector<ServerDeath> deaths;
     std::vector<ServerScan> scans;
+    std::vector<std::vector<dev_t>> unwatched;  // each on_unwatched_death call
 };
 
+// Returns a watch over `proc` and `ctl` that records everything it reports
+// in `rec` (recording the unwatched deaths changes nothing the watch does:
+// it marks them dead whether or not anyone is told).
 std::unique_ptr<DeathWatch> make_watch(Loop& loop, const FakeProc& proc, const FakeFusectl& ctl, Recorder& rec) {
     DeathWatchSettings s;
     s.proc_root = proc.root();
@@ -208,7 +213,8 @@ std::unique_ptr<DeathWatch> make_watch(Loop& loop, const FakeProc& proc, const F
     s.self_pid = ::getpid();
     return std::make_unique<DeathWatch>(
         loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
-        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); });
+        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
+        [&rec](const std::vector<dev_t>& c) { rec.unwatched.push_back(c); });
 }
 
 TEST(DeathWatch, TheLastServersExitIsReportedWithItsPidCommAndMounts) {
@@ -324,27 +330,19 @@ TEST(DeathWatch, AConnectionThatDiedBeforeTheWalkIsReportedUnwatched) {
     ctl.set(53, true);   // dead, and the engine knows it
     Loop loop;
     Recorder rec;
-    std::vector<std::vector<dev_t>> unwatched;
-    DeathWatchSettings s;
-    s.proc_root = proc.root();
-    s.fusectl_dir = ctl.dir();
-    s.self_pid = ::getpid();
-    auto watch = std::make_unique<DeathWatch>(
-        loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
-        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
-        [&unwatched](const std::vector<dev_t>& c) { unwatched.push_back(c); });
+    auto watch = make_watch(loop, proc, ctl, rec);
     FuseConnectionInfo known_dead = connection(53);
     known_dead.liveness = Liveness::Dead;
     watch->set_connections({connection(51), connection(52), known_dead});
     ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
-    ASSERT_EQ(unwatched.size(), 1u);
-    EXPECT_EQ(unwatched[0], std::vector<dev_t>{connection_device(51)});
+    ASSERT_EQ(rec.unwatched.size(), 1u);
+    EXPECT_EQ(rec.unwatched[0], std::vector<dev_t>{connection_device(51)});
     EXPECT_TRUE(rec.deaths.empty()) << "no server, no pid: not a server's death";
     // The same connections reported again (the reconcile it asked for has
     // not run yet): no second report, no walk.
     watch->set_connections({connection(51), connection(52), known_dead});
     loop.run_until([] { return false; }, 50ms);
-    EXPECT_EQ(unwatched.size(), 1u);
+    EXPECT_EQ(rec.unwatched.size(), 1u);
     EXPECT_EQ(rec.scans.size(), 1u);
 }
 
@@ -360,26 +358,18 @@ TEST(DeathWatch, AConnectionThatDiesWhileTheWalkRunsIsReportedUnwatchedSoonAfter
     ctl.set(62, false);  // alive, served by a process we cannot see
     Loop loop;
     Recorder rec;
-    std::vector<std::vector<dev_t>> unwatched;
-    DeathWatchSettings s;
-    s.proc_root = proc.root();
-    s.fusectl_dir = ctl.dir();
-    s.self_pid = ::getpid();
-    auto watch = std::make_unique<DeathWatch>(
-        loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
-        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
-        [&unwatched](const std::vector<dev_t>& c) { unwatched.push_back(c); });
+    auto watch = make_watch(loop, proc, ctl, rec);
     watch->set_connections({connection(61), connection(62)});
     ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == 1 && !watch->scanning(); }));
-    EXPECT_TRUE(unwatched.empty());
+    EXPECT_TRUE(rec.unwatched.empty());
     ctl.set(61, true);  // the kernel aborts it now
-    ASSERT_TRUE(loop.run_until([&] { return !unwatched.empty(); }, 2000ms));
-    EXPECT_EQ(unwatched[0], std::vector<dev_t>{connection_device(61)});
+    ASSERT_TRUE(loop.run_until([&] { return !rec.unwatched.empty(); }, 2000ms));
+    EXPECT_EQ(rec.unwatched[0], std::vector<dev_t>{connection_device(61)});
     EXPECT_TRUE(rec.deaths.empty()) << "no server, no pid: not a server's death";
     // Read once: a connection that stays alive is left to the reconciles,
     // and the dead one is not reported twice.
     loop.run_until([] { return false; }, 300ms);
-    EXPECT_EQ(unwatched.size(), 1u);
+    EXPECT_EQ(rec.unwatched.size(), 1u);
     EXPECT_EQ(rec.scans.size(), 1u);
 }
 

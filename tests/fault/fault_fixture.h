@@ -1,7 +1,10 @@
 // Shared helpers of the fault tests (tests/fault/*_test.cpp): races with
 // kubelet, resource faults and path attacks on the target side, against
 // real FUSE daemons and fuse-healerd, each test in its own process and
-// private mount namespace (tests/integration/main.cpp, harness.h).
+// private mount namespace (tests/integration/main.cpp, harness.h). Here: the
+// whole mount table compared, fh_testfs's gate, the control socket; the
+// setup, log lines and state file of every test of fuse-healerd are in
+// tests/integration/heal_fixture.h.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,7 +16,6 @@
 #include <functional>
 #include <map>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -28,88 +30,16 @@
 
 namespace fh::test {
 
-inline constexpr auto kHealTimeout = 5000ms;
+// fh_testfs's extra tree for the gated heals (see Gate): a directory "gated"
+// that subPath targets bind. One level down: a held lookup holds every
+// lookup in its directory (libfuse does not ask for FUSE_PARALLEL_DIROPS),
+// and the root must stay served.
+inline const std::vector<std::string> kGatedTree = {"--tree", "gate/gated/inner=gated {gen}\\n"};
 
-inline std::string gen(int g) { return std::to_string(g) + "\n"; }
-inline std::string hello(int g) { return "hello from generation " + std::to_string(g) + "\n"; }
-inline std::string inner(int g) { return "inner " + std::to_string(g) + "\n"; }
-
-inline bool is_dead_errno(int e) { return e == ENOTCONN || e == ECONNABORTED; }
-
-// The lines of `text` that contain every one of `needles`.
-inline std::vector<std::string> lines_with(const std::string& text, const std::vector<std::string>& needles) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        bool all = true;
-        for (const auto& n : needles) all = all && line.find(n) != std::string::npos;
-        if (all) out.push_back(line);
-    }
-    return out;
-}
-
-inline std::string joined(const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += "  " + x + "\n";
-    return s;
-}
-
-inline std::string tail(const std::string& s, std::size_t n = 6000) {
-    return s.size() <= n ? s : "..." + s.substr(s.size() - n);
-}
-
-// The needle of a heal event line for exactly this target (the path is
-// followed by " pod=", so a prefix of another path does not match). The
-// path is written as the daemon logs it: see log_escaped().
-inline std::string log_escaped(const std::string& s);
-inline std::string event_for(const std::string& event, const std::string& target) {
-    return event + ": target=" + log_escaped(target) + " ";
-}
-
-// `s` as fuse-healerd writes a path in a log line: space, tab, newline,
-// backslash and the other control characters as \ooo octal escapes, as in
-// /proc/self/mountinfo (core/control_protocol.h, escape_control_cell).
-inline std::string log_escaped(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) {
-        if (c <= 0x20 || c == '\\' || c == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\%03o", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
-inline std::string state_file(const Sandbox& sb) { return sb.state() + "/origins.json"; }
-
-// True when the state file names every one of `targets` (as JSON strings).
-inline bool state_has(const Sandbox& sb, const std::vector<std::string>& targets) {
-    auto text = read_file(state_file(sb));
-    if (!text) return false;
-    auto doc = nlohmann::json::parse(*text, nullptr, false);
-    if (!doc.is_object() || !doc.contains("origins")) return false;
-    std::set<std::string> have;
-    for (const auto& o : doc["origins"])
-        if (o.is_object() && o.contains("target") && o["target"].is_string()) have.insert(o["target"]);
-    for (const auto& t : targets)
-        if (!have.count(t)) return false;
-    return true;
-}
-
-// Starts the daemon and waits until it is ready and has learned (and
-// saved) the origins of `targets` (none: only ready).
-inline void start_daemon(Daemon& d, Sandbox& sb, const std::vector<std::string>& targets,
-                         const std::string& toml = "", const std::vector<std::string>& args = {}) {
-    d.start(toml, args);
-    if (!d.wait_for_log("ready: watching", kHealTimeout))
-        throw std::runtime_error("fuse-healerd did not get ready: " + tail(d.log()));
-    if (!targets.empty() && !wait_until([&] { return state_has(sb, targets); }, kHealTimeout))
-        throw std::runtime_error("fuse-healerd did not learn the origins; state: " +
-                                 read_file(state_file(sb)).value_or("(none)") + "\nlog:\n" + tail(d.log()));
+// Returns `a` followed by `b` (FuseDaemon arguments).
+inline std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
 }
 
 // ---- the whole mount table --------------------------------------------------
@@ -198,6 +128,16 @@ private:
     bool opened_ = false;
 };
 
+// Restarts `fuse` at generation `g`, as its supervisor does, with the gated
+// directory of kGatedTree held shut by `gate`: the heal of the subPath
+// target cloned from it stops in its probe there, after the heals planned
+// before it. Returns true once that probe is held (false: not in time).
+inline bool restart_gated(FuseDaemon& fuse, const Gate& gate, int g) {
+    fuse.set_extra_args(plus(kGatedTree, gate.args()));
+    fuse.supervisor_restart(g);
+    return gate.wait_held();
+}
+
 // ---- the control socket ---------------------------------------------------------
 
 // Returns the daemon's status answer as JSON, or null when it did not answer.
@@ -213,6 +153,40 @@ inline nlohmann::json target_status(const nlohmann::json& status, const std::str
     for (const auto& t : status["targets"])
         if (t["target"] == target) return t;
     return nlohmann::json();
+}
+
+// Asks `d` for its status (every `poll`, up to `timeout`) until `pred` holds
+// for the answer. Returns whether it did; `*last` (when given) is the last
+// answer, for the failure message.
+inline bool wait_for_status(const Daemon& d, const std::function<bool(const nlohmann::json&)>& pred,
+                            nlohmann::json* last = nullptr, std::chrono::milliseconds timeout = kHealTimeout,
+                            std::chrono::microseconds poll = 1ms) {
+    nlohmann::json status;
+    const bool held = wait_until(
+        [&] {
+            status = status_json(d.control_socket());
+            return pred(status);
+        },
+        timeout, poll);
+    if (last) *last = std::move(status);
+    return held;
+}
+
+// The same for the status entry of `target` (null while it is not listed).
+inline bool wait_for_target_status(const Daemon& d, const std::string& target,
+                                   const std::function<bool(const nlohmann::json&)>& pred,
+                                   nlohmann::json* last = nullptr, std::chrono::milliseconds timeout = kHealTimeout,
+                                   std::chrono::microseconds poll = 1ms) {
+    nlohmann::json entry;
+    const bool held = wait_for_status(
+        d,
+        [&](const nlohmann::json& status) {
+            entry = target_status(status, target);
+            return pred(entry);
+        },
+        nullptr, timeout, poll);
+    if (last) *last = std::move(entry);
+    return held;
 }
 
 // Returns daemon.degraded of a status answer (empty when absent).

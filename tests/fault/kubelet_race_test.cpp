@@ -35,16 +35,6 @@ namespace {
 
 class KubeletRace : public DaemonTest {};
 
-// fh_testfs's extra tree: a directory "gated" that subPath targets bind.
-// One level down: a held lookup holds every lookup in its directory (libfuse
-// does not ask for FUSE_PARALLEL_DIROPS), and the root must stay served.
-const std::vector<std::string> kGatedTree = {"--tree", "gate/gated/inner=gated {gen}\\n"};
-
-std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
-
 }  // namespace
 
 // Four pods bind one dataset: a (volume), b (a subPath of "gated"), c and d
@@ -56,21 +46,13 @@ std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std:
 // mount table changed exactly by the heals of a and b.
 TEST_F(KubeletRace, TargetUnmountedAndRemovedWhileTheHealRuns) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.set_extra_args(kGatedTree);
-    fuse.start(1);
-    const std::string pod_a = sb.make_pod_volume("pod-a", "vol");
-    const std::string pod_b = sb.pod_subpath_path("pod-b", "vol", "app", 0);
-    const std::string pod_c = sb.make_pod_volume("pod-c", "vol");
-    const std::string pod_d = sb.make_pod_volume("pod-d", "vol");
-    csi_bind(source, "", pod_a, true);
-    csi_bind(source, "gate/gated", pod_b, true);
-    csi_bind(source, "", pod_c, true);
-    csi_bind(source, "", pod_d, true);
+    Dataset fuse(sb, kGatedTree);
+    const std::string pod_a = publish_volume(sb, fuse.source(), "pod-a");
+    const std::string pod_b = publish_subpath(sb, fuse.source(), "gate/gated", "pod-b");
+    const std::string pod_c = publish_volume(sb, fuse.source(), "pod-c");
+    const std::string pod_d = publish_volume(sb, fuse.source(), "pod-d");
     Container ca(sb);
-    ca.start(pod_a, ContainerPropagation::Slave, "generation");
-    ASSERT_TRUE(container_reads(ca, gen(1)));
+    ASSERT_TRUE(start_reading(ca, pod_a, ContainerPropagation::Slave, "generation", gen(1)));
 
     Daemon d(sb);
     start_daemon(d, sb, {pod_a, pod_b, pod_c, pod_d}, "[heal]\nprobe_timeout = \"20s\"\n");
@@ -80,12 +62,11 @@ TEST_F(KubeletRace, TargetUnmountedAndRemovedWhileTheHealRuns) {
     ASSERT_TRUE(d.wait_for_log(event_for("mount broken", pod_d), kHealTimeout)) << tail(d.log());
 
     Gate gate(sb, "/gate/gated");
-    fuse.set_extra_args(plus(kGatedTree, gate.args()));
     const std::size_t mark = d.log().size();
     const TableKeys before = table_keys();
-    fuse.supervisor_restart(2);
+    ASSERT_TRUE(restart_gated(fuse, gate, 2)) << "the heal never probed the gated directory:\n"
+                                              << tail(d.log().substr(mark));
     const std::string new_dev = fuse.mount().device;
-    ASSERT_TRUE(gate.wait_held()) << "the heal never probed the gated directory:\n" << tail(d.log().substr(mark));
     // The heal stands in b's probe: a is done, c and d are planned.
     EXPECT_TRUE(host_reads(pod_a + "/generation", gen(2))) << tail(d.log().substr(mark));
     EXPECT_TRUE(is_dead_errno(read_errno(pod_c + "/generation")));
@@ -106,7 +87,7 @@ TEST_F(KubeletRace, TargetUnmountedAndRemovedWhileTheHealRuns) {
     EXPECT_EQ(count_mounts_at(pod_d), 0) << "a target kubelet unmounted was mounted again";
     EXPECT_TRUE(std::filesystem::is_empty(pod_d));
 
-    TableDiff want = expected_heal_diff(before, {source, pod_a, pod_b}, old_dev, new_dev);
+    TableDiff want = expected_heal_diff(before, {fuse.source(), pod_a, pod_b}, old_dev, new_dev);
     for (const auto& t : {pod_c, pod_d}) want.removed.push_back(t + " dev=" + old_dev + " root=/ type=fuse.fh_testfs");
     std::sort(want.removed.begin(), want.removed.end());
     const TableDiff got = table_diff(before, table_keys());
@@ -134,18 +115,15 @@ namespace {
 // (`restart_healer`: by a healer started after that, from the saved state).
 void pod_created_while_the_source_is_down(bool restart_healer) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod_old = sb.make_pod_volume("pod-old", "vol");
-    csi_bind(source, "", pod_old, true);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
+    const std::string pod_old = publish_volume(sb, source, "pod-old");
     Daemon first(sb);
     start_daemon(first, sb, {pod_old});
 
     fuse.kill9();
     ASSERT_TRUE(first.wait_for_log(event_for("mount broken", pod_old), kHealTimeout)) << tail(first.log());
-    const std::string pod_new = sb.make_pod_volume("pod-new", "vol");
-    csi_bind(source, "", pod_new, true);
+    const std::string pod_new = publish_volume(sb, source, "pod-new");
     ASSERT_TRUE(is_dead_errno(read_errno(pod_new + "/generation")));
     Container c(sb);
     c.start(pod_new, ContainerPropagation::Slave, "generation");
@@ -196,14 +174,11 @@ TEST_F(KubeletRace, PodCreatedWhileTheSourceIsDownIsHealedByARestartedHealer) {
 TEST_F(KubeletRace, SourceBackWithAnotherFstype) {
     if (access("/usr/bin/bindfs", X_OK) != 0) GTEST_SKIP() << "bindfs is not installed";
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    csi_bind(source, "", pod, true);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
+    const std::string pod = publish_volume(sb, source, "pod-a");
     Container c(sb);
-    c.start(pod, ContainerPropagation::Private, "generation");
-    ASSERT_TRUE(container_reads(c, gen(1)));
+    ASSERT_TRUE(start_reading(c, pod, ContainerPropagation::Private, "generation", gen(1)));
     Daemon d(sb);
     start_daemon(d, sb, {pod});
     const std::string old_dev = fuse.mount().device;
@@ -237,13 +212,11 @@ TEST_F(KubeletRace, SourceBackWithAnotherFstype) {
         << skipped[0];
     // The status is published at the end of the step whose plan logged the
     // skip (after it arms the heals again): wait for it, do not race it.
-    auto status = target_status(status_json(d.control_socket()), pod);
-    wait_until(
-        [&] {
-            status = target_status(status_json(d.control_socket()), pod);
-            return status.value("reason", "").find("came back as fuse") != std::string::npos;
-        },
-        kHealTimeout, 10ms);
+    nlohmann::json status;
+    wait_for_target_status(
+        d, pod,
+        [](const nlohmann::json& t) { return t.value("reason", "").find("came back as fuse") != std::string::npos; },
+        &status, kHealTimeout, 10ms);
     EXPECT_EQ(status.value("state", ""), "broken") << status.dump();
     EXPECT_NE(status.value("reason", "").find("came back as fuse, expected fuse.fh_testfs"), std::string::npos)
         << status.dump();
@@ -272,18 +245,13 @@ TEST_F(KubeletRace, SourceBackWithAnotherFstype) {
 // generation has it again, the subPath target heals too.
 TEST_F(KubeletRace, SourceBackWithoutTheSubdirectory) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
     const std::vector<std::string> with_extra = {"--tree", "extra/inner=extra {gen}\\n"};
-    FuseDaemon fuse(sb, source);
-    fuse.set_extra_args(with_extra);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    const std::string sub = sb.pod_subpath_path("pod-a", "vol", "app", 0);
-    csi_bind(source, "", pod, true);
-    csi_bind(source, "extra", sub, true);
+    Dataset fuse(sb, with_extra);
+    const std::string& source = fuse.source();
+    const std::string pod = publish_volume(sb, source, "pod-a");
+    const std::string sub = publish_subpath(sb, source, "extra", "pod-a");
     Container c(sb);
-    c.start(sub, ContainerPropagation::Private, "inner");
-    ASSERT_TRUE(container_reads(c, "extra 1\n"));
+    ASSERT_TRUE(start_reading(c, sub, ContainerPropagation::Private, "inner", "extra 1\n"));
     Daemon d(sb);
     start_daemon(d, sb, {pod, sub});
 

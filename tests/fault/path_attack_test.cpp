@@ -40,19 +40,6 @@ namespace {
 
 class PathAttack : public DaemonTest {};
 
-// One level down: a held lookup holds every lookup in its directory (libfuse
-// does not ask for FUSE_PARALLEL_DIROPS), and the root must stay served.
-const std::vector<std::string> kGatedTree = {"--tree", "gate/gated/inner=gated {gen}\\n"};
-
-std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
-
-std::string prefixes_toml(const Sandbox& sb) {
-    return "[match]\nsource_prefixes = [\"" + sb.runtime() + "\"]\n";
-}
-
 enum class Swap { PodDir, VolumeDir };
 
 // Pods a (volume), b (a subPath of the gated directory) and c (volume) bind
@@ -66,16 +53,10 @@ enum class Swap { PodDir, VolumeDir };
 // table changed by exactly the heals of a and b and the rename.
 void symlink_swapped_in_during_the_heal(Swap swap, const std::vector<std::string>& daemon_args) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.set_extra_args(kGatedTree);
-    fuse.start(1);
-    const std::string pod_a = sb.make_pod_volume("pod-a", "vol");
-    const std::string pod_b = sb.pod_subpath_path("pod-b", "vol", "app", 0);
-    const std::string pod_c = sb.make_pod_volume("pod-c", "vol");
-    csi_bind(source, "", pod_a, true);
-    csi_bind(source, "gate/gated", pod_b, true);
-    csi_bind(source, "", pod_c, true);
+    Dataset fuse(sb, kGatedTree);
+    const std::string pod_a = publish_volume(sb, fuse.source(), "pod-a");
+    const std::string pod_b = publish_subpath(sb, fuse.source(), "gate/gated", "pod-b");
+    const std::string pod_c = publish_volume(sb, fuse.source(), "pod-c");
     Daemon d(sb);
     start_daemon(d, sb, {pod_a, pod_b, pod_c}, "[heal]\nprobe_timeout = \"20s\"\n" + prefixes_toml(sb), daemon_args);
     const std::string old_dev = fuse.mount().device;
@@ -83,12 +64,10 @@ void symlink_swapped_in_during_the_heal(Swap swap, const std::vector<std::string
     ASSERT_TRUE(d.wait_for_log(event_for("mount broken", pod_c), kHealTimeout)) << tail(d.log());
 
     Gate gate(sb, "/gate/gated");
-    fuse.set_extra_args(plus(kGatedTree, gate.args()));
     const std::size_t mark = d.log().size();
     const TableKeys before = table_keys();
-    fuse.supervisor_restart(2);
+    ASSERT_TRUE(restart_gated(fuse, gate, 2)) << tail(d.log().substr(mark));
     const std::string new_dev = fuse.mount().device;
-    ASSERT_TRUE(gate.wait_held()) << tail(d.log().substr(mark));
 
     // The swap: rename out of the root (the mount goes along), symlink in.
     const std::string pod_dir = sb.kubelet() + "/pods/pod-c";
@@ -121,7 +100,7 @@ void symlink_swapped_in_during_the_heal(Swap swap, const std::vector<std::string
     EXPECT_TRUE(is_dead_errno(read_errno(moved_mount + "/generation"))) << "healed outside the kubelet root";
     EXPECT_TRUE(lines_with(d.log().substr(mark), {event_for("mount healed", pod_c)}).empty()) << tail(d.log());
 
-    TableDiff want = expected_heal_diff(before, {source, pod_a, pod_b}, old_dev, new_dev);
+    TableDiff want = expected_heal_diff(before, {fuse.source(), pod_a, pod_b}, old_dev, new_dev);
     want.removed.push_back(pod_c + " dev=" + old_dev + " root=/ type=fuse.fh_testfs");
     want.added.push_back(moved_mount + " dev=" + old_dev + " root=/ type=fuse.fh_testfs");
     std::sort(want.removed.begin(), want.removed.end());
@@ -162,13 +141,10 @@ TEST_F(PathAttack, SymlinkSwappedInForTheVolumeDirDuringTheHealWithoutOpenat2) {
 // known for it) and the log says so.
 TEST_F(PathAttack, PlantedMountsUnderTheKubeletRootAreNotTouched) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string real = sb.make_pod_volume("pod-real", "vol");
-    const std::string covered = sb.make_pod_volume("pod-covered", "vol");
-    csi_bind(source, "", real, true);
-    csi_bind(source, "", covered, true);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
+    const std::string real = publish_volume(sb, source, "pod-real");
+    const std::string covered = publish_volume(sb, source, "pod-covered");
     const std::string tmpfs_at = sb.make_pod_volume("pod-tmpfs", "vol");
     ASSERT_EQ(mount("planted", tmpfs_at.c_str(), "tmpfs", 0, "size=64k"), 0) << std::strerror(errno);
     const std::string etc_at = sb.make_pod_volume("pod-etc", "vol");
@@ -239,9 +215,8 @@ const std::vector<OddName> kOddNames = {
 // unlinked mountpoint; mountinfo does not) is a target like any other.
 TEST_F(PathAttack, NamesWithSpacesNewlinesAndBackslashesAreHealedAtTheirExactPaths) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     std::vector<std::string> targets;
     for (const auto& n : kOddNames) {
         std::string t = sb.make_pod_volume(n.uid, n.vol);
@@ -293,14 +268,14 @@ TEST_F(PathAttack, NamesWithSpacesNewlinesAndBackslashesAreHealedAtTheirExactPat
     // The control socket lists every raw path (once the reconcile that
     // healed them has finished).
     nlohmann::json status;
-    const bool listed = wait_until(
-        [&] {
-            status = status_json(d.control_socket());
+    const bool listed = wait_for_status(
+        d,
+        [&](const nlohmann::json& s) {
             for (const auto& t : targets)
-                if (target_status(status, t).value("state", "") != "healthy") return false;
+                if (target_status(s, t).value("state", "") != "healthy") return false;
             return true;
         },
-        kHealTimeout, 20ms);
+        &status, kHealTimeout, 20ms);
     EXPECT_TRUE(listed) << status.dump();
 }
 
@@ -310,9 +285,8 @@ TEST_F(PathAttack, NamesWithSpacesNewlinesAndBackslashesAreHealedAtTheirExactPat
 // their own line, and nothing is ever looked up at such a path.
 TEST_F(PathAttack, VolDataCannotForgeLogLines) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string forged = "\n2025-01-01T00:00:00.000000 info mount healed: target=/forged pod=x";
     const std::string pod = sb.make_pod_volume("pod-a", "vol", "../../../../etc/shadow" + forged, "evil" + forged);
     csi_bind(source, "", pod, true);

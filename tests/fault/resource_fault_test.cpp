@@ -53,32 +53,6 @@ namespace {
 
 class ResourceFault : public DaemonTest {};
 
-bool is_stopped(pid_t pid) {
-    auto st = read_file("/proc/" + std::to_string(pid) + "/stat");
-    if (!st) return false;
-    auto paren = st->rfind(')');
-    return paren != std::string::npos && st->compare(paren, 3, ") T") == 0;
-}
-
-// SIGSTOPs a process and SIGCONTs it when destroyed (or on resume()).
-class Stopped {
-public:
-    explicit Stopped(pid_t pid) : pid_(pid) {
-        if (kill(pid_, SIGSTOP) != 0 || !wait_until([&] { return is_stopped(pid_); }, 2000ms))
-            throw std::runtime_error("could not stop pid " + std::to_string(pid_));
-    }
-    ~Stopped() { resume(); }
-    Stopped(const Stopped&) = delete;
-    Stopped& operator=(const Stopped&) = delete;
-    void resume() {
-        if (pid_ > 0) kill(pid_, SIGCONT);
-        pid_ = -1;
-    }
-
-private:
-    pid_t pid_;
-};
-
 // The value of one series in a Prometheus text file, e.g.
 // metric_value(text, "fuse_healer_degraded{reason=\"state_not_saved\"}").
 std::optional<double> metric_value(const std::string& text, const std::string& series) {
@@ -136,12 +110,8 @@ public:
             const std::string f = dir + "/" + std::to_string(i);
             if (mknod(f.c_str(), S_IFREG | 0644, 0) != 0 && errno != EEXIST) throw std::runtime_error("mknod " + f);
         }
-        const pid_t parent = getpid();
-        pid_ = fork();
-        if (pid_ < 0) throw std::runtime_error("fork");
+        pid_ = fork_tied_child();
         if (pid_ == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent) _exit(1);
             if (setgroups(0, nullptr) != 0 || setresgid(kWatchUser, kWatchUser, kWatchUser) != 0 ||
                 setresuid(kWatchUser, kWatchUser, kWatchUser) != 0)
                 _exit(2);
@@ -221,11 +191,8 @@ TEST_F(ResourceFault, InotifyWatchLimitDegradesLoudlyAndFallsBackToRescans) {
     Sandbox sb;
     make_dirs(sb.path("hog"));
     ASSERT_EQ(mount("hog", sb.path("hog").c_str(), "tmpfs", 0, "mode=0777"), 0) << std::strerror(errno);
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod_a = sb.make_pod_volume("pod-a", "vol", "handle-a");
-    csi_bind(source, "", pod_a, true);
+    Dataset fuse(sb);
+    const std::string pod_a = publish_volume(sb, fuse.source(), "pod-a", "vol", "handle-a");
 
     const auto t0 = Clock::now();
     WatchHog hog(sb.path("hog/files"));
@@ -235,21 +202,21 @@ TEST_F(ResourceFault, InotifyWatchLimitDegradesLoudlyAndFallsBackToRescans) {
     Daemon d(sb, FH_RUN_AS_PATH);
     start_daemon(d, sb, {pod_a}, "[heal]\nsafety_scan_interval = \"1s\"\n" + metrics_toml(sb));
     EXPECT_TRUE(d.wait_for_log("inotify watch limit", kHealTimeout)) << tail(d.log());
-    EXPECT_TRUE(wait_until([&] { return degraded_mentions(status_json(d.control_socket()), "inotify watch limit"); },
-                           kHealTimeout))
-        << status_json(d.control_socket()).dump();
+    nlohmann::json status;
+    EXPECT_TRUE(wait_for_status(
+        d, [](const nlohmann::json& s) { return degraded_mentions(s, "inotify watch limit"); }, &status))
+        << status.dump();
     EXPECT_TRUE(wait_for_metric(sb, "fuse_healer_degraded{reason=\"inotify_watch_limit\"}", 1))
         << read_file(sb.path("metrics.prom")).value_or("(no metrics)");
 
     // A pod published now is found by a rescan (no watch tells about it):
     // its vol_data.json is known by the next safety scan.
-    const std::string pod_b = sb.make_pod_volume("pod-b", "vol", "handle-b");
-    csi_bind(source, "", pod_b, true);
+    const std::string pod_b = publish_volume(sb, fuse.source(), "pod-b", "vol", "handle-b");
     ASSERT_TRUE(wait_until([&] { return state_has(sb, {pod_b}); }, kHealTimeout)) << tail(d.log());
-    EXPECT_TRUE(wait_until(
-        [&] { return target_status(status_json(d.control_socket()), pod_b).value("volume_handle", "") == "handle-b"; },
+    EXPECT_TRUE(wait_for_target_status(
+        d, pod_b, [](const nlohmann::json& t) { return t.value("volume_handle", "") == "handle-b"; }, &status,
         kHealTimeout, 20ms))
-        << status_json(d.control_socket()).dump();
+        << status.dump();
     fuse.kill9();
     fuse.supervisor_restart(2);
     EXPECT_TRUE(host_reads(pod_a + "/generation", gen(2))) << tail(d.log());
@@ -266,8 +233,8 @@ TEST_F(ResourceFault, InotifyWatchLimitDegradesLoudlyAndFallsBackToRescans) {
     const std::size_t mark = d.log().size();
     hog.release();
     EXPECT_TRUE(d.wait_for_log("the pod index watches the pods tree again", kHealTimeout, mark)) << tail(d.log());
-    EXPECT_TRUE(wait_until([&] { return degraded_of(status_json(d.control_socket())).empty(); }, kHealTimeout))
-        << status_json(d.control_socket()).dump();
+    EXPECT_TRUE(wait_for_status(d, [](const nlohmann::json& s) { return degraded_of(s).empty(); }, &status))
+        << status.dump();
     EXPECT_TRUE(wait_for_metric(sb, "fuse_healer_degraded{reason=\"inotify_watch_limit\"}", 0))
         << read_file(sb.path("metrics.prom")).value_or("(no metrics)");
     EXPECT_EQ(d.terminate(), 0) << tail(d.log());
@@ -279,11 +246,8 @@ TEST_F(ResourceFault, InotifyWatchLimitDegradesLoudlyAndFallsBackToRescans) {
 // pod's vol_data.json is known when its heal is logged.
 TEST_F(ResourceFault, InotifyQueueOverflowRescansThePodsTree) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod_a = sb.make_pod_volume("pod-a", "vol", "handle-a");
-    csi_bind(source, "", pod_a, true);
+    Dataset fuse(sb);
+    const std::string pod_a = publish_volume(sb, fuse.source(), "pod-a", "vol", "handle-a");
     Daemon d(sb);
     // No safety rescan: only the overflow can find the lost pod.
     start_daemon(d, sb, {pod_a}, "[heal]\nsafety_scan_interval = \"0s\"\n" + metrics_toml(sb));
@@ -301,7 +265,7 @@ TEST_F(ResourceFault, InotifyQueueOverflowRescansThePodsTree) {
         }
         std::filesystem::remove_all(sb.kubelet() + "/pods/pod-new");
         sb.make_pod_volume("pod-new", "vol", "handle-new");
-        csi_bind(source, "", pod_new, true);
+        csi_bind(fuse.source(), "", pod_new, true);
     }
     EXPECT_TRUE(d.wait_for_log("inotify queue overflowed", kHealTimeout)) << tail(d.log());
     EXPECT_TRUE(wait_for_metric(sb, "fuse_healer_event_queue_overflows_total{queue=\"inotify\"}", 1))
@@ -323,11 +287,8 @@ TEST_F(ResourceFault, InotifyQueueOverflowRescansThePodsTree) {
 // again and heals, without waiting for the safety scan.
 TEST_F(ResourceFault, FanotifyQueueOverflowListsTheTableAgainAndHeals) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    csi_bind(source, "", pod, true);
+    Dataset fuse(sb);
+    const std::string pod = publish_volume(sb, fuse.source(), "pod-a");
     Daemon d(sb);
     start_daemon(d, sb, {pod}, "[heal]\nsafety_scan_interval = \"0s\"\n" + metrics_toml(sb));
     if (lines_with(d.log(), {"mount tracking=fanotify"}).empty()) GTEST_SKIP() << "no mount tracking by fanotify";
@@ -382,16 +343,11 @@ void state_dir_fault(StateDirFault fault) {
         ASSERT_EQ(mount(nullptr, state.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr), 0)
             << std::strerror(errno);
     }
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    const std::string sub = sb.pod_subpath_path("pod-a", "vol", "app", 0);
-    csi_bind(source, "", pod, true);
-    csi_bind(source, "sub", sub, true);
+    Dataset fuse(sb);
+    const std::string pod = publish_volume(sb, fuse.source(), "pod-a");
+    const std::string sub = publish_subpath(sb, fuse.source(), "sub", "pod-a");
     Container c(sb);
-    c.start(pod, ContainerPropagation::Private, "generation");
-    ASSERT_TRUE(container_reads(c, gen(1)));
+    ASSERT_TRUE(start_reading(c, pod, ContainerPropagation::Private, "generation", gen(1)));
 
     Daemon d(sb);
     start_daemon(d, sb, {}, metrics_toml(sb));
@@ -401,15 +357,16 @@ void state_dir_fault(StateDirFault fault) {
     ASSERT_FALSE(warned.empty());
     EXPECT_NE(warned[0].find(why), std::string::npos) << warned[0];
     EXPECT_NE(warned[0].find("healing continues from memory"), std::string::npos) << warned[0];
-    EXPECT_TRUE(wait_until([&] { return degraded_mentions(status_json(d.control_socket()), why); }, kHealTimeout))
-        << status_json(d.control_socket()).dump();
+    nlohmann::json status;
+    EXPECT_TRUE(wait_for_status(d, [&](const nlohmann::json& s) { return degraded_mentions(s, why); }, &status))
+        << status.dump();
     EXPECT_TRUE(wait_for_metric(sb, "fuse_healer_degraded{reason=\"state_not_saved\"}", 1))
         << read_file(sb.path("metrics.prom")).value_or("(no metrics)");
     EXPECT_FALSE(read_file(state_file(sb)).has_value()) << "a state file was written";
 
     // The learned origins live in memory only: heal from them.
-    ASSERT_TRUE(wait_until([&] { return target_status(status_json(d.control_socket()), sub).value("state", "") == "healthy"; },
-                           kHealTimeout));
+    ASSERT_TRUE(
+        wait_for_target_status(d, sub, [](const nlohmann::json& t) { return t.value("state", "") == "healthy"; }));
     fuse.kill9();
     ASSERT_TRUE(container_broken(c));
     fuse.supervisor_restart(2);
@@ -430,8 +387,8 @@ void state_dir_fault(StateDirFault fault) {
     heal_request(d.control_socket(), pod);
     EXPECT_TRUE(d.wait_for_log("state saved again to " + state_file(sb), kHealTimeout, mark)) << tail(d.log());
     EXPECT_TRUE(state_has(sb, {pod, sub})) << read_file(state_file(sb)).value_or("(none)");
-    EXPECT_TRUE(wait_until([&] { return degraded_of(status_json(d.control_socket())).empty(); }, kHealTimeout))
-        << status_json(d.control_socket()).dump();
+    EXPECT_TRUE(wait_for_status(d, [](const nlohmann::json& s) { return degraded_of(s).empty(); }, &status))
+        << status.dump();
     EXPECT_TRUE(wait_for_metric(sb, "fuse_healer_degraded{reason=\"state_not_saved\"}", 0))
         << read_file(sb.path("metrics.prom")).value_or("(no metrics)");
     EXPECT_TRUE(bad_states(c, {gen(1), gen(2)}).empty()) << ::testing::PrintToString(c.state_sequence());
@@ -482,11 +439,8 @@ TEST_F(ResourceFault, CorruptStateFileIsIgnoredWithAWarningAndRebuilt) {
          "not a normalized absolute path"},
     };
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    csi_bind(source, "", pod, true);
+    Dataset fuse(sb);
+    const std::string pod = publish_volume(sb, fuse.source(), "pod-a");
     std::string good;
     {
         Daemon d(sb);
@@ -533,14 +487,10 @@ TEST_F(ResourceFault, CorruptStateFileIsIgnoredWithAWarningAndRebuilt) {
 // to statx probes, and heals.
 TEST_F(ResourceFault, FusectlAbsentAndNotMountableFallsBackToStatx) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
-    const std::string pod = sb.make_pod_volume("pod-a", "vol");
-    csi_bind(source, "", pod, true);
+    Dataset fuse(sb);
+    const std::string pod = publish_volume(sb, fuse.source(), "pod-a");
     Container c(sb);
-    c.start(pod, ContainerPropagation::Private, "generation");
-    ASSERT_TRUE(container_reads(c, gen(1)));
+    ASSERT_TRUE(start_reading(c, pod, ContainerPropagation::Private, "generation", gen(1)));
 
     ASSERT_EQ(mount("no-fusectl", "/sys/fs/fuse", "tmpfs", MS_RDONLY, "size=4k"), 0) << std::strerror(errno);
     struct Unhide {

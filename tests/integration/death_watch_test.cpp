@@ -46,10 +46,6 @@ std::vector<std::string> lines_with(const std::string& text, const std::string& 
     return out;
 }
 
-std::string tail(const std::string& s, std::size_t n = 6000) {
-    return s.size() <= n ? s : "..." + s.substr(s.size() - n);
-}
-
 // Returns the daemon's status answer as JSON, or null without an answer.
 json status_json(const std::string& socket) {
     auto answer = control_exchange(socket, encode_control_request({ControlCommand::Status, ""}), 5s);

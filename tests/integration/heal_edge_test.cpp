@@ -50,43 +50,6 @@ using namespace fh::test;
 
 namespace {
 
-constexpr auto kHealTimeout = 5000ms;
-
-std::string gen(int g) { return std::to_string(g) + "\n"; }
-std::string hello(int g) { return "hello from generation " + std::to_string(g) + "\n"; }
-std::string inner(int g) { return "inner " + std::to_string(g) + "\n"; }
-
-bool is_dead_errno(int e) { return e == ENOTCONN || e == ECONNABORTED; }
-
-// The lines of `text` that contain every one of `needles`.
-std::vector<std::string> lines_with(const std::string& text, const std::vector<std::string>& needles) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        bool all = true;
-        for (const auto& n : needles) all = all && line.find(n) != std::string::npos;
-        if (all) out.push_back(line);
-    }
-    return out;
-}
-
-std::string joined(const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += "  " + x + "\n";
-    return s;
-}
-
-std::string tail(const std::string& s, std::size_t n = 6000) {
-    return s.size() <= n ? s : "..." + s.substr(s.size() - n);
-}
-
-// The needle of a heal event line for exactly this target (the path is
-// followed by " pod=", so a prefix of another path does not match).
-std::string event_for(const std::string& event, const std::string& target) {
-    return event + ": target=" + target + " ";
-}
-
 // FUSE mounts of a table: mountpoint -> devices, bottom of the stack first.
 using FuseMap = std::map<std::string, std::vector<std::string>>;
 
@@ -109,52 +72,6 @@ std::string to_text(const FuseMap& m) {
     }
     return s;
 }
-
-std::string state_file(const Sandbox& sb) { return sb.state() + "/origins.json"; }
-
-// True when the state file names every one of `targets`.
-bool state_has(const Sandbox& sb, const std::vector<std::string>& targets) {
-    auto text = read_file(state_file(sb));
-    if (!text) return false;
-    for (const auto& t : targets)
-        if (text->find("\"" + t + "\"") == std::string::npos) return false;
-    return true;
-}
-
-// Starts the daemon and waits until its first reconcile has learned (and
-// saved) the origins of `targets`: only then may a FUSE daemon die, since the
-// supervisor's umount -l removes the source the origin is read from.
-void start_daemon(Daemon& d, Sandbox& sb, const std::vector<std::string>& targets, const std::string& toml = "",
-                  const std::vector<std::string>& args = {}) {
-    d.start(toml, args);
-    if (!d.wait_for_log("ready: watching", kHealTimeout))
-        throw std::runtime_error("fuse-healerd did not get ready: " + tail(d.log()));
-    if (!wait_until([&] { return state_has(sb, targets); }, kHealTimeout))
-        throw std::runtime_error("fuse-healerd did not learn the origins; state: " +
-                                 read_file(state_file(sb)).value_or("(none)") + "\nlog:\n" + tail(d.log()));
-}
-
-// SIGSTOPs a FUSE daemon and SIGCONTs it when destroyed (or on resume()), so
-// that teardown never meets a stopped daemon, whatever assertion failed.
-class Hang {
-public:
-    explicit Hang(FuseDaemon& f) : f_(f) {
-        f_.stop();
-        stopped_ = true;
-    }
-    ~Hang() { resume(); }
-    Hang(const Hang&) = delete;
-    Hang& operator=(const Hang&) = delete;
-    void resume() {
-        if (!stopped_) return;
-        stopped_ = false;
-        if (f_.running()) f_.cont();
-    }
-
-private:
-    FuseDaemon& f_;
-    bool stopped_ = false;
-};
 
 // The stack at `path` (mountinfo of `table`), checked against the current
 // source device: every layer that is not `live_device` is dead.
@@ -251,9 +168,8 @@ class HealEdge : public DaemonTest {};
 // not even where kubelet has unmounted but not yet removed the directory.
 TEST_F(HealEdge, PodDeletedDuringOutageIsNotMountedAgain) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
 
     const std::string gone = sb.make_pod_volume("pod-gone", "vol");
     const std::string gone_sub = sb.pod_subpath_path("pod-gone", "vol", "app", 0);
@@ -331,9 +247,8 @@ TEST_F(HealEdge, RootDirCreatedAfterTheDaemonStarted) {
     ASSERT_TRUE(d.wait_for_log("ready: watching", kHealTimeout)) << tail(d.log());
     EXPECT_TRUE(d.wait_for_log(sb.kubelet() + "/pods does not exist yet", kHealTimeout)) << tail(d.log());
 
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string pod = sb.make_pod_volume("pod-late", "vol", "handle-late");
     csi_bind(source, "", pod, true);
     ASSERT_TRUE(d.wait_for_log(sb.kubelet() + "/pods appeared", kHealTimeout)) << tail(d.log());
@@ -348,10 +263,8 @@ TEST_F(HealEdge, RootDirCreatedAfterTheDaemonStarted) {
 
 TEST_F(HealEdge, ReadWriteTargetSkippedByDefaultAndHealedAfterReload) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.set_extra_args({"--rw-mount"});
-    fuse.start(1);
+    Dataset fuse(sb, {"--rw-mount"});
+    const std::string& source = fuse.source();
     ASSERT_FALSE(fuse.mount().read_only()) << fuse.mount().raw;
 
     const std::string rw = sb.make_pod_volume("pod-rw", "vol");
@@ -399,10 +312,8 @@ TEST_F(HealEdge, ReadWriteTargetSkippedByDefaultAndHealedAfterReload) {
 // container on it are healed like a read-only one, and stay read-write.
 TEST_F(HealEdge, ReadWriteTargetHealedWithReadWriteTrue) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.set_extra_args({"--rw-mount"});
-    fuse.start(1);
+    Dataset fuse(sb, {"--rw-mount"});
+    const std::string& source = fuse.source();
     const std::string rw = sb.make_pod_volume("pod-rw", "vol");
     csi_bind(source, "", rw, false);
     Container c(sb);
@@ -593,10 +504,6 @@ TEST_F(HealEdge, HungDaemonDoesNotDelayEachHealStatx) {
 
 namespace {
 
-std::string prefixes_toml(const Sandbox& sb) {
-    return "[match]\nsource_prefixes = [\"" + sb.runtime() + "\"]\n";
-}
-
 // A target whose pod directory is shadowed by a tmpfs holding, at the same
 // names, a symlink to a directory outside the kubelet root that holds another
 // stale copy of the same dead superblock: either a parent component
@@ -606,9 +513,8 @@ std::string prefixes_toml(const Sandbox& sb) {
 // the control target.
 void symlink_on_shadowed_target_path_is_refused(bool last_component, const std::vector<std::string>& daemon_args) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string shadowed = sb.make_pod_volume("pod-shadow", "vol");
     const std::string control = sb.make_pod_volume("pod-ok", "vol");
     const std::string outside_dir = sb.path("outside/vol");
@@ -688,9 +594,8 @@ TEST_F(HealEdge, SymlinkedLastComponentOnShadowedTargetPathIsRefusedWithoutOpena
 // mounted at the symlinked kubelet path.
 TEST_F(HealEdge, SymlinkedPodDirIsNotATarget) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string real_pod = sb.path("elsewhere/pod-link");
     make_dirs(real_pod + "/volumes/kubernetes.io~csi/vol/mount");
     make_dirs(sb.kubelet() + "/pods");
@@ -727,9 +632,8 @@ TEST_F(HealEdge, SymlinkedPodDirIsNotATarget) {
 // heal what it finds there; it forgets the target instead.
 TEST_F(HealEdge, RenamedPodDirReplacedBySymlinkIsNotFollowed) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string moved = sb.make_pod_volume("pod-moved", "vol");
     const std::string control = sb.make_pod_volume("pod-ok", "vol");
     const std::string decoy_pod = sb.path("decoy/pod-moved");
@@ -783,9 +687,8 @@ TEST_F(HealEdge, RenamedPodDirReplacedBySymlinkIsNotFollowed) {
 // only from the state file. The targets and both containers heal.
 TEST_F(HealEdge, DaemonKilledDuringOutageHealsFromSavedState) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string pod = sb.make_pod_volume("pod-a", "vol");
     const std::string sub = sb.pod_subpath_path("pod-a", "vol", "app", 0);
     csi_bind(source, "", pod, true);
@@ -836,9 +739,8 @@ TEST_F(HealEdge, DaemonKilledDuringOutageHealsFromSavedState) {
 // source would propagate there).
 TEST_F(HealEdge, StackStrategyKeepsAtMostOneDeadLayerOverCrashCycles) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string pod1 = sb.make_pod_volume("pod-1", "vol");
     const std::string pod2 = sb.make_pod_volume("pod-2", "vol");
     const std::string sub = sb.pod_subpath_path("pod-2", "vol", "app", 0);
@@ -916,9 +818,8 @@ TEST_F(HealEdge, StackStrategyKeepsAtMostOneDeadLayerOverCrashCycles) {
 // the same reconcile healed it a second time.)
 TEST_F(HealEdge, StackStrategyHealsEachTargetOnceWithoutTouchingOtherPods) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string pod1 = sb.make_pod_volume("pod-1", "vol");
     const std::string pod2 = sb.make_pod_volume("pod-2", "vol");
     const std::string sub = sb.pod_subpath_path("pod-2", "vol", "app", 0);
@@ -974,9 +875,8 @@ namespace {
 void basic_heal_with(FuseKind kind, const char* tool) {
     if (access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is not installed";
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source, kind);
-    fuse.start(1);
+    Dataset fuse(sb, {}, kind);
+    const std::string& source = fuse.source();
     const std::string fstype = fuse.fstype();
     EXPECT_EQ(fstype, kind == FuseKind::BindFs ? "fuse" : "fuse.squashfuse");
     const std::string pod = sb.make_pod_volume("pod-a", "vol");
@@ -1042,9 +942,8 @@ TEST_F(HealEdge, BasicHealWithSquashFuse) { basic_heal_with(FuseKind::SquashFuse
 // filesystem".)
 TEST_F(HealEdge, StaleCopyOutsideKubeletRootDoesNotHideTheSource) {
     Sandbox sb;
-    const std::string source = sb.runtime() + "/ds/fuse";
-    FuseDaemon fuse(sb, source);
-    fuse.start(1);
+    Dataset fuse(sb);
+    const std::string& source = fuse.source();
     const std::string pod = sb.make_pod_volume("pod-a", "vol");
     csi_bind(source, "", pod, true);
     const std::string extra = sb.path("mnt/debug");
@@ -1076,12 +975,8 @@ public:
         int to_child[2], to_parent[2];
         if (pipe2(to_child, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
         if (pipe2(to_parent, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
-        const pid_t parent = getpid();
-        pid_ = fork();
-        if (pid_ < 0) throw std::runtime_error("fork");
+        pid_ = fork_tied_child();
         if (pid_ == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent) _exit(1);
             if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
                 _exit(2);
             std::uint64_t msg = 1;
@@ -1154,13 +1049,6 @@ dev_t parse_device(const std::string& majmin) {
     unsigned major = 0, minor = 0;
     if (std::sscanf(majmin.c_str(), "%u:%u", &major, &minor) != 2) return 0;
     return makedev(major, minor);
-}
-
-bool is_stopped(pid_t pid) {
-    auto st = read_file("/proc/" + std::to_string(pid) + "/stat");
-    if (!st) return false;
-    auto paren = st->rfind(')');
-    return paren != std::string::npos && st->compare(paren, 3, ") T") == 0;
 }
 
 }  // namespace
