@@ -19,15 +19,12 @@ namespace {
 
 constexpr int kListenBacklog = 128;
 constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
-// Requests of one client answered in one pass of process() before it
-// yields to the loop: 64 KiB of pipelined status requests are ~3,000
-// answers, which held the loop thread (mount events, other clients) for
-// ~0.2 s, and for seconds under AddressSanitizer.
-constexpr int kAnswersPerPass = 64;
 
 uv_stream_t* as_stream(uv_pipe_t* p) { return reinterpret_cast<uv_stream_t*>(p); }
 uv_handle_t* as_handle(uv_pipe_t* p) { return reinterpret_cast<uv_handle_t*>(p); }
 uv_handle_t* as_handle(uv_timer_t* t) { return reinterpret_cast<uv_handle_t*>(t); }
+uv_handle_t* as_handle(uv_prepare_t* p) { return reinterpret_cast<uv_handle_t*>(p); }
+uv_handle_t* as_handle(uv_idle_t* i) { return reinterpret_cast<uv_handle_t*>(i); }
 
 // Returns the address of the socket at `path` (the caller has checked that
 // it fits in sun_path).
@@ -90,6 +87,8 @@ struct ControlServer::Client {
     bool close_when_written = false;  // after a fatal answer
     bool reading = false;
     bool processing = false;          // inside process(): a synchronous answer must not recurse
+    bool out_of_turn = false;         // in server->out_of_turn_
+    std::size_t answered_in_turn = 0; // requests answered since the last start_turn()
     std::size_t writes_in_flight = 0;
     std::uint64_t last_active_ms = 0;  // uv_now() when it connected, sent bytes or read an answer
 };
@@ -164,7 +163,33 @@ Status ControlServer::listen(const std::string& path) {
             every);
         uv_unref(as_handle(idle_timer_));  // it never keeps the loop alive on its own
     }
+    turn_ = new uv_prepare_t{};
+    uv_prepare_init(loop_, turn_);
+    turn_->data = this;
+    uv_prepare_start(turn_, [](uv_prepare_t* p) { static_cast<ControlServer*>(p->data)->start_turn(); });
+    uv_unref(as_handle(turn_));
+    waiting_turn_ = new uv_idle_t{};
+    uv_idle_init(loop_, waiting_turn_);
+    waiting_turn_->data = this;
     return {};
+}
+
+void ControlServer::start_turn() {
+    // Each client's count starts again only here, once per turn: a client's
+    // process() runs many times in one turn (libuv runs the callbacks of
+    // all its finished writes in a row, and each comes back to process()),
+    // so a count per call of process() bounded nothing: 64 finished writes
+    // took 64 x 64 answers, the whole buffered input, in one turn.
+    for (auto& [id, c] : clients_) c->answered_in_turn = 0;
+    std::vector<std::uint64_t> waiting;
+    waiting.swap(out_of_turn_);
+    for (const std::uint64_t id : waiting) {
+        const auto it = clients_.find(id);
+        if (it == clients_.end()) continue;  // closed meanwhile
+        it->second->out_of_turn = false;
+        process(*it->second);  // may use this turn up too, and wait again
+    }
+    if (out_of_turn_.empty()) uv_idle_stop(waiting_turn_);
 }
 
 void ControlServer::close_idle_clients() {
@@ -193,6 +218,16 @@ void ControlServer::close() {
         idle_timer_->data = nullptr;
         uv_close(as_handle(idle_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         idle_timer_ = nullptr;
+    }
+    out_of_turn_.clear();
+    if (turn_ != nullptr) {
+        turn_->data = nullptr;
+        uv_close(as_handle(turn_), [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
+        turn_ = nullptr;
+    }
+    if (waiting_turn_ != nullptr) {
+        uv_close(as_handle(waiting_turn_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+        waiting_turn_ = nullptr;
     }
     if (listener_ == nullptr) return;  // listen() never got as far as the handle
     listener_->data = nullptr;
@@ -273,16 +308,11 @@ void ControlServer::on_read(Client& c, ssize_t nread, const uv_buf_t* buf) {
 void ControlServer::process(Client& c) {
     if (c.processing) return;
     c.processing = true;
-    int answered = 0;
-    while (!c.closing && !c.close_when_written && !c.awaiting_answer) {
+    while (!c.closing && !c.close_when_written && !c.awaiting_answer && !c.out_of_turn) {
         // Pipelined requests whose answers the client does not read wait
         // in its input (bounded by update_reading) until it reads:
         // on_write_done comes back here.
         if (!unread_answers_fit(c)) break;
-        // The rest after the loop has run: each answer written in this pass
-        // brings an on_write_done, which comes back here.
-        if (answered >= kAnswersPerPass && c.writes_in_flight > 0) break;
-        ++answered;
         const std::size_t newline = c.input.find('\n');
         const std::size_t length = newline == std::string::npos ? c.input.size() : newline;
         // Past the limit without a newline, the rest of the stream cannot
@@ -294,6 +324,15 @@ void ControlServer::process(Client& c) {
             break;
         }
         if (newline == std::string::npos && !(c.eof && !c.input.empty())) break;  // wait for the rest
+        // This turn's answers used up: the rest in the next turn, after the
+        // loop has polled (and written what was answered so far).
+        if (c.answered_in_turn >= limits_.answers_per_turn) {
+            c.out_of_turn = true;
+            out_of_turn_.push_back(c.id);
+            if (waiting_turn_ != nullptr) uv_idle_start(waiting_turn_, [](uv_idle_t*) {});
+            break;
+        }
+        ++c.answered_in_turn;
         // At EOF a last request may lack its newline (printf '...' | socat).
         std::string line = c.input.substr(0, length);
         c.input.erase(0, newline == std::string::npos ? length : length + 1);

@@ -1,7 +1,7 @@
-// Tests of the control server's idle timeout (engine/control_server.h) on a
-// private libuv loop driven by the test: stalled clients are closed once
-// idle_timeout has passed, clients that are active or waiting for an
-// answer are not.
+// Tests of the control server (engine/control_server.h) on a private libuv
+// loop driven by the test: its idle timeout (stalled clients are closed once
+// idle_timeout has passed, clients that are active or waiting for an answer
+// are not) and its answers per turn of the loop.
 #include "engine/control_server.h"
 
 #include <poll.h>
@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -146,6 +147,78 @@ TEST_F(ControlServerIdle, StalledClientsAreClosedActiveAndWaitingOnesAreNot) {
     run_for(500ms);
     EXPECT_TRUE(closed_by_server(active));
     EXPECT_EQ(server->client_count(), 0u);
+}
+
+// 64 KiB of pipelined requests at once: however the answers' writes finish
+// (at once while the socket has room, each with its own callback; later,
+// in a row, once the client reads), no turn of the loop answers more than
+// answers_per_turn of them, and all of them are answered, in order.
+TEST(ControlServerTurns, APipelinedBurstIsAnsweredAFewRequestsPerTurn) {
+    if (::geteuid() != 0) GTEST_SKIP() << "the control server answers only root";
+    testing_support::TempDir dir;
+    uv_loop_t loop{};
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    ControlServerLimits limits;
+    std::size_t handled = 0;
+    // About the size of a real status answer (~390 bytes), numbered.
+    const auto answer = [](std::size_t n) { return "{\"ok\":true,\"n\":" + std::to_string(n) + ",\"pad\":\"" +
+                                                   std::string(360, 'x') + "\"}\n"; };
+    std::optional<ControlServer> server;
+    server.emplace(
+        &loop, [&](const ControlRequest&, const ControlServer::Reply& reply) { reply.send(answer(handled++)); },
+        limits);
+    ASSERT_TRUE(server->listen(dir.path() + "/control.sock"));
+
+    // Answers counted from one loop turn to the next: a prepare handle runs
+    // once per turn right before the poll for I/O, next to the server's own.
+    struct Turns {
+        std::size_t* handled;
+        std::size_t at_last = 0, most = 0, turns = 0;
+    } turns{&handled};
+    uv_prepare_t prepare{};
+    uv_prepare_init(&loop, &prepare);
+    prepare.data = &turns;
+    uv_prepare_start(&prepare, [](uv_prepare_t* p) {
+        auto* t = static_cast<Turns*>(p->data);
+        t->most = std::max(t->most, *t->handled - t->at_last);
+        t->at_last = *t->handled;
+        ++t->turns;
+    });
+
+    const int fd = connect_to(dir.path() + "/control.sock");
+    ASSERT_GE(fd, 0);
+    const std::string request = "{\"command\":\"status\"}\n";
+    std::string burst;
+    while (burst.size() + request.size() <= 64 * 1024) burst += request;
+    const std::size_t requests = burst.size() / request.size();
+    ASSERT_EQ(::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL), static_cast<ssize_t>(burst.size()));
+
+    // Not read for a while (the answers fill the socket, then queue up),
+    // then read as they come.
+    std::string received;
+    std::size_t lines = 0;
+    const auto deadline = Clock::now() + 60s;
+    for (int turn = 0; lines < requests && Clock::now() < deadline; ++turn) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (turn < 20) continue;
+        char buf[65536];
+        for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0;) {
+            received.append(buf, static_cast<std::size_t>(n));
+            for (std::size_t nl; (nl = received.find('\n')) != std::string::npos; ++lines) {
+                ASSERT_EQ(received.substr(0, nl + 1), answer(lines));
+                received.erase(0, nl + 1);
+            }
+        }
+    }
+    EXPECT_EQ(lines, requests);
+    EXPECT_EQ(handled, requests);
+    EXPECT_LE(turns.most, limits.answers_per_turn) << "answers in one turn of the loop";
+
+    ::close(fd);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prepare), nullptr);
+    server.reset();
+    uv_run(&loop, UV_RUN_NOWAIT);  // the handles' close callbacks
+    EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
 } // namespace
