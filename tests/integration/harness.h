@@ -215,8 +215,11 @@ public:
     // Starts the daemon (mkdir -p the source first) and waits until a FUSE
     // mount of the expected fstype appears at the source path that was not
     // there before the start (mount ids are reused by the kernel, so "new" is
-    // "not in the set seen just before"); polls every 1 ms up to 5 s. Throws
-    // when the daemon exits or the mount does not appear.
+    // "not in the set seen just before"); polls every 1 ms up to 5 s. Then
+    // waits (up to 5 s more) until the daemon catches SIGTERM (or blocks it
+    // to take it with sigwait()), so that a terminate() right after start()
+    // unmounts. Throws when the daemon exits, or the mount or the handling
+    // of SIGTERM does not appear.
     void start(int generation);
     // SIGKILL and reap. The mount stays behind, stale (ENOTCONN).
     void kill9();

@@ -31,7 +31,9 @@
  *
  * It runs libfuse's multi-threaded loop (fuse_main without -s), daemonizes
  * unless -f is given, prints nothing on success, and keeps no state that a
- * SIGKILL or SIGSTOP at any moment could corrupt.
+ * SIGKILL or SIGSTOP at any moment could corrupt. SIGTERM, SIGINT or SIGHUP,
+ * whenever it comes after the start, makes it unmount and exit with 0 (see
+ * stop_on_signal).
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -40,6 +42,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,10 +249,66 @@ static void pass_gate(const char* path) {
     }
 }
 
+/* ---- Stopping on a signal ----------------------------------------------- */
+
+/* Not through libfuse's own handlers (fuse_main installs them), which lose
+ * a SIGTERM twice over. They are installed after the mount: a SIGTERM sent
+ * as soon as the mount shows (a test that starts and stops at once) killed
+ * the process, its mount left behind, stale. And the loop's main thread
+ * checks for "exited" and then sleeps in sem_wait(): a handler that runs in
+ * between leaves it asleep until another signal; ThreadSanitizer widens
+ * that gap to the whole time since the thread's last intercepted call, as
+ * it defers a handler to the next one (sem_wait itself), and 1 SIGTERM in
+ * ~100 was lost so. Instead the signals are blocked in every thread from
+ * the start of main() (an early one waits, pending), this thread takes them
+ * with sigwait(), has the loop exit, and interrupts the main thread's
+ * sem_wait() with SIGUSR2 every 10 ms until the process is gone, so one of
+ * them lands while it sleeps. */
+static sigset_t g_stop_signals;
+static pthread_t g_main_thread;
+
+static void on_wake(int sig) { (void)sig; }
+
+static void* stop_on_signal(void* fuse) {
+    int sig = 0;
+    while (sigwait(&g_stop_signals, &sig) != 0) {
+    }
+    fuse_exit(fuse);
+    const struct timespec every = {0, 10 * 1000 * 1000};
+    for (;;) {
+        pthread_kill(g_main_thread, SIGUSR2);
+        nanosleep(&every, NULL);
+    }
+    return NULL;
+}
+
+/* Blocks the stop signals in this thread and in every thread it starts
+ * (libfuse's), and makes SIGUSR2 interrupt a sleep without doing anything
+ * else (no SA_RESTART: sem_wait() must fail with EINTR). */
+static void block_stop_signals(void) {
+    sigemptyset(&g_stop_signals);
+    sigaddset(&g_stop_signals, SIGTERM);
+    sigaddset(&g_stop_signals, SIGINT);
+    sigaddset(&g_stop_signals, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &g_stop_signals, NULL) != 0) die("pthread_sigmask failed");
+    struct sigaction wake;
+    memset(&wake, 0, sizeof wake);
+    wake.sa_handler = on_wake;
+    sigemptyset(&wake.sa_mask);
+    if (sigaction(SIGUSR2, &wake, NULL) != 0) die("sigaction SIGUSR2 failed");
+    g_main_thread = pthread_self();  /* the same in the child if fuse_main daemonizes */
+}
+
 /* ---- FUSE operations ---------------------------------------------------- */
 
 static void* fs_init(struct fuse_conn_info* conn, struct fuse_config* cfg) {
     (void)conn;
+    /* Here, not in main(): after fuse_main's daemonizing fork, if any, and
+     * with the struct fuse to stop. */
+    pthread_t stopper;
+    if (pthread_create(&stopper, NULL, stop_on_signal, fuse_get_context()->fuse) != 0)
+        die("cannot start the signal thread");
+    pthread_detach(stopper);
     cfg->entry_timeout = g_timeout;
     cfg->attr_timeout = g_timeout;
     cfg->negative_timeout = g_timeout;
@@ -438,6 +498,7 @@ int main(int argc, char* argv[]) {
     if (!mountpoint || !generation) usage();
     if (strchr(fsname, ',') || strchr(subtype, ',')) die("--fsname and --subtype must not contain ','");
 
+    block_stop_signals();
     clock_gettime(CLOCK_REALTIME, &g_time);
     add_node("/", 1, NULL, 0);
     add_file_printf("/generation", "%s\n", generation);
