@@ -326,7 +326,7 @@ void ControlServer::process(Client& c) {
         if (newline == std::string::npos && !(c.eof && !c.input.empty())) break;  // wait for the rest
         // This turn's answers used up: the rest in the next turn, after the
         // loop has polled (and written what was answered so far).
-        if (c.answered_in_turn >= limits_.answers_per_turn) {
+        if (c.answered_in_turn >= std::max<std::size_t>(1, limits_.answers_per_turn)) {
             c.out_of_turn = true;
             out_of_turn_.push_back(c.id);
             if (waiting_turn_ != nullptr) uv_idle_start(waiting_turn_, [](uv_idle_t*) {});

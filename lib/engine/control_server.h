@@ -42,10 +42,11 @@ struct ControlServerLimits {
     // cannot grow the daemon.
     std::size_t max_unread_answers_bytes = std::size_t{4} * 1024 * 1024;
     // Requests of one client answered in one turn of the loop (from one
-    // poll for I/O to the next); the rest wait for the next turn. 64 KiB of
-    // pipelined status requests are ~3,000 answers, ~0.2 s of the loop
-    // thread in a release build and seconds under the sanitizers, during
-    // which mount events, other clients and this client's own writes wait.
+    // poll for I/O to the next; 0 counts as 1); the rest wait for the next
+    // turn. 64 KiB of pipelined status requests are ~3,000 answers, ~0.2 s
+    // of the loop thread in a release build and seconds under the
+    // sanitizers, during which mount events, other clients and this
+    // client's own writes would wait.
     std::size_t answers_per_turn = 64;
     // A client that has sent nothing and read nothing for this long, and
     // waits for no answer, is closed: fuse-healerctl is done in

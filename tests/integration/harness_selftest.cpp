@@ -331,6 +331,21 @@ TEST_F(HarnessSelftest, ContainerExitsOnSigtermAndEof) {
     EXPECT_EQ(exit_code_of(b.stop()), 0);
 }
 
+// fh_testfs SIGTERMed at once after start() (as soon as its mount shows):
+// it unmounts and exits 0, every time. libfuse's own handlers, installed
+// after the mount, let 34 of 200 such SIGTERMs kill it with its mount left
+// behind, and under ThreadSanitizer lost 1 in 100-200.
+TEST_F(HarnessSelftest, TestFsTerminatedRightAfterItsStartUnmounts) {
+    Sandbox sb;
+    for (int i = 0; i < 30; ++i) {
+        const std::string source = sb.runtime() + "/vol" + std::to_string(i) + "/fuse";
+        FuseDaemon fuse(sb, source);
+        fuse.start(1);
+        ASSERT_EQ(fuse.terminate(), 0) << "start " << i << ": " << fuse.log();
+        ASSERT_EQ(count_mounts_at(source), 0) << "start " << i << ": the mount was left behind";
+    }
+}
+
 // (c) Nothing is left behind: mounts, directories, processes - even with a
 // leaked daemon object and a container hung on a stopped daemon.
 TEST_F(HarnessSelftest, SandboxCleanupLeavesNothingBehind) {

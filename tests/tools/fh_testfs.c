@@ -259,7 +259,7 @@ static void pass_gate(const char* path) {
  * between leaves it asleep until another signal; ThreadSanitizer widens
  * that gap to the whole time since the thread's last intercepted call, as
  * it defers a handler to the next one (sem_wait itself), and 1 SIGTERM in
- * ~100 was lost so. Instead the signals are blocked in every thread from
+ * 100-200 was lost so. Instead the signals are blocked in every thread from
  * the start of main() (an early one waits, pending), this thread takes them
  * with sigwait(), has the loop exit, and interrupts the main thread's
  * sem_wait() with SIGUSR2 every 10 ms until the process is gone, so one of
