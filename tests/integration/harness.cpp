@@ -731,15 +731,18 @@ void FuseDaemon::start(int generation) {
     sb_.track(pid_);
     generation_ = generation;
 
+    // Throws when the FUSE daemon has exited already (`when`: at which step).
+    const auto fail_if_exited = [&](const char* when) {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) != pid_) return;
+        sb_.untrack(pid_);
+        pid_ = -1;
+        throw std::runtime_error(join(cmd) + " exited with " + std::to_string(exit_code_of(status)) + " " + when +
+                                 ": " + tail_of(log()));
+    };
     auto deadline = Clock::now() + 5000ms;
     for (;;) {
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-            sb_.untrack(pid_);
-            pid_ = -1;
-            throw std::runtime_error(join(cmd) + " exited with " + std::to_string(exit_code_of(status)) +
-                                     " before mounting: " + tail_of(log()));
-        }
+        fail_if_exited("before mounting");
         std::optional<MountLine> found;
         for (auto& m : read_mount_lines()) {
             if (m.mountpoint != source_ || before.count(m.id)) continue;
@@ -768,13 +771,7 @@ void FuseDaemon::start(int generation) {
     // as a lost detach event in MountTrackerTest under ThreadSanitizer.
     deadline = Clock::now() + 5000ms;
     while (!handles_signal(pid_, SIGTERM)) {
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-            sb_.untrack(pid_);
-            pid_ = -1;
-            throw std::runtime_error(join(cmd) + " exited with " + std::to_string(exit_code_of(status)) +
-                                     " right after mounting: " + tail_of(log()));
-        }
+        fail_if_exited("right after mounting");
         if (Clock::now() >= deadline) {
             reap(SIGKILL);
             throw std::runtime_error(join(cmd) + ": no SIGTERM handler 5 s after mounting at " + source_ + ": " +
