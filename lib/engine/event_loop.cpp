@@ -196,9 +196,12 @@ void Daemon::on_tracked_mount_events() {
 }
 
 void Daemon::schedule_trim_if_heap_grew() {
-    // mallinfo2 walks the arenas' free lists: microseconds, hence only every
-    // kHeapCheckEvery events. Its free bytes include pages already given
-    // back, so growth since the last trim is what says there is more to give.
+    // mallinfo2 locks each arena and walks its free lists (its cost grows
+    // with fragmentation and was not measured separately; it may also wait
+    // for a trim running on the heal worker, as any malloc on this thread
+    // would), hence only every kHeapCheckEvery events. Its free bytes
+    // include pages already given back, so growth since the last trim is
+    // what says there is more to give.
     const std::size_t free_bytes = ::mallinfo2().fordblks;
     std::size_t after_trim = 0;
     {
