@@ -274,7 +274,7 @@ static void* stop_on_signal(void* fuse) {
     while (sigwait(&g_stop_signals, &sig) != 0) {
     }
     fuse_exit(fuse);
-    const struct timespec every = {0, 10 * 1000 * 1000};
+    const struct timespec every = {0, 10L * 1000 * 1000}; /* 10 ms, in ns */
     for (;;) {
         pthread_kill(g_main_thread, SIGUSR2);
         nanosleep(&every, NULL);
