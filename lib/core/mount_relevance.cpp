@@ -38,12 +38,16 @@ bool covers_any(const std::string& dir, const std::vector<std::string>& paths) {
 
 } // namespace
 
-MountRelevance mount_relevance(const MountEntry& e, const RelevanceRules& rules) {
-    if (is_fuse_fstype(e.fstype, rules.fs_types)) return MountRelevance::FuseMount;
-    if (path_is_within(e.mountpoint, rules.root_dir) || path_is_within(rules.root_dir, e.mountpoint))
+MountRelevance mount_relevance(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules) {
+    if (is_fuse_fstype(fstype, rules.fs_types)) return MountRelevance::FuseMount;
+    if (path_is_within(mountpoint, rules.root_dir) || path_is_within(rules.root_dir, mountpoint))
         return MountRelevance::KubeletTree;
-    if (covers_any(e.mountpoint, rules.source_paths)) return MountRelevance::SourcePath;
+    if (covers_any(mountpoint, rules.source_paths)) return MountRelevance::SourcePath;
     return MountRelevance::Unrelated;
+}
+
+MountRelevance mount_relevance(const MountEntry& e, const RelevanceRules& rules) {
+    return mount_relevance(e.fstype, e.mountpoint, rules);
 }
 
 MountRelevance change_relevance(const MountEntry* before, const MountEntry* after, const RelevanceRules& rules) {
@@ -55,10 +59,15 @@ MountRelevance change_relevance(const MountEntry* before, const MountEntry* afte
     return MountRelevance::Unrelated;
 }
 
+bool matters_to_plans(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules,
+                      bool shares_fuse_mountpoint) {
+    return shares_fuse_mountpoint || is_fuse_fstype(fstype, rules.fs_types) ||
+           std::binary_search(rules.source_paths.begin(), rules.source_paths.end(), mountpoint) ||
+           path_is_within(rules.root_dir, mountpoint);
+}
+
 bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool shares_fuse_mountpoint) {
-    return shares_fuse_mountpoint || is_fuse_fstype(e.fstype, rules.fs_types) ||
-           std::binary_search(rules.source_paths.begin(), rules.source_paths.end(), e.mountpoint) ||
-           path_is_within(rules.root_dir, e.mountpoint);
+    return matters_to_plans(e.fstype, e.mountpoint, rules, shares_fuse_mountpoint);
 }
 
 std::vector<MountEntry> keep_mounts_that_matter(std::vector<MountEntry> entries, const RelevanceRules& rules) {

@@ -43,6 +43,9 @@ const char* to_string(MountRelevance r);
 // Returns why the mount `e` matters, or Unrelated. A mount inside a source
 // path (below it) is unrelated: it changes nothing at the source's root.
 MountRelevance mount_relevance(const MountEntry& e, const RelevanceRules& rules);
+// The same from the only two fields it reads (for callers that keep mounts
+// in a form of their own: the tracker's compact entries).
+MountRelevance mount_relevance(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules);
 
 // Returns why a change of the table matters: the relevance of the mount
 // before the change, else of the mount after it (either may be null: an
@@ -66,6 +69,9 @@ MountRelevance change_relevance(const MountEntry* before, const MountEntry* afte
 // as the whole table. `shares_fuse_mountpoint`: whether the same table holds
 // a FUSE mount at e.mountpoint.
 bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool shares_fuse_mountpoint);
+// The same from the only two fields it reads.
+bool matters_to_plans(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules,
+                      bool shares_fuse_mountpoint);
 
 // Returns the entries of `entries` that matter to plans (matters_to_plans),
 // in their order (the order of a stack's chains depends on it).

@@ -44,17 +44,73 @@ Result<sys::UniqueFd> fanotify_open(const std::string& ns_path) {
     return fan;
 }
 
-// Returns true when two entries say the same about a mount (the option
-// strings are not compared: statmount does not fill them).
-bool same_entry(const MountEntry& a, const MountEntry& b) {
+} // namespace
+
+namespace {
+// Returns true when a tracked entry says the same about a mount as a fresh
+// look-up (the option strings are not compared: statmount does not fill them).
+template <typename Tracked>
+bool same_entry(const Tracked& a, const MountEntry& b) {
     return a.mount_id == b.mount_id && a.parent_id == b.parent_id && a.device == b.device && a.root == b.root &&
-           a.mountpoint == b.mountpoint && a.fstype == b.fstype && a.source == b.source && a.flags == b.flags &&
+           a.mountpoint == b.mountpoint && *a.fstype == b.fstype && *a.source == b.source && a.flags == b.flags &&
            a.propagation.shared_group == b.propagation.shared_group &&
            a.propagation.master_group == b.propagation.master_group &&
            a.propagation.unbindable == b.propagation.unbindable;
 }
-
 } // namespace
+
+const std::string* MountTracker::intern_locked(std::string s) {
+    auto [it, inserted] = interned_.try_emplace(std::move(s), 0);
+    ++it->second;
+    return &it->first;
+}
+
+void MountTracker::release_locked(const std::string* s) {
+    if (!s) return;
+    auto it = interned_.find(*s);
+    if (it != interned_.end() && --it->second == 0) interned_.erase(it);
+}
+
+MountTracker::Tracked MountTracker::make_tracked_locked(MountEntry e) {
+    Tracked t;
+    t.mount_id = e.mount_id;
+    t.parent_id = e.parent_id;
+    t.device = e.device;
+    t.flags = e.flags;
+    t.propagation = e.propagation;
+    t.fstype = intern_locked(std::move(e.fstype));
+    t.source = intern_locked(std::move(e.source));
+    t.root = std::move(e.root);
+    t.mountpoint = std::move(e.mountpoint);
+    return t;
+}
+
+void MountTracker::assign_locked(Tracked& t, MountEntry e) {
+    // Interned before the old ones are released: an unchanged fstype keeps
+    // its string instead of freeing and making it again.
+    Tracked fresh = make_tracked_locked(std::move(e));
+    release_locked(t.fstype);
+    release_locked(t.source);
+    t = std::move(fresh);
+}
+
+MountEntry MountTracker::to_entry(const Tracked& t) {
+    MountEntry e;
+    e.mount_id = t.mount_id;
+    e.parent_id = t.parent_id;
+    e.device = t.device;
+    e.root = t.root;
+    e.mountpoint = t.mountpoint;
+    e.fstype = *t.fstype;
+    e.source = *t.source;
+    e.flags = t.flags;
+    e.propagation = t.propagation;
+    return e;
+}
+
+MountRelevance MountTracker::relevance_locked(const Tracked& t) const {
+    return mount_relevance(*t.fstype, t.mountpoint, rules_);
+}
 
 bool fanotify_mount_is_usable() {
     auto fan = fanotify_open("/proc/self/ns/mnt");
@@ -285,10 +341,10 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
     bool changed = false, moved = detach;
     auto it = refresh_locked(id, out, &changed, &moved);
     if (!changed || it == entries_.end()) return;
-    const MountEntry& now = it->second;
+    const Tracked& now = it->second;
     // Only FUSE mounts: theirs are the only flags the engine reads (a
     // target's read-only flag decides whether it may be healed).
-    if (out.relevance == MountRelevance::FuseMount && is_fuse_fstype(now.fstype, rules_.fs_types))
+    if (out.relevance == MountRelevance::FuseMount && is_fuse_fstype(*now.fstype, rules_.fs_types))
         young_.push_back(Young{id, SteadyClock::now() + options_.young_window, generation_});
     // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
     // propagated under an existing one) now sits on the new one.
@@ -325,11 +381,13 @@ MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, O
     // One tree search per look-up: the tree is cold between two events.
     auto [it, inserted] = entries_.try_emplace(id);
     if (!inserted && same_entry(it->second, *e)) return it;
-    const MountRelevance r = change_relevance(inserted ? nullptr : &it->second, &*e, rules_);
+    // change_relevance() of the entry before and after.
+    MountRelevance r = inserted ? MountRelevance::Unrelated : relevance_locked(it->second);
+    if (r == MountRelevance::Unrelated) r = mount_relevance(*e, rules_);
     if (moved && !inserted)
         *moved = *moved || it->second.parent_id != e->parent_id || it->second.mountpoint != e->mountpoint;
     if (!inserted) unindex_locked(id, it->second);
-    it->second = std::move(*e);
+    assign_locked(it->second, std::move(*e));
     dirty_ = true;
     if (changed) *changed = true;
     out.add(r, it->second.mountpoint);
@@ -348,12 +406,18 @@ MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, O
 }
 
 MountRelevance MountTracker::erase_at_locked(Entries::iterator it, MountEntry* removed) {
-    const MountRelevance r = change_relevance(&it->second, nullptr, rules_);
-    unindex_locked(it->first, it->second);
-    if (removed) *removed = std::move(it->second);
-    entries_.erase(it);
+    const MountRelevance r = relevance_locked(it->second);
+    if (removed) *removed = to_entry(it->second);
+    drop_locked(it);
     dirty_ = true;
     return r;
+}
+
+MountTracker::Entries::iterator MountTracker::drop_locked(Entries::iterator it) {
+    unindex_locked(it->first, it->second);
+    release_locked(it->second.fstype);
+    release_locked(it->second.source);
+    return entries_.erase(it);
 }
 
 namespace {
@@ -368,7 +432,7 @@ void erase_pair(std::unordered_multimap<int, std::uint64_t>& index, int key, std
 }
 } // namespace
 
-void MountTracker::index_locked(std::uint64_t id, const MountEntry& e) {
+void MountTracker::index_locked(std::uint64_t id, const Tracked& e) {
     by_mountpoint_.emplace(std::string_view(e.mountpoint), id);
     by_old_id_[e.mount_id] = id;
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
@@ -376,7 +440,7 @@ void MountTracker::index_locked(std::uint64_t id, const MountEntry& e) {
     if (e.parent_id != e.mount_id) children_.emplace(e.parent_id, id);
 }
 
-void MountTracker::unindex_locked(std::uint64_t id, const MountEntry& e) {
+void MountTracker::unindex_locked(std::uint64_t id, const Tracked& e) {
     auto [lo, hi] = by_mountpoint_.equal_range(std::string_view(e.mountpoint));
     for (auto i = lo; i != hi; ++i)
         if (i->second == id) {
@@ -484,27 +548,25 @@ Status MountTracker::resync() {
     for (auto& [id, e] : fresh) {
         while (it != entries_.end() && it->first < id) {
             differs(it->first);
-            unindex_locked(it->first, it->second);
-            it = entries_.erase(it);
+            it = drop_locked(it);
         }
         if (it != entries_.end() && it->first == id) {
             if (!same_entry(it->second, e)) {
                 differs(id);
                 unindex_locked(id, it->second);
-                it->second = std::move(e);
+                assign_locked(it->second, std::move(e));
                 index_locked(id, it->second);
             }
             ++it;
             continue;
         }
         differs(id);
-        const auto added = entries_.emplace_hint(it, id, std::move(e));
+        const auto added = entries_.emplace_hint(it, id, make_tracked_locked(std::move(e)));
         index_locked(id, added->second);
     }
     while (it != entries_.end()) {
         differs(it->first);
-        unindex_locked(it->first, it->second);
-        it = entries_.erase(it);
+        it = drop_locked(it);
     }
     // Events applied to the old table during the listing are applied again:
     // each looks its mount up afresh, so the order of listing and events
@@ -543,7 +605,7 @@ MountTable MountTracker::whole_table() {
     catch_up(lock);
     std::vector<MountEntry> copy;
     copy.reserve(entries_.size());
-    for (const auto& [id, e] : entries_) copy.push_back(e);
+    for (const auto& [id, e] : entries_) copy.push_back(to_entry(e));
     return MountTable(std::move(copy));
 }
 
@@ -560,12 +622,12 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     std::vector<MountEntry> copy;
     for (const auto& [id, e] : entries_) {
         bool shares = false;
-        if (!is_fuse_fstype(e.fstype, rules_.fs_types)) {
+        if (!is_fuse_fstype(*e.fstype, rules_.fs_types)) {
             auto [lo, hi] = by_mountpoint_.equal_range(e.mountpoint);
             for (auto it = lo; it != hi && !shares; ++it)
-                shares = is_fuse_fstype(entries_.at(it->second).fstype, rules_.fs_types);
+                shares = is_fuse_fstype(*entries_.at(it->second).fstype, rules_.fs_types);
         }
-        if (matters_to_plans(e, rules_, shares)) copy.push_back(e);
+        if (matters_to_plans(*e.fstype, e.mountpoint, rules_, shares)) copy.push_back(to_entry(e));
     }
     dirty_ = false;
     lock.unlock();

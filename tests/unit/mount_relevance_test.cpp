@@ -3,6 +3,7 @@
 #include "core/mount_relevance.h"
 
 #include <gtest/gtest.h>
+#include <sys/sysmacros.h>
 
 #include <string>
 
@@ -107,6 +108,31 @@ TEST(MountRelevance, ChangesLookAtBothSides) {
     const MountEntry at_source = mount(SRC);
     EXPECT_EQ(change_relevance(&unrelated, &at_source, r), MountRelevance::SourcePath);
     EXPECT_EQ(change_relevance(&unrelated, &unrelated, r), MountRelevance::Unrelated);
+}
+
+TEST(MountRelevance, TheTwoFieldFormsDecideAsTheEntryForms) {
+    // The tracker keeps mounts in a compact form and asks with fstype and
+    // mountpoint alone: every other field must be irrelevant to both.
+    const RelevanceRules r = rules();
+    for (const MountEntry& e :
+         {mount("/mnt/fuse", "fuse.x"), mount(K + "/pods/u1/volumes/kubernetes.io~empty-dir/cache"), mount(SRC),
+          mount(SRC + "/inner"), mount("/var/lib"), mount("/var/lib/docker/overlay2/abc/merged", "overlay")}) {
+        MountEntry other = e;  // every field but the two changed
+        other.mount_id = 7;
+        other.parent_id = 8;
+        other.device = makedev(9, 9);
+        other.root = "/elsewhere";
+        other.source = "src";
+        other.flags.read_only = true;
+        other.propagation.shared_group = 3;
+        EXPECT_EQ(mount_relevance(e.fstype, e.mountpoint, r), mount_relevance(e, r)) << e.mountpoint;
+        EXPECT_EQ(mount_relevance(other, r), mount_relevance(e, r)) << e.mountpoint;
+        for (bool shares : {false, true}) {
+            EXPECT_EQ(matters_to_plans(e.fstype, e.mountpoint, r, shares), matters_to_plans(e, r, shares))
+                << e.mountpoint;
+            EXPECT_EQ(matters_to_plans(other, r, shares), matters_to_plans(e, r, shares)) << e.mountpoint;
+        }
+    }
 }
 
 TEST(MountRelevance, Names) {
