@@ -315,4 +315,12 @@ MountFlags parse_mount_flags(const std::string& vfs_options) {
     return flags;
 }
 
+std::string root_without_deleted_marker(const std::string& root) {
+    constexpr std::string_view kDeleted = "//deleted";
+    if (root.size() < kDeleted.size() || root.compare(root.size() - kDeleted.size(), kDeleted.size(), kDeleted) != 0)
+        return root;
+    std::string bare = root.substr(0, root.size() - kDeleted.size());
+    return bare.empty() ? "/" : bare;
+}
+
 } // namespace fh

@@ -112,4 +112,13 @@ bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices)
 // Returns the per-mount flags found in a comma-separated vfs option string.
 MountFlags parse_mount_flags(const std::string& vfs_options);
 
+// Returns `root` without the "//deleted" marker the kernel appends to the
+// root of a mount whose dentry is unhashed ("/a//deleted" -> "/a"; "/a"
+// unchanged). On a dead FUSE connection the marker does not mean the
+// directory was deleted: any lookup of it through the dead superblock
+// (fuse_dentry_revalidate failing with ENOTCONN) invalidates the dentry, and
+// from then on every bind of that directory, the pods' and the containers'
+// copies included, shows the marker (measured: squashfuse in a crash loop).
+std::string root_without_deleted_marker(const std::string& root);
+
 } // namespace fh

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <set>
+#include <string_view>
+#include <tuple>
 #include <utility>
 
 namespace fh {
@@ -69,7 +72,8 @@ public:
             // target against every namespace's table would be quadratic.
             for (const NamespaceView& ns : *in_.namespaces)
                 for (const MountEntry& e : ns.table.entries())
-                    if (ns.table.is_topmost(e)) ns_copies_[{e.device, e.root}].emplace_back(&ns, &e);
+                    if (ns.table.is_topmost(e))
+                        ns_copies_[{e.device, root_without_deleted_marker(e.root)}].emplace_back(&ns, &e);
         }
         for (const Target& t : in_.classes->targets) plan_target(t);
         if (in_.heal_namespaces && in_.namespaces && in_.healed)
@@ -87,6 +91,7 @@ public:
                                                            .source = h.source},
                                       h.clone_path, src->device);
             }
+        attribute_copies_to_pods();
         plan_.need_liveness.assign(need_.begin(), need_.end());
         return std::move(plan_);
     }
@@ -153,14 +158,6 @@ private:
                        "superblock remains at a source path";
             return;
         }
-        constexpr std::string_view kDeleted = "//deleted";
-        const std::string& root = t.mount->root;
-        if (root.size() >= kDeleted.size() && root.compare(root.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
-            v.state = TargetState::Skipped;
-            v.reason = "its directory " + root.substr(0, root.size() - kDeleted.size()) +
-                       " was deleted from the filesystem; there is nothing to clone";
-            return;
-        }
         if (!t.mount->flags.read_only && !in_.read_write) {
             v.state = TargetState::Skipped;
             v.reason = "read-write target; set [heal] read_write = true to heal it";
@@ -171,8 +168,13 @@ private:
         bool ready = false;
         for (auto& [origin, from_table] : candidates) {
             // The stale mount itself is the truth for its root and flags; an
-            // origin contributes where the source lives.
-            origin.root = t.mount->root;
+            // origin contributes where the source lives. A root marked
+            // deleted is cloned without the marker: on a dead connection
+            // the marker only says a lookup failed (see
+            // root_without_deleted_marker); a directory really deleted is
+            // missing from the new source, and the probe of the clone path
+            // before any mount says so (ENOENT: the heal fails, and backs off).
+            origin.root = root_without_deleted_marker(t.mount->root);
             origin.flags = t.mount->flags;
             bool refused = false;
             std::string why = source_not_ready(origin, *t.mount, &refused);
@@ -198,16 +200,19 @@ private:
     }
 
     // Appends actions for every topmost mount in the other namespaces that
-    // is a copy of `stale` (same device and root, and same fstype and mount
-    // source), each claimed once.
+    // is a copy of `stale` (same device and root, a deleted marker aside, and
+    // same fstype and mount source), each claimed once.
     void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone,
                                dev_t source_device) {
-        auto it = ns_copies_.find({stale.device, stale.root});
+        auto it = ns_copies_.find({stale.device, root_without_deleted_marker(stale.root)});
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
             if (e->fstype != stale.fstype || e->source != stale.source) continue;
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
             add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone, source_device);
+            if (!ns->pod_uid.empty())
+                pod_copies_.push_back(
+                    PodCopy{plan_.actions.size() - 1, e->device, root_without_deleted_marker(e->root), &ns->pod_uid});
         }
         // Every target of the same (device, root) is a bind of the same
         // directory of the same superblock: its copies are all claimed now.
@@ -263,8 +268,46 @@ private:
         return dead;
     }
 
+    // Hands each container copy of a pod to that pod's own target, when the
+    // pod has exactly one target being healed (in this plan, or earlier:
+    // `healed`) on the copy's dead superblock and root. The copies of a
+    // (device, root) are all planned with its first target (one claim per
+    // group keeps planning linear), so without this every copy would be
+    // counted for that first target. Only the label changes: the order of
+    // the actions and what they do stay as planned.
+    void attribute_copies_to_pods() {
+        if (pod_copies_.empty()) return;
+        // (device, root, pod uid) -> the target; "" when the pod has several.
+        std::map<std::tuple<dev_t, std::string, std::string>, std::string> owner;
+        const auto add = [&](dev_t device, const std::string& root, const std::string& target) {
+            auto where = parse_pod_path(target, in_.rules->root_dir);
+            if (!where || where->pod_uid.empty()) return;
+            auto [it, inserted] = owner.try_emplace({device, root_without_deleted_marker(root), where->pod_uid}, target);
+            if (!inserted && it->second != target) it->second.clear();
+        };
+        std::set<std::string_view> healing;
+        for (const TargetVerdict& v : plan_.verdicts)
+            if (v.state == TargetState::Healing) healing.insert(v.target);
+        for (const Target& t : in_.classes->targets)
+            if (t.mount && healing.count(t.path)) add(t.mount->device, t.mount->root, t.path);
+        if (in_.healed)
+            for (const HealedTarget& h : *in_.healed) add(h.device, h.root, h.target);
+        for (const PodCopy& c : pod_copies_) {
+            auto it = owner.find({c.device, c.root, *c.pod_uid});
+            if (it != owner.end() && !it->second.empty()) plan_.actions[c.action].target = it->second;
+        }
+    }
+
     const PlanInput& in_;
     Plan plan_;
+    // The container copies planned from namespaces whose pod is known.
+    struct PodCopy {
+        std::size_t action;  // index in plan_.actions
+        dev_t device;
+        std::string root;
+        const std::string* pod_uid;  // NamespaceView::pod_uid
+    };
+    std::vector<PodCopy> pod_copies_;
     std::set<dev_t> need_;
     std::set<std::pair<std::uint64_t, std::string>> claimed_;
     // (device, root) -> topmost mounts of it in other namespaces, in scan order.

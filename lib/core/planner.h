@@ -39,6 +39,10 @@ struct NamespaceView {
     int pid = 0;
     std::uint64_t ns_inode = 0;
     MountTable table;
+    // The pod that process runs in, from its cgroup (core/pod_cgroup.h), ""
+    // when unknown: copies of one dataset in many pods' containers are binds
+    // of the same directory, and this is what tells whose they are.
+    std::string pod_uid;
 };
 
 // The propagation a new mount gets before it is attached.
@@ -61,7 +65,11 @@ const char* to_string(ActionKind k);
 
 struct HealAction {
     ActionKind kind = ActionKind::Replace;
-    std::string target;            // host target path this action heals
+    // Host target path this action heals. A copy in a container's
+    // namespace belongs to the target of the container's pod when that pod
+    // has one on the same dead superblock and root (NamespaceView::pod_uid),
+    // else to the first target of that superblock and root.
+    std::string target;
     int ns_pid = 0;                // 0: the daemon's namespace; else a pid in the namespace
     std::uint64_t ns_inode = 0;    // 0 for the daemon's namespace
     std::string mountpoint;        // where to act, as seen inside that namespace
@@ -151,7 +159,9 @@ struct Plan {
 // before pod targets; for each target, copies inside other namespaces before
 // the host mount (once the last host mount of a dead peer group is detached,
 // the kernel turns the containers' slave copies private); last, copies of
-// already healed targets (`healed`) still found in namespaces.
+// already healed targets (`healed`) still found in namespaces. A container
+// copy is healed with the first target of its (device, root), and counted
+// for the target of its own pod (see HealAction::target).
 Plan plan_heals(const PlanInput& in);
 
 // Returns why the mount `src` (the topmost mount at `source_path`, nullptr

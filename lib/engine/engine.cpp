@@ -215,21 +215,21 @@ std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& de
     spdlog::debug("namespace walk: {} processes, {} namespaces, {} hold dead mounts ({} us)", scan.processes,
                   scan.distinct_namespaces, scan.namespaces.size(), micros(Clock::now() - t0));
     known_namespaces_.clear();
-    for (const auto& ns : scan.namespaces) known_namespaces_.emplace_back(ns.pid, ns.ns_inode);
+    for (const auto& ns : scan.namespaces) known_namespaces_.push_back(KnownNamespace{ns.pid, ns.ns_inode, ns.pod_uid});
     known_namespaces_devices_ = devices;
     return std::move(scan.namespaces);
 }
 
 std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>& devices) {
     std::vector<NamespaceView> out;
-    for (const auto& [pid, inode] : known_namespaces_) {
+    for (const auto& [pid, inode, pod_uid] : known_namespaces_) {
         auto id = sys::mount_ns_id(settings_.proc_root, pid);
         if (!id || id->second != inode) continue;  // gone, or the pid was reused
         auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(pid) + "/mountinfo");
         if (!table) continue;
         bool wanted = false;
         for (const auto& e : table->entries()) wanted = wanted || devices.count(e.device);
-        if (wanted) out.push_back(NamespaceView{pid, inode, std::move(*table)});
+        if (wanted) out.push_back(NamespaceView{pid, inode, std::move(*table), pod_uid});
     }
     return out;
 }

@@ -259,7 +259,12 @@ private:
     // looked for. The walk runs when an outage is first seen, so the heal
     // itself only re-reads these; a final walk after the heal catches
     // containers started in between (see healed_).
-    std::vector<std::pair<int, std::uint64_t>> known_namespaces_;  // (pid, ns inode)
+    struct KnownNamespace {
+        int pid;
+        std::uint64_t ns_inode;
+        std::string pod_uid;  // of the process (NamespaceView::pod_uid)
+    };
+    std::vector<KnownNamespace> known_namespaces_;
     std::set<dev_t> known_namespaces_devices_;
     std::vector<HealedTarget> healed_;  // host targets healed since the last walk
     // One O_PATH fd per healed_ entry, on its stale mount (see

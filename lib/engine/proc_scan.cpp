@@ -5,9 +5,16 @@
 #include <cstdlib>
 #include <map>
 
+#include "core/pod_cgroup.h"
 #include "engine/sys.h"
 
 namespace fh {
+
+std::string read_pod_uid(const std::string& proc_root, int pid) {
+    // A few short lines; the process may be gone by now, like any other.
+    auto text = sys::read_small_file(proc_root + "/" + std::to_string(pid) + "/cgroup");
+    return text ? pod_uid_from_cgroup(*text) : std::string();
+}
 
 NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const std::set<dev_t>& devices) {
     NamespaceScan out;
@@ -36,7 +43,8 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
         if (!mountinfo_has_device(*text, devices)) continue;
         auto table = parse_mountinfo_text(*text, path);
         if (!table) continue;
-        out.namespaces.push_back(NamespaceView{static_cast<int>(pid), ns->second, std::move(*table)});
+        out.namespaces.push_back(NamespaceView{static_cast<int>(pid), ns->second, std::move(*table),
+                                               read_pod_uid(proc_root, static_cast<int>(pid))});
     }
     ::closedir(dir);
     return out;

@@ -24,6 +24,11 @@ struct NamespaceScan {
 // is read once, through its first process found (deduplicated by the
 // (dev, inode) of /proc/<pid>/ns/mnt). Processes that exit during the walk
 // are skipped. Reading /proc/<pid>/mountinfo never touches a FUSE filesystem.
+// Each view carries the pod of its process (read_pod_uid).
 NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const std::set<dev_t>& devices);
+
+// Returns the pod UID of process `pid` from <proc_root>/<pid>/cgroup
+// (core/pod_cgroup.h), or "" when it names no pod or cannot be read.
+std::string read_pod_uid(const std::string& proc_root, int pid);
 
 } // namespace fh

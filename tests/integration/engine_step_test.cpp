@@ -2,7 +2,10 @@
 // real mounts: what the daemon's loop does on each event, without the loop.
 #include "heal_fixture.h"
 
+#include <map>
+
 #include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <spdlog/spdlog.h>
 
@@ -76,6 +79,80 @@ protected:
     std::unique_ptr<Engine> engine;
     std::vector<HealEvent> events;
 };
+
+TEST_P(EngineStep, BindsOfADirectoryTheDeadConnectionInvalidatedAreHealed) {
+    // A lookup through a dead connection fails (ENOTCONN), the kernel drops
+    // the dentry, and from then on every bind of that directory, the pod's
+    // and the container's copy, shows its root as "/sub//deleted". A crash
+    // loop of squashfuse left containers on a dead superblock this way (the
+    // heal's own probe of the new source, dead again, did the lookup).
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.set_extra_args({"--timeout", "0"});  // every lookup goes to the daemon
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "sub", vol, true);
+    Container ctr{sb};
+    ctr.start(vol, ContainerPropagation::Private, "inner");
+    engine->reconcile(Clock::now());
+
+    fuse.kill9();
+    struct stat st {};
+    EXPECT_NE(::stat((fuse.source() + "/sub").c_str(), &st), 0);
+    // The precondition, in both namespaces: the kernel marks the root.
+    auto host = topmost_at(vol);
+    ASSERT_TRUE(host);
+    ASSERT_EQ(host->root, "/sub//deleted") << host->raw;
+    bool marked_in_container = false;
+    for (const MountLine& m : ctr.mounts())
+        if (m.mountpoint == "/data") marked_in_container = m.root == "/sub//deleted";
+    ASSERT_TRUE(marked_in_container);
+
+    engine->reconcile(Clock::now());
+    fuse.supervisor_restart(2);
+    auto s = engine->reconcile(Clock::now());
+    EXPECT_EQ(s.healed, 1);
+    EXPECT_EQ(s.failures, 0);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().kind, HealEvent::Kind::Healed);
+    EXPECT_EQ(events.back().namespaces_healed, 1);
+    EXPECT_EQ(read_file(vol + "/inner"), "inner 2\n");
+    EXPECT_TRUE(container_reads(ctr, "inner 2\n", 1000ms));
+}
+
+TEST_P(EngineStep, ContainerCopiesAreCountedForTheirOwnPods) {
+    // Two pods bind the same dataset; each has a container (rprivate, so
+    // only a heal in its namespace reaches it) in a cgroup named as kubelet
+    // names the pod's. The copies cannot be told apart by the mount table
+    // (same superblock, same root): each must still be counted for its own
+    // pod's target, not both for the first.
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string uid1 = "11111111-1111-4111-8111-111111111111";
+    const std::string uid2 = "22222222-2222-4222-8222-222222222222";
+    const std::string vol1 = sb.make_pod_volume(uid1, "pvc-1"), vol2 = sb.make_pod_volume(uid2, "pvc-1");
+    csi_bind(fuse.source(), "", vol1, true);
+    csi_bind(fuse.source(), "", vol2, true);
+    PodCgroup pod1{uid1}, pod2{uid2};
+    Container ctr1{sb}, ctr2{sb};  // destroyed before their cgroups
+    ctr1.start(vol1, ContainerPropagation::Private, "generation");
+    pod1.add(ctr1.pid());
+    ctr2.start(vol2, ContainerPropagation::Private, "generation");
+    pod2.add(ctr2.pid());
+
+    engine->reconcile(Clock::now());
+    fuse.kill9();
+    engine->reconcile(Clock::now());
+    fuse.supervisor_restart(2);
+    auto s = engine->reconcile(Clock::now());
+    EXPECT_EQ(s.healed, 2);
+    EXPECT_EQ(s.failures, 0);
+    std::map<std::string, int> copies;
+    for (const HealEvent& e : events)
+        if (e.kind == HealEvent::Kind::Healed) copies[e.ctx.target] = e.namespaces_healed;
+    EXPECT_EQ(copies, (std::map<std::string, int>{{vol1, 1}, {vol2, 1}}));
+    EXPECT_TRUE(container_reads(ctr1, "2\n", 1000ms));
+    EXPECT_TRUE(container_reads(ctr2, "2\n", 1000ms));
+}
 
 TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};

@@ -823,6 +823,53 @@ void FuseDaemon::supervisor_restart(int generation) {
 
 std::string FuseDaemon::log() const { return read_file(log_path_).value_or(""); }
 
+// ---- PodCgroup ------------------------------------------------------------------
+
+PodCgroup::PodCgroup(const std::string& pod_uid) {
+    for (const MountLine& m : read_mount_lines("/proc/self/mountinfo"))
+        if (m.fstype == "cgroup2") {
+            root_ = m.mountpoint;
+            break;
+        }
+    if (root_.empty()) throw std::runtime_error("PodCgroup: no cgroup2 mount in /proc/self/mountinfo");
+    static int counter = 0;
+    top_ = root_ + "/fh-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    pod_ = top_ + "/kubepods/pod" + pod_uid;
+    if (::mkdir(top_.c_str(), 0755) != 0) throw_errno("mkdir " + top_);
+    if (::mkdir((top_ + "/kubepods").c_str(), 0755) != 0 || ::mkdir(pod_.c_str(), 0755) != 0) {
+        const int err = errno;
+        ::rmdir((top_ + "/kubepods").c_str());
+        ::rmdir(top_.c_str());
+        errno = err;
+        throw_errno("mkdir " + pod_);
+    }
+}
+
+void PodCgroup::add(pid_t pid) const {
+    const std::string procs = pod_ + "/cgroup.procs";
+    std::ofstream out(procs);
+    out << pid << std::flush;
+    if (!out) throw std::runtime_error("PodCgroup: could not move pid " + std::to_string(pid) + " into " + procs);
+}
+
+PodCgroup::~PodCgroup() {
+    // A process still in it (or exiting: rmdir says EBUSY until it is
+    // reaped) goes back to the root; retried for up to 2 s.
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        std::ifstream in(pod_ + "/cgroup.procs");
+        std::string pid;
+        while (std::getline(in, pid)) {
+            std::ofstream back(root_ + "/cgroup.procs");
+            back << pid << std::flush;
+        }
+        if (::rmdir(pod_.c_str()) == 0 || errno == ENOENT) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::rmdir((top_ + "/kubepods").c_str());
+    if (::rmdir(top_.c_str()) != 0 && errno != ENOENT)
+        ADD_FAILURE() << "PodCgroup: could not remove " << top_ << ": " << std::strerror(errno);
+}
+
 // ---- Container ---------------------------------------------------------------------------
 
 std::string ContainerEvent::kind() const {

@@ -262,6 +262,32 @@ private:
 // sub/inner) into dir, creating it.
 void write_generation_tree(const std::string& dir, int generation);
 
+// ---- PodCgroup ------------------------------------------------------------------
+
+// A cgroup named as kubelet's cgroupfs driver names a pod's:
+// <cgroup2 mount>/fh-test-<pid>-<n>/kubepods/pod<uid>. The daemon tells the
+// container copies of different pods apart by it (core/pod_cgroup.h). Made
+// in the cgroup v2 hierarchy (the first cgroup2 mount of /proc/self/mountinfo,
+// e.g. /sys/fs/cgroup/unified on a hybrid host); throws when there is none
+// or it cannot be written. The destructor moves any process still in it back
+// to the hierarchy's root and removes the three directories.
+class PodCgroup {
+public:
+    explicit PodCgroup(const std::string& pod_uid);
+    ~PodCgroup();
+    PodCgroup(const PodCgroup&) = delete;
+    PodCgroup& operator=(const PodCgroup&) = delete;
+
+    // Moves `pid` into the pod's cgroup (throws on failure).
+    void add(pid_t pid) const;
+    const std::string& path() const { return pod_; }
+
+private:
+    std::string root_;  // the cgroup2 mount
+    std::string top_;   // fh-test-<pid>-<n>
+    std::string pod_;   // .../kubepods/pod<uid>
+};
+
 // ---- Container ------------------------------------------------------------------
 
 // How the container's /data is made after the rbind (HostToContainer = Slave).

@@ -538,6 +538,45 @@ TEST(PlannerNamespaces, CopyIsClaimedOnceAcrossTargets) {
     EXPECT_EQ(p.actions[1].expected_mount_id, 610);
 }
 
+TEST(PlannerNamespaces, CopiesAreCountedForTheTargetOfTheirOwnPod) {
+    // Two pods bind the same directory of the dead filesystem: each
+    // container's copy is healed with the first target, as before, but
+    // belongs to its own pod's target. A container whose pod is unknown, or
+    // whose pod has no target of that directory, stays with the first.
+    World w(restarted_source({{.id = 99, .minor_no = OLD, .mp = VOL_U2}}));
+    w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+    w.with_namespaces = true;
+    const Mnt copy{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = "master:6"};
+    w.namespaces.push_back(container({copy}));
+    w.namespaces.back().pod_uid = "u2";
+    w.namespaces.push_back(container({copy}, 4343, NS_INODE + 1));
+    w.namespaces.back().pod_uid = "u1";
+    w.namespaces.push_back(container({copy}, 4444, NS_INODE + 2));
+    w.namespaces.push_back(container({copy}, 4545, NS_INODE + 3));
+    w.namespaces.back().pod_uid = "u3";
+    Plan p = w.plan();
+    ASSERT_EQ(summary(p), (std::vector<std::string>{"replace@/data[4242]", "replace@/data[4343]",
+                                                     "replace@/data[4444]", "replace@/data[4545]",
+                                                     "replace@" + VOL_U1, "replace@" + VOL_U2}));
+    EXPECT_EQ(p.actions[0].target, VOL_U2);
+    EXPECT_EQ(p.actions[1].target, VOL_U1);
+    EXPECT_EQ(p.actions[2].target, VOL_U1);  // pod unknown
+    EXPECT_EQ(p.actions[3].target, VOL_U1);  // a pod without a target of this directory
+}
+
+TEST(PlannerNamespaces, ACopyOfAPodWithTwoTargetsOfTheDirectoryStaysWithTheFirst) {
+    const std::string vol_u2_b = K + "/pods/u2/volumes/kubernetes.io~csi/pv2/mount";
+    World w(restarted_source({{.id = 99, .minor_no = OLD, .mp = VOL_U2}, {.id = 100, .minor_no = OLD, .mp = vol_u2_b}}));
+    w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+    w.with_namespaces = true;
+    w.namespaces.push_back(container({{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data"}}));
+    w.namespaces.back().pod_uid = "u2";
+    Plan p = w.plan();
+    ASSERT_EQ(p.actions.size(), 4u);
+    EXPECT_EQ(p.actions[0].ns_pid, NS_PID);
+    EXPECT_EQ(p.actions[0].target, VOL_U1);  // which of the pod's two it is cannot be told
+}
+
 TEST(PlannerNamespaces, NoActionsForHealthyOrBrokenTargets) {
     World w(table({
         {.id = 90, .parent = 20, .minor_no = OLD, .mp = SRC},
@@ -983,14 +1022,52 @@ TEST(PlannerStack, PrivateFirstWhenOtherPodVolumesArePeers) {
 // A subPath whose directory was removed through the FUSE mount shows root
 // "/gone//deleted" (see deleted-roots.mountinfo). That is not a path in the
 // new source, yet the planner plans a clone of SRC + "/gone//deleted".
-TEST(Planner, DeletedRootIsNotCloned) {
-    World w(restarted_source({{.id = 100, .minor_no = OLD, .root = "/gone//deleted", .mp = SUB_U1}}));
+TEST(Planner, ARootMarkedDeletedIsClonedWithoutTheMarker) {
+    // On a dead connection a failed lookup invalidates the dentry, and every
+    // bind of it shows "//deleted": the heal clones the directory's path
+    // (never the marked one), and the probe of it decides.
+    World w(restarted_source({{.id = 100, .minor_no = OLD, .root = "/sub//deleted", .mp = SUB_U1}}));
     w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
     Plan p = w.plan();
     const TargetVerdict* v = verdict(p, SUB_U1);
     ASSERT_NE(v, nullptr);
-    EXPECT_NE(v->state, TargetState::Healing);
-    for (const HealAction& a : p.actions) EXPECT_NE(a.target, SUB_U1) << a.clone_path;
+    EXPECT_EQ(v->state, TargetState::Healing);
+    EXPECT_EQ(v->origin.root, "/sub");
+    bool healed = false;
+    for (const HealAction& a : p.actions)
+        if (a.target == SUB_U1) {
+            EXPECT_EQ(a.clone_path, SRC + "/sub");
+            healed = true;
+        }
+    EXPECT_TRUE(healed);
+}
+
+TEST(RootWithoutDeletedMarker, StripsOnlyTheKernelsMarker) {
+    EXPECT_EQ(root_without_deleted_marker("/sub//deleted"), "/sub");
+    EXPECT_EQ(root_without_deleted_marker("/sub"), "/sub");
+    EXPECT_EQ(root_without_deleted_marker("/"), "/");
+    EXPECT_EQ(root_without_deleted_marker("//deleted"), "/");
+    EXPECT_EQ(root_without_deleted_marker("/a/deleted"), "/a/deleted");
+    EXPECT_EQ(root_without_deleted_marker("/a (deleted)"), "/a (deleted)");
+}
+
+TEST(PlannerNamespaces, CopiesMarkedDeletedOnTheDeadSuperblockAreHealed) {
+    // The host target's root still reads "/sub" but the containers' binds of
+    // the same dentry were listed after a lookup invalidated it (or the
+    // other way round): both are the same directory of the dead superblock.
+    World w(restarted_source({{.id = 100, .minor_no = OLD, .root = "/sub", .mp = SUB_U1}}));
+    w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+    w.with_namespaces = true;
+    w.namespaces.push_back(container({
+        {.id = 510, .parent = 500, .minor_no = OLD, .root = "/sub//deleted", .mp = "/data", .optional = ""},
+        {.id = 511, .parent = 500, .minor_no = OLD, .root = "//deleted", .mp = "/whole", .optional = ""},
+    }));
+    Plan p = w.plan();
+    std::vector<std::string> copies;
+    for (const HealAction& a : p.actions)
+        if (!a.in_host()) copies.push_back(a.mountpoint + " -> " + a.target + " from " + a.clone_path);
+    EXPECT_EQ(copies, (std::vector<std::string>{"/data -> " + SUB_U1 + " from " + SRC + "/sub",
+                                                 "/whole -> " + VOL_U1 + " from " + SRC}));
 }
 
 // A target healed earlier whose copy a container started during the outage
@@ -1023,6 +1100,24 @@ TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
     World gone = world({vol_now});  // the source was lazily unmounted again
     gone.liveness = {{dev(NEW), Liveness::Alive}};
     EXPECT_TRUE(gone.plan().actions.empty());
+
+    // The container's copy was listed with its root marked deleted (a
+    // lookup through the dead superblock invalidated it): still a copy.
+    World marked = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    marked.namespaces = {container({{.id = 510, .parent = 500, .minor_no = OLD, .root = "//deleted", .mp = "/data",
+                                     .optional = "master:6"}})};
+    marked.liveness = serving.liveness;
+    EXPECT_EQ(summary(marked.plan()), std::vector<std::string>{"replace@/data[4242]"});
+
+    // A container of pod u2 found later holds a copy of pod u2's target,
+    // healed earlier from the same directory: it is counted for that one.
+    World two = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
+    two.healed.push_back(HealedTarget{VOL_U2, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC});
+    two.namespaces.back().pod_uid = "u2";
+    two.liveness = serving.liveness;
+    Plan p2 = two.plan();
+    ASSERT_EQ(summary(p2), std::vector<std::string>{"replace@/data[4242]"});
+    EXPECT_EQ(p2.actions[0].target, VOL_U2);
 
     World dead_again = world({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"}, vol_now});
     dead_again.liveness = {{dev(NEW), Liveness::Dead}};
@@ -1114,6 +1209,27 @@ TEST(ArmedHeals, AreThePlanMadeOnceTheSourceIsBack) {
             }
         }
     }
+}
+
+TEST(ArmedHeals, CopiesOfAKnownPodAreArmedForItsTarget) {
+    // outage()'s container runs in pod u2: its copy of the volume's
+    // directory belongs to VOL_U2, its copy of the subPath (only pod u1 has
+    // one) to SUB_U1. Armed and planned alike, each action with its own
+    // target's verdict.
+    World down = outage(false);
+    down.namespaces.back().pod_uid = "u2";
+    ArmedHeals armed = down.arm();
+    World up = source_back(false);
+    up.namespaces.back().pod_uid = "u2";
+    Plan real = up.plan();
+    EXPECT_EQ(describe(armed.actions), describe(real.actions));
+    std::vector<std::string> copies;
+    for (const HealAction& a : real.actions)
+        if (!a.in_host()) copies.push_back(a.mountpoint + " -> " + a.target);
+    EXPECT_EQ(copies, (std::vector<std::string>{"/sub-data -> " + SUB_U1, "/data -> " + VOL_U2}));
+    ASSERT_EQ(armed.action_verdict.size(), armed.actions.size());
+    for (std::size_t k = 0; k < armed.actions.size(); ++k)
+        EXPECT_EQ(armed.verdicts.at(armed.action_verdict[k]).target, armed.actions[k].target);
 }
 
 TEST(ArmedHeals, NothingWhenNoTargetWaitsForItsSource) {
