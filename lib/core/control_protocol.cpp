@@ -154,13 +154,22 @@ std::string decode_degraded(const json& j, ControlDaemonSummary& d) {
 std::string decode_daemon(const json& j, ControlDaemonSummary& d) {
     if (!j.is_object()) return std::string("daemon: expected an object, got ") + j.type_name();
     const Fields f(j, "daemon");
+    // Fields added after the protocol's first version may be absent: a
+    // fuse-healerctl reads the status of a daemon older than itself (a
+    // package upgrade replaces the tool before the daemon restarts). Present,
+    // they are checked like the others.
+    const auto added_later = [&](const char* key, std::string reason) {
+        return j.contains(key) ? reason : std::string();
+    };
     return first_error({f.string("version", d.version), f.integer("pid", d.pid), f.string("strategy", d.strategy),
                         f.string("detection", d.detection), f.string("kernel", d.kernel_features),
                         f.integer("targets", d.targets), f.integer("broken", d.broken), f.integer("heals", d.heals),
                         f.integer("mount_events", d.mount_events), f.integer("reconciles", d.reconciles),
                         f.integer("reconcile_running_us", d.reconcile_running_us),
-                        f.string("mount_tracking", d.mount_tracking),
-                        f.integer("unrelated_mount_events", d.unrelated_mount_events), decode_degraded(j, d)});
+                        added_later("mount_tracking", f.string("mount_tracking", d.mount_tracking)),
+                        added_later("unrelated_mount_events",
+                                    f.integer("unrelated_mount_events", d.unrelated_mount_events)),
+                        decode_degraded(j, d)});
 }
 
 ordered_json target_json(const ControlTarget& t) {
@@ -398,12 +407,15 @@ std::string format_outage(std::int64_t us) {
 std::string render_status_table(const ControlDaemonSummary& d, const std::vector<ControlTarget>& targets) {
     std::string out = "fuse-healerd " + escape_text(d.version, false) + ", pid " + std::to_string(d.pid) +
                       ": strategy " + escape_text(d.strategy, false) + ", detection " +
-                      escape_text(d.detection, false) + ", mount tracking " + escape_text(d.mount_tracking, false) +
+                      escape_text(d.detection, false) + ", mount tracking " +
+                      (d.mount_tracking.empty() ? std::string("not reported (an older daemon)")
+                                                : escape_text(d.mount_tracking, false)) +
                       "\n";
     out += "kernel: " + escape_text(d.kernel_features, false) + "\n";
     out += "targets: " + std::to_string(d.targets) + " tracked, " + std::to_string(d.broken) + " broken; " +
-           std::to_string(d.heals) + " healed since start; " + std::to_string(d.mount_events) + " mount events (" +
-           std::to_string(d.unrelated_mount_events) + " unrelated), " + std::to_string(d.reconciles) + " reconciles";
+           std::to_string(d.heals) + " healed since start; " + std::to_string(d.mount_events) + " mount events" +
+           (d.mount_tracking.empty() ? std::string() : " (" + std::to_string(d.unrelated_mount_events) + " unrelated)") +
+           ", " + std::to_string(d.reconciles) + " reconciles";
     if (d.reconcile_running_us > 0) out += "; a reconcile has been running for " + format_outage(d.reconcile_running_us);
     out += "\n";
     for (const auto& why : d.degraded) out += "DEGRADED: " + escape_text(why, false) + "\n";

@@ -497,6 +497,31 @@ TEST(ControlResponse, DegradedListsParseBackAndMayBeAbsent) {
     EXPECT_FALSE(parse_control_response(old.dump()));
 }
 
+// The status of a daemon from before mount tracking (no "mount_tracking",
+// no "unrelated_mount_events", no "degraded") still parses and renders; the
+// fields every version sends stay required, and one present is checked.
+TEST(ControlResponse, AnOlderDaemonsStatusParsesAndSaysWhatItLacks) {
+    json old = json::parse(encode_status_response(sample_daemon(), {}));
+    for (const char* key : {"mount_tracking", "unrelated_mount_events", "degraded"}) old["daemon"].erase(key);
+    auto back = parse_control_response(old.dump());
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(back->daemon->mount_tracking, "");
+    EXPECT_EQ(back->daemon->unrelated_mount_events, 0u);
+    const std::string table = render_status_table(*back->daemon, {});
+    EXPECT_NE(table.find("mount tracking not reported (an older daemon)"), std::string::npos) << table;
+    EXPECT_EQ(table.find("unrelated"), std::string::npos) << table;
+    EXPECT_NE(table.find(std::to_string(sample_daemon().mount_events) + " mount events, "), std::string::npos) << table;
+
+    json wrong = old;
+    wrong["daemon"]["mount_tracking"] = 7;
+    EXPECT_FALSE(parse_control_response(wrong.dump()));
+    json no_events = old;
+    no_events["daemon"].erase("mount_events");
+    EXPECT_FALSE(parse_control_response(no_events.dump()));
+    // A current daemon's line keeps its "(N unrelated)".
+    EXPECT_NE(render_status_table(sample_daemon(), {}).find(" unrelated), "), std::string::npos);
+}
+
 TEST(ControlRender, DegradedReasonsAreOneLineEach) {
     ControlDaemonSummary d = sample_daemon();
     d.degraded = {"pod index: no watches", "state: failed to save /s/a\nb"};
