@@ -159,7 +159,7 @@ std::string decode_daemon(const json& j, ControlDaemonSummary& d) {
     // package upgrade replaces the tool before the daemon restarts). Present,
     // they are checked like the others.
     const auto added_later = [&](const char* key, std::string reason) {
-        return j.contains(key) ? reason : std::string();
+        return j.contains(key) ? std::move(reason) : std::string();
     };
     return first_error({f.string("version", d.version), f.integer("pid", d.pid), f.string("strategy", d.strategy),
                         f.string("detection", d.detection), f.string("kernel", d.kernel_features),

@@ -97,6 +97,14 @@ public:
     }
 
 private:
+    // A container copy planned from a namespace whose pod is known.
+    struct PodCopy {
+        std::size_t action;  // index in plan_.actions
+        dev_t device;
+        std::string root;    // without the deleted marker
+        const std::string* pod_uid;  // NamespaceView::pod_uid
+    };
+
     Liveness liveness(dev_t d) const {
         auto it = in_.liveness->find(d);
         return it == in_.liveness->end() ? Liveness::Unknown : it->second;
@@ -300,14 +308,7 @@ private:
 
     const PlanInput& in_;
     Plan plan_;
-    // The container copies planned from namespaces whose pod is known.
-    struct PodCopy {
-        std::size_t action;  // index in plan_.actions
-        dev_t device;
-        std::string root;
-        const std::string* pod_uid;  // NamespaceView::pod_uid
-    };
-    std::vector<PodCopy> pod_copies_;
+    std::vector<PodCopy> pod_copies_;  // the copies planned from namespaces whose pod is known
     std::set<dev_t> need_;
     std::set<std::pair<std::uint64_t, std::string>> claimed_;
     // (device, root) -> topmost mounts of it in other namespaces, in scan order.
