@@ -209,6 +209,20 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
     }
 }
 
+void Engine::release_pins() {
+    if (healed_pins_.empty()) return;
+    // Each pin may be the last reference to a dead FUSE superblock, and the
+    // close() that drops it tears the superblock down, which can take long:
+    // 2.2 s once for a killed bindfs in the fault campaign at load ~20, the
+    // heal worker waiting meanwhile (not understood yet; closing them on a
+    // thread of their own was tried, and a heal's own detach then waited
+    // 15 s once in the same conditions, so they stay here, timed).
+    const auto pins = healed_pins_.size();
+    const auto t0 = Clock::now();
+    healed_pins_.clear();
+    spdlog::debug("released {} pins of healed targets' dead filesystems ({} us)", pins, micros(Clock::now() - t0));
+}
+
 std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& devices) {
     const auto t0 = Clock::now();
     auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devices);
@@ -564,7 +578,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
     if (!heal_namespaces) {  // turned off by a reload: nothing looks for copies any more
         healed_.clear();
-        healed_pins_.clear();
+        release_pins();
     }
 
     // Heals armed while their source was down go first: checking the
@@ -710,7 +724,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
 
     if (walked) {  // the walk saw every namespace after those heals
         healed_.clear();
-        healed_pins_.clear();
+        release_pins();
     }
     if (converged && settings_.source_lookup) {
         const auto t0 = Clock::now();
@@ -746,6 +760,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     std::optional<std::vector<FuseConnectionInfo>> connections;
     if (host) connections = connections_of(c, liveness);
     std::lock_guard<std::mutex> lock(status_mu_);
+    spdlog::trace("reconcile done: {} actions, {} healed ({} us)", sum.actions, sum.healed,
+                  micros(Clock::now() - last_reconcile_start_));
     status_ = std::move(snapshot);
     source_paths_.assign(sources.begin(), sources.end());
     if (connections && *connections != connections_) {

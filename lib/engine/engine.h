@@ -213,6 +213,9 @@ private:
     // Adds to `liveness` the dead superblocks of healed_ targets that copies
     // in `namespaces` may still hold (see the planner's healed copies).
     void check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness);
+    // Closes healed_pins_ (timed in the debug log: closing one can wait for
+    // a dead superblock's teardown).
+    void release_pins();
     // Walks /proc for namespaces holding `devices` and remembers them.
     std::vector<NamespaceView> scan_all_namespaces(const std::set<dev_t>& devices);
     // Re-reads the remembered namespaces still holding `devices` (much
