@@ -83,7 +83,7 @@ TargetContext Engine::context_for(const Target& t) const {
 void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
                   Clock::time_point now, Clock::time_point trigger) {
     if (!observer_) return;
-    HealEvent e{kind, tr.ctx};
+    HealEvent e{kind, tr.ctx ? *tr.ctx : TargetContext{}};
     if (v && v->has_origin) {
         e.source = v->origin.source_path;
     }
@@ -160,7 +160,11 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
         // Looked up again while vol_data.json is unknown: kubelet may write
         // it after the mount appears, and the pod index reads it on the loop
         // thread, so the first step can run before it is indexed.
-        if (tr.ctx.target.empty() || tr.ctx.volume_handle.empty()) tr.ctx = context_for(*t);
+        if (!tr.ctx || tr.ctx->target.empty() || tr.ctx->volume_handle.empty()) {
+            TargetContext ctx = context_for(*t);
+            // A new copy only when it differs: the status rows share it.
+            if (!tr.ctx || !(ctx == *tr.ctx)) tr.ctx = std::make_shared<const TargetContext>(std::move(ctx));
+        }
         tr.kind = v.where.kind;
         tr.fstype = t->mount->fstype;
         const bool dead = v.state == TargetState::Broken || v.state == TargetState::Healing ||
@@ -749,10 +753,10 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                           armed_.sources.size(), micros(Clock::now() - t0));
     }
 
-    std::vector<TargetStatus> snapshot;
+    std::vector<StatusRow> snapshot;
+    snapshot.reserve(tracks_.size());
     for (const auto& [path, tr] : tracks_)
-        snapshot.push_back(TargetStatus{tr.ctx, tr.kind, tr.fstype, tr.state, tr.reason, tr.heals,
-                                        tr.last_outage_us});
+        snapshot.push_back(StatusRow{tr.ctx, tr.kind, tr.state, tr.heals, tr.last_outage_us, tr.fstype, tr.reason});
     std::set<std::string> sources;
     for (const auto& [path, o] : origins_) sources.insert(o.source_path);
     for (const auto& v : plan.verdicts)
@@ -803,7 +807,12 @@ std::optional<Clock::time_point> Engine::next_retry() const {
 
 std::vector<TargetStatus> Engine::status() const {
     std::lock_guard<std::mutex> lock(status_mu_);
-    return status_;
+    std::vector<TargetStatus> out;
+    out.reserve(status_.size());
+    for (const StatusRow& r : status_)
+        out.push_back(TargetStatus{r.ctx ? *r.ctx : TargetContext{}, r.kind, r.fstype, r.state, r.reason, r.heals,
+                                   r.last_outage_us});
+    return out;
 }
 
 } // namespace fh
