@@ -55,8 +55,8 @@ std::size_t PodIndex::volumes() const {
     return volumes_.size();
 }
 
-void PodIndex::add_watch(const std::string& path, int depth) {
-    if (fd_ < 0 || path_to_wd_.count(path)) return;
+int PodIndex::add_watch(const std::string& path, int depth, int parent) {
+    if (fd_ < 0) return kNoParent;
     // The watch mask here includes IN_CLOSE_WRITE only where vol_data.json lives.
     uint32_t mask = depth == kVolumeDirDepth   ? (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF)
                     : depth == kAncestorDepth ? (IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR)
@@ -73,10 +73,60 @@ void PodIndex::add_watch(const std::string& path, int depth) {
                              path);
             reported_degraded_ = true;
         }
-        return;
+        return kNoParent;
     }
-    const auto where = path_to_wd_.emplace(path, wd).first;  // new: checked at the top
-    wd_to_path_[wd] = {&where->first, depth};
+    // A directory watched already (listed and reported both, or renamed)
+    // gets its wd again: the entry then takes this path and depth. Its
+    // name is relative to the parent's watch unless that would make a
+    // loop (the same directory reached below itself, e.g. a bind mount).
+    const bool relative = parent != kNoParent && !is_ancestor(wd, parent) && watches_.count(parent);
+    Watch& w = watches_[wd];
+    w.depth = depth;
+    if (relative) {
+        w.parent = parent;
+        w.name = path.substr(path.rfind('/') + 1);
+    } else {
+        w.parent = kNoParent;
+        w.name = path;
+    }
+    return wd;
+}
+
+bool PodIndex::is_ancestor(int wd, int other) const {
+    // Bounded: every chain is acyclic (add_watch never closes a loop).
+    for (int cur = other; cur != kNoParent;) {
+        if (cur == wd) return true;
+        const auto it = watches_.find(cur);
+        if (it == watches_.end()) return false;
+        cur = it->second.parent;
+    }
+    return false;
+}
+
+std::string PodIndex::path_of(const Watch& w) const {
+    // At most 5 levels (pods/<uid>/volumes/kubernetes.io~csi/<vol>).
+    std::vector<const Watch*> chain{&w};
+    while (chain.back()->parent != kNoParent) {
+        const auto it = watches_.find(chain.back()->parent);
+        if (it == watches_.end()) break;  // never: forget_watch() makes children full paths first
+        chain.push_back(&it->second);
+    }
+    std::string path = chain.back()->name;
+    for (auto it = chain.rbegin() + 1; it != chain.rend(); ++it) path.append("/").append((*it)->name);
+    return path;
+}
+
+void PodIndex::forget_watch(int wd) {
+    const auto gone = watches_.find(wd);
+    if (gone == watches_.end()) return;
+    // Its children (a directory renamed out of it, whose watch lives on)
+    // keep the path they had, as a full path.
+    for (auto& [child_wd, child] : watches_) {
+        if (child.parent != wd) continue;
+        child.name = path_of(child);
+        child.parent = kNoParent;
+    }
+    watches_.erase(gone);
 }
 
 void PodIndex::load_vol_data(const std::string& vol_dir) {
@@ -97,10 +147,10 @@ void PodIndex::load_vol_data(const std::string& vol_dir) {
 }
 
 // Recursive, one level per directory, never deeper than kVolumeDirDepth.
-void PodIndex::scan_dir(const std::string& path, int depth) { // NOLINT(misc-no-recursion): bounded, above
+void PodIndex::scan_dir(const std::string& path, int depth, int parent) { // NOLINT(misc-no-recursion): bounded, above
     // Watch first, then list: an entry created between the two is then
     // either listed or reported by the watch (mkdir -p races a late watch).
-    add_watch(path, depth);
+    const int wd = add_watch(path, depth, parent);
     if (depth == kVolumeDirDepth) {
         load_vol_data(path);
         return;
@@ -117,7 +167,7 @@ void PodIndex::scan_dir(const std::string& path, int depth) { // NOLINT(misc-no-
         if (descends(name, depth)) subdirs.push_back(path + "/" + name);
     }
     ::closedir(d);
-    for (const auto& s : subdirs) scan_dir(s, depth + 1);
+    for (const auto& s : subdirs) scan_dir(s, depth + 1, wd);
 }
 
 void PodIndex::set_root_dir(std::string root_dir) {
@@ -141,15 +191,14 @@ void PodIndex::wait_for_pods_dir() {
     if (!waiting_)
         spdlog::warn("{} does not exist yet (kubelet not started?); waiting for it, watching {}", pods_dir_, dir);
     waiting_ = true;
-    add_watch(dir, kAncestorDepth);
+    add_watch(dir, kAncestorDepth, kNoParent);
 }
 
 void PodIndex::rescan() {
     if (fd_ >= 0) {
-        for (const auto& [wd, p] : wd_to_path_) ::inotify_rm_watch(fd_, wd);
+        for (const auto& [wd, w] : watches_) ::inotify_rm_watch(fd_, wd);
     }
-    wd_to_path_.clear();
-    path_to_wd_.clear();
+    watches_.clear();
     degraded_ = false;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -162,10 +211,10 @@ void PodIndex::rescan() {
     }
     if (waiting_) spdlog::info("{} appeared; indexing pods", pods_dir_);
     waiting_ = false;
-    scan_dir(pods_dir_, 0);
+    scan_dir(pods_dir_, 0, kNoParent);
     if (reported_degraded_ && !degraded_) {
         spdlog::info("inotify watches are available again: the pod index watches the pods tree again ({} watches)",
-                     wd_to_path_.size());
+                     watches_.size());
         reported_degraded_ = false;
     }
 }
@@ -194,10 +243,10 @@ int PodIndex::handle_events() {
                 rescan();
                 return handled;
             }
-            auto it = wd_to_path_.find(ev->wd);
-            if (it == wd_to_path_.end()) continue;
-            const std::string dir = *it->second.first;  // a copy: the entry may be erased below
-            const int depth = it->second.second;
+            auto it = watches_.find(ev->wd);
+            if (it == watches_.end()) continue;
+            const std::string dir = path_of(it->second);
+            const int depth = it->second.depth;
             if (depth == kAncestorDepth) {
                 // Something appeared (or the ancestor went away): look again.
                 rescan();
@@ -208,10 +257,7 @@ int PodIndex::handle_events() {
                 return handled;
             }
             if (ev->mask & (IN_IGNORED | IN_DELETE_SELF)) {
-                if (ev->mask & IN_IGNORED) {
-                    path_to_wd_.erase(dir);
-                    wd_to_path_.erase(ev->wd);
-                }
+                if (ev->mask & IN_IGNORED) forget_watch(ev->wd);
                 if (depth == kVolumeDirDepth) {
                     std::lock_guard<std::mutex> lock(mu_);
                     volumes_.erase(dir);
@@ -225,7 +271,7 @@ int PodIndex::handle_events() {
                 continue;
             }
             if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR) && descends(name, depth))
-                scan_dir(dir + "/" + name, depth + 1);
+                scan_dir(dir + "/" + name, depth + 1, ev->wd);
         }
     }
     return handled;
