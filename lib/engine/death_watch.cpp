@@ -110,14 +110,14 @@ void DeathWatch::report_unserved_deaths(const std::set<dev_t>& candidates, const
     for (dev_t dev : candidates) {
         const auto it = connections_.find(dev);
         if (it == connections_.end() || served.count(dev) || it->second.liveness == Liveness::Dead) continue;
-        FuseConnectionInfo& info = it->second;
+        const FuseConnectionInfo& info = *it->second.info;
         if (!read_fusectl(settings_.fusectl_dir, dev).aborted) {
             on_alive(dev, info);  // served where we cannot see, or not dead yet
             continue;
         }
         // Alive when the engine last looked, dead now, and no server left to
         // watch: nothing else would tell (a kill changes no mount).
-        info.liveness = Liveness::Dead;  // told once
+        it->second.liveness = Liveness::Dead;  // told once
         spdlog::info("FUSE connection {} (source {}) died {}; checking its targets now", device_text(dev),
                      first_source(info), when);
         died_unwatched.push_back(dev);
@@ -127,11 +127,16 @@ void DeathWatch::report_unserved_deaths(const std::set<dev_t>& candidates, const
 }
 
 void DeathWatch::set_connections(const std::vector<FuseConnectionInfo>& connections) {
+    set_connections(std::make_shared<const std::vector<FuseConnectionInfo>>(connections));
+}
+
+void DeathWatch::set_connections(std::shared_ptr<const std::vector<FuseConnectionInfo>> connections) {
     if (closed_) return;
     connections_.clear();
+    connections_list_ = connections ? std::move(connections) : std::make_shared<const std::vector<FuseConnectionInfo>>();
     std::set<dev_t> wanted;
-    for (const auto& c : connections) {
-        connections_[c.device] = c;
+    for (const auto& c : *connections_list_) {
+        connections_[c.device] = TrackedConnection{&c, c.liveness};
         wanted.insert(c.device);
     }
     // A device number is handed to the next superblock once its last mount
@@ -396,9 +401,9 @@ void DeathWatch::handle_exit(int pid, Clock::time_point woke, bool may_rescan) {
         d.connection = dev;
         d.pid = pid;
         d.comm = server.comm;
-        d.fstype = conn->second.fstype;
-        d.sources = conn->second.sources;
-        d.targets = conn->second.targets;
+        d.fstype = conn->second.info->fstype;
+        d.sources = conn->second.info->sources;
+        d.targets = conn->second.info->targets;
         d.woke = woke;
         const auto now = Clock::now();
         d.outage_start = std::chrono::system_clock::now() -

@@ -90,6 +90,8 @@ public:
     // Starts a walk when one of them has not been walked for; stops
     // watching servers of connections no longer tracked.
     void set_connections(const std::vector<FuseConnectionInfo>& connections);
+    // The same, kept as the engine's shared list (no copy of it).
+    void set_connections(std::shared_ptr<const std::vector<FuseConnectionInfo>> connections);
 
     // Step (loop thread): the pidfd of `pid` polled readable at `woke`.
     // Reports the deaths it confirms (see the class comment).
@@ -145,7 +147,14 @@ private:
     DeathObserver on_death_;
     ScanObserver on_scan_;
     UnwatchedDeathObserver on_unwatched_death_;
-    std::map<dev_t, FuseConnectionInfo> connections_;  // the engine's, by device
+    // A connection of the engine's list, and its liveness as this watch
+    // knows it (Dead once its death was reported).
+    struct TrackedConnection {
+        const FuseConnectionInfo* info = nullptr;  // in connections_list_
+        Liveness liveness = Liveness::Unknown;
+    };
+    std::shared_ptr<const std::vector<FuseConnectionInfo>> connections_list_;  // the engine's
+    std::map<dev_t, TrackedConnection> connections_;  // by device
     std::set<dev_t> scanned_;       // tracked connections a walk has looked for
     std::set<dev_t> unserved_told_; // connections logged as having no visible server
     std::set<dev_t> recheck_;       // of those, the ones recheck_unserved() reads fusectl for

@@ -768,8 +768,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                   micros(Clock::now() - last_reconcile_start_));
     status_ = std::move(snapshot);
     source_paths_.assign(sources.begin(), sources.end());
-    if (connections && *connections != connections_) {
-        connections_ = std::move(*connections);
+    if (connections && *connections != *connections_) {
+        connections_ = std::make_shared<const std::vector<FuseConnectionInfo>>(std::move(*connections));
         ++connections_version_;
     }
     return sum;
@@ -793,6 +793,11 @@ std::vector<std::string> Engine::source_paths() const {
 }
 
 std::vector<FuseConnectionInfo> Engine::connections() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return *connections_;
+}
+
+std::shared_ptr<const std::vector<FuseConnectionInfo>> Engine::shared_connections() const {
     std::lock_guard<std::mutex> lock(status_mu_);
     return connections_;
 }

@@ -173,6 +173,11 @@ public:
     // Returns the FUSE superblocks of the targets and sources seen by the
     // last reconcile that read the mount table, by device (thread-safe).
     std::vector<FuseConnectionInfo> connections() const;
+    // Returns the same as connections(), as the engine's own immutable
+    // list, never null (thread-safe): holders share it instead of copying
+    // every target path (the death watch and the hung-connection aborter
+    // each held a copy, ~0.2 MiB apiece at 2,000 targets).
+    std::shared_ptr<const std::vector<FuseConnectionInfo>> shared_connections() const;
     // Returns a number that changes whenever connections() does (starts at
     // 0, thread-safe): the loop copies them only then.
     std::uint64_t connections_version() const { return connections_version_.load(); }
@@ -296,7 +301,8 @@ private:
     mutable std::mutex status_mu_;
     std::vector<StatusRow> status_;
     std::vector<std::string> source_paths_;  // under status_mu_
-    std::vector<FuseConnectionInfo> connections_;  // under status_mu_
+    std::shared_ptr<const std::vector<FuseConnectionInfo>> connections_ =
+        std::make_shared<const std::vector<FuseConnectionInfo>>();  // under status_mu_; never null
     std::string state_problem_;                    // under status_mu_
     std::atomic<std::uint64_t> connections_version_{0};
 };

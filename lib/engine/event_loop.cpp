@@ -293,8 +293,8 @@ void Daemon::on_reconcile_done() {
         // Copied only when they changed: with thousands of targets the copy
         // would cost every reconcile's wake-up of the loop.
         connections_version_ = engine_->connections_version();
-        const std::vector<FuseConnectionInfo> connections = engine_->connections();
-        connections_tracked_ = connections.size();
+        const auto connections = engine_->shared_connections();
+        connections_tracked_ = connections->size();
         if (death_watch_) {
             death_watch_->set_connections(connections);
             metrics_.set_servers_watched(static_cast<int>(death_watch_->servers_watched()));

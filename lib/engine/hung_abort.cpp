@@ -40,8 +40,13 @@ void HungAborter::set_threshold(std::chrono::microseconds threshold) {
 }
 
 void HungAborter::set_connections(const std::vector<FuseConnectionInfo>& connections) {
+    set_connections(std::make_shared<const std::vector<FuseConnectionInfo>>(connections));
+}
+
+void HungAborter::set_connections(std::shared_ptr<const std::vector<FuseConnectionInfo>> connections) {
     connections_.clear();
-    for (const auto& c : connections) connections_[c.device] = c;
+    connections_list_ = connections ? std::move(connections) : std::make_shared<const std::vector<FuseConnectionInfo>>();
+    for (const auto& c : *connections_list_) connections_[c.device] = &c;
     for (auto it = tracks_.begin(); it != tracks_.end();)
         it = connections_.count(it->first) ? std::next(it) : tracks_.erase(it);
 }
@@ -49,7 +54,8 @@ void HungAborter::set_connections(const std::vector<FuseConnectionInfo>& connect
 void HungAborter::sample(Clock::time_point now) {
     if (closed_ || threshold_.count() <= 0) return;
     bool probe = false;
-    for (const auto& [dev, info] : connections_) {
+    for (const auto& [dev, info_ptr] : connections_) {
+        const FuseConnectionInfo& info = *info_ptr;
         const FusectlReading r = read_fusectl(fusectl_dir_, dev);
         if (!r.present || r.aborted) {
             tracks_.erase(dev);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,8 @@ public:
     // Step (loop thread): the engine's FUSE superblocks after a reconcile,
     // with their liveness (Unresponsive: a probe timed out).
     void set_connections(const std::vector<FuseConnectionInfo>& connections);
+    // The same, kept as the engine's shared list (no copy of it).
+    void set_connections(std::shared_ptr<const std::vector<FuseConnectionInfo>> connections);
 
     // Step (loop thread): samples every tracked connection at `now` and
     // acts on the verdicts.
@@ -72,7 +75,8 @@ private:
     AbortObserver on_abort_;
     ProbeRequest request_probe_;
     std::chrono::microseconds threshold_{0};
-    std::map<dev_t, FuseConnectionInfo> connections_;
+    std::shared_ptr<const std::vector<FuseConnectionInfo>> connections_list_;  // what connections_ points into
+    std::map<dev_t, const FuseConnectionInfo*> connections_;
     std::map<dev_t, HangTrack> tracks_;
     bool closed_ = false;
 };
