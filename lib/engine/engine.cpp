@@ -83,7 +83,7 @@ TargetContext Engine::context_for(const Target& t) const {
 void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
                   Clock::time_point now, Clock::time_point trigger) {
     if (!observer_) return;
-    HealEvent e{kind, tr.ctx ? *tr.ctx : TargetContext{}};
+    HealEvent e{kind, tr.ctx_known ? *tr.ctx : TargetContext{}};
     if (v && v->has_origin) {
         e.source = v->origin.source_path;
     }
@@ -149,22 +149,48 @@ std::string Engine::state_problem() const {
     return state_problem_;
 }
 
+Engine::Track& Engine::track(const std::string& target) {
+    auto it = tracks_.find(target);
+    if (it != tracks_.end()) return it->second;
+    // Never in practice: every action's target had a verdict, which made
+    // its track. Its events carry an empty context (ctx_known false).
+    Track fresh;
+    fresh.ctx = std::make_shared<const TargetContext>(TargetContext{target, {}, {}, {}, {}});
+    const std::string_view key = fresh.ctx->target;
+    return tracks_.emplace(key, std::move(fresh)).first->second;
+}
+
 void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now) {
     std::map<std::string, const Target*> by_path;
     for (const Target& t : c.targets) by_path[t.path] = &t;
-    std::set<std::string> present;
+    std::set<std::string_view> present;  // views into plan.verdicts
     for (const TargetVerdict& v : plan.verdicts) {
         present.insert(v.target);
-        Track& tr = tracks_[v.target];
         const Target* t = by_path[v.target];
+        auto it = tracks_.find(v.target);
         // Looked up again while vol_data.json is unknown: kubelet may write
         // it after the mount appears, and the pod index reads it on the loop
         // thread, so the first step can run before it is indexed.
-        if (!tr.ctx || tr.ctx->target.empty() || tr.ctx->volume_handle.empty()) {
+        if (it == tracks_.end() || !it->second.ctx_known || it->second.ctx->target.empty() ||
+            it->second.ctx->volume_handle.empty()) {
             TargetContext ctx = context_for(*t);
-            // A new copy only when it differs: the status rows share it.
-            if (!tr.ctx || !(ctx == *tr.ctx)) tr.ctx = std::make_shared<const TargetContext>(std::move(ctx));
+            if (it == tracks_.end()) {
+                Track fresh;
+                fresh.ctx = std::make_shared<const TargetContext>(std::move(ctx));
+                fresh.ctx_known = true;
+                const std::string_view key = fresh.ctx->target;  // == v.target
+                it = tracks_.emplace(key, std::move(fresh)).first;
+            } else if (!it->second.ctx_known || !(ctx == *it->second.ctx)) {
+                // A new copy only when it differs (the status rows share
+                // it); the key moves to the new copy's path.
+                auto node = tracks_.extract(it);
+                node.mapped().ctx = std::make_shared<const TargetContext>(std::move(ctx));
+                node.mapped().ctx_known = true;
+                node.key() = node.mapped().ctx->target;
+                it = tracks_.insert(std::move(node)).position;
+            }
         }
+        Track& tr = it->second;
         tr.kind = v.where.kind;
         tr.fstype = t->mount->fstype;
         const bool dead = v.state == TargetState::Broken || v.state == TargetState::Healing ||
@@ -313,7 +339,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
     // step's budget is not spent.
     auto admit = [&](std::size_t k) -> Admit {
         const HealAction& a = *actions[k];
-        Track& tr = tracks_[a.target];
+        Track& tr = track(a.target);
         const TargetVerdict* v = verdicts[k];
         if (tr.failures > 0 && Clock::now() < tr.retry_at) return Admit::Skip;
         if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
@@ -352,7 +378,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
     auto settle = [&](std::size_t k, const Status& s, Clock::time_point t0, Clock::duration took,
                       sys::UniqueFd pin) -> bool {
         const HealAction& a = *actions[k];
-        Track& tr = tracks_[a.target];
+        Track& tr = track(a.target);
         const TargetVerdict* v = verdicts[k];
         const auto t1 = t0 + took;
         if (tr.heal_started == Clock::time_point{}) tr.heal_started = t0;
@@ -756,7 +782,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     std::vector<StatusRow> snapshot;
     snapshot.reserve(tracks_.size());
     for (const auto& [path, tr] : tracks_)
-        snapshot.push_back(StatusRow{tr.ctx, tr.kind, tr.state, tr.heals, tr.last_outage_us, tr.fstype, tr.reason});
+        snapshot.push_back(StatusRow{tr.ctx_known ? tr.ctx : nullptr, tr.kind, tr.state, tr.heals, tr.last_outage_us, tr.fstype, tr.reason});
     std::set<std::string> sources;
     for (const auto& [path, o] : origins_) sources.insert(o.source_path);
     for (const auto& v : plan.verdicts)

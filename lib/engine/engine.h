@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config.h"
@@ -183,28 +184,34 @@ public:
     std::uint64_t connections_version() const { return connections_version_.load(); }
 
 private:
-    struct Track {  // per-target memory across steps
-        TargetState state = TargetState::Unknown;
+    struct Track {  // per-target memory across steps; fields by size (no padding)
         Clock::time_point outage_start{};
-        bool in_outage = false;
-        bool reported = false;      // the current state was reported
-        std::string reported_reason;
-        std::string reason;         // the last verdict's reason (why broken, skipped...)
-        int heals = 0;
-        std::int64_t last_outage_us = 0;
-        int failures = 0;
         Clock::time_point retry_at{};
-        std::int64_t heal_us = 0;   // action time accumulated in this heal
         Clock::time_point heal_started{};  // this heal's first action, {} before it
         Clock::time_point probe_started{}; // when its new source was probed (the heal's first step), {} before
-        int ns_healed = 0;
-        std::string fstype;
+        std::int64_t last_outage_us = 0;
+        std::int64_t heal_us = 0;   // action time accumulated in this heal
+        TargetState state = TargetState::Unknown;
         TargetKind kind = TargetKind::Volume;
-        // Immutable and shared with the status rows (status_): one copy of
-        // each target's context, not two. Null until the target is seen in
-        // a verdict (an action's target always is).
+        int heals = 0;
+        int failures = 0;
+        int ns_healed = 0;
+        bool in_outage = false;
+        bool reported = false;      // the current state was reported
+        // ctx was looked up for a verdict (context_for); false only for a
+        // track an action made first, whose events carry an empty context.
+        bool ctx_known = false;
+        std::string reported_reason;
+        std::string reason;         // the last verdict's reason (why broken, skipped...)
+        std::string fstype;
+        // Immutable, never null, shared with the status rows (status_): one
+        // copy of each target's context, not two. Its `target` is the
+        // track's key in tracks_ (a view into it: the path is not stored
+        // again).
         std::shared_ptr<const TargetContext> ctx;
     };
+    // Returns the track of `target`, made (with an unknown context) if none.
+    Track& track(const std::string& target);
     // A target's row of the status snapshot, as status() returns it but
     // with the context shared with its Track (~0.5 MiB less at 2,000
     // targets than full TargetStatus copies, scale_bench heap).
@@ -296,7 +303,8 @@ private:
     // looked for by device number, that number must stay its own.
     std::vector<sys::UniqueFd> healed_pins_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
-    std::map<std::string, Track> tracks_;
+    // By target path; each key views its track's ctx->target.
+    std::map<std::string_view, Track, std::less<>> tracks_;
     Clock::time_point last_reconcile_start_{};  // when the last reconcile() began
     mutable std::mutex status_mu_;
     std::vector<StatusRow> status_;
