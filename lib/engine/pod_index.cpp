@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -134,16 +135,16 @@ void PodIndex::load_vol_data(const std::string& vol_dir) {
     auto text = sys::read_small_file(file);
     std::lock_guard<std::mutex> lock(mu_);
     if (!text) {
-        volumes_.erase(vol_dir);
+        volumes_.erase(volume_key(vol_dir));
         return;
     }
     auto vd = parse_vol_data(*text, file);
     if (!vd) {
         spdlog::warn("failed to read {}, ignoring: {}", file, vd.error().message());
-        volumes_.erase(vol_dir);
+        volumes_.erase(volume_key(vol_dir));
         return;
     }
-    volumes_[vol_dir] = *vd;
+    volumes_[volume_key(vol_dir)] = std::move(*vd);
 }
 
 // Recursive, one level per directory, never deeper than kVolumeDirDepth.
@@ -175,6 +176,9 @@ void PodIndex::set_root_dir(std::string root_dir) {
         std::lock_guard<std::mutex> lock(mu_);
         root_dir_ = std::move(root_dir);
         pods_dir_ = root_dir_ + "/pods";
+        // Keyed relative to the old pods/: gone with it (rescan() reads the
+        // new tree next), so no lookup meanwhile finds them under the new one.
+        volumes_.clear();
     }
     rescan();
 }
@@ -260,7 +264,7 @@ int PodIndex::handle_events() {
                 if (ev->mask & IN_IGNORED) forget_watch(ev->wd);
                 if (depth == kVolumeDirDepth) {
                     std::lock_guard<std::mutex> lock(mu_);
-                    volumes_.erase(dir);
+                    volumes_.erase(volume_key(dir));
                 }
                 continue;
             }
@@ -277,12 +281,31 @@ int PodIndex::handle_events() {
     return handled;
 }
 
+std::string PodIndex::volume_key(const std::string& vol_dir) const {
+    // pods_dir_/<uid>/volumes/kubernetes.io~csi/<vol>, each name without '/'.
+    const std::string_view p(vol_dir);
+    if (p.size() <= pods_dir_.size() + 1 || p.compare(0, pods_dir_.size(), pods_dir_) != 0 || p[pods_dir_.size()] != '/')
+        return vol_dir;
+    const std::string_view rest = p.substr(pods_dir_.size() + 1);  // <uid>/volumes/kubernetes.io~csi/<vol>
+    const std::size_t slash = rest.find('/');
+    if (slash == 0 || slash == std::string_view::npos) return vol_dir;
+    const std::string_view uid = rest.substr(0, slash);
+    const std::string middle = std::string("/volumes/") + kCsiPlugin + "/";
+    const std::string_view after = rest.substr(slash);
+    if (after.size() <= middle.size() || after.compare(0, middle.size(), middle) != 0) return vol_dir;
+    const std::string_view vol = after.substr(middle.size());
+    if (vol.find('/') != std::string_view::npos) return vol_dir;
+    std::string key;
+    key.reserve(uid.size() + 1 + vol.size());
+    key.append(uid).append("/").append(vol);
+    return key;
+}
+
 std::optional<VolumeData> PodIndex::lookup(const std::string& target) const {
     std::lock_guard<std::mutex> lock(mu_);
     auto where = parse_pod_path(target, root_dir_);
     if (!where) return std::nullopt;
-    const std::string vol_dir = pods_dir_ + "/" + where->pod_uid + "/volumes/" + kCsiPlugin + "/" + where->volume;
-    auto it = volumes_.find(vol_dir);
+    auto it = volumes_.find(where->pod_uid + "/" + where->volume);
     if (it == volumes_.end()) return std::nullopt;
     return it->second;
 }

@@ -105,7 +105,12 @@ private:
 
     std::unordered_map<int, Watch> watches_;  // by wd
     mutable std::mutex mu_;
-    std::map<std::string, VolumeData> volumes_;  // key: CSI volume dir
+    // Returns the key of the CSI volume dir `vol_dir` in volumes_ (mu_ held):
+    // "<uid>/<vol>" for pods/<uid>/volumes/kubernetes.io~csi/<vol>, else the
+    // path itself (a directory renamed away; never equal to a short key, as
+    // it begins with '/'). ~0.2 MiB less than full paths at 2,000 volumes.
+    std::string volume_key(const std::string& vol_dir) const;
+    std::map<std::string, VolumeData> volumes_;  // by volume_key()
 };
 
 } // namespace fh
