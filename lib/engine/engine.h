@@ -36,7 +36,6 @@ struct TargetContext {
     std::string volume;
     std::string driver;         // from vol_data.json when known
     std::string volume_handle;  // from vol_data.json when known
-    bool operator==(const TargetContext&) const = default;
 };
 
 // One event of a target's story, reported to the observer.
@@ -184,6 +183,26 @@ public:
     std::uint64_t connections_version() const { return connections_version_.load(); }
 
 private:
+    // A TargetContext in one allocation: its five fields end to end (five
+    // strings held ~0.3 KiB per target, most of it for the path, the
+    // driver and the handle on the heap one by one). Immutable.
+    class PackedContext {
+    public:
+        explicit PackedContext(const TargetContext& c);
+        // Returns the fields as a TargetContext (a copy).
+        TargetContext unpack() const;
+        // Returns the target path (valid as long as this object).
+        std::string_view target() const { return field(0); }
+        std::string_view volume_handle() const { return field(4); }
+        // Returns true when every field equals `c`'s.
+        bool same_as(const TargetContext& c) const;
+
+    private:
+        std::string_view field(int i) const;
+        std::string text_;            // target, pod_uid, volume, driver, volume_handle
+        std::uint32_t ends_[5] = {};  // where each field ends in text_
+    };
+
     struct Track {  // per-target memory across steps; fields by size (no padding)
         Clock::time_point outage_start{};
         Clock::time_point retry_at{};
@@ -205,10 +224,10 @@ private:
         std::string reason;         // the last verdict's reason (why broken, skipped...)
         std::string fstype;
         // Immutable, never null, shared with the status rows (status_): one
-        // copy of each target's context, not two. Its `target` is the
+        // copy of each target's context, not two. Its target() is the
         // track's key in tracks_ (a view into it: the path is not stored
         // again).
-        std::shared_ptr<const TargetContext> ctx;
+        std::shared_ptr<const PackedContext> ctx;
     };
     // Returns the track of `target`, made (with an unknown context) if none.
     Track& track(const std::string& target);
@@ -216,7 +235,7 @@ private:
     // with the context shared with its Track (~0.5 MiB less at 2,000
     // targets than full TargetStatus copies, scale_bench heap).
     struct StatusRow {
-        std::shared_ptr<const TargetContext> ctx;
+        std::shared_ptr<const PackedContext> ctx;  // null: an empty context
         TargetKind kind = TargetKind::Volume;
         TargetState state = TargetState::Unknown;
         int heals = 0;
@@ -303,7 +322,7 @@ private:
     // looked for by device number, that number must stay its own.
     std::vector<sys::UniqueFd> healed_pins_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
-    // By target path; each key views its track's ctx->target.
+    // By target path; each key views its track's ctx->target().
     std::map<std::string_view, Track, std::less<>> tracks_;
     Clock::time_point last_reconcile_start_{};  // when the last reconcile() began
     mutable std::mutex status_mu_;
