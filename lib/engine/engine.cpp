@@ -66,30 +66,17 @@ void Engine::set_config(const Config& config, Strategy strategy) {
 
 OriginMap Engine::origins() const { return origins_; }
 
-Engine::PackedContext::PackedContext(const TargetContext& c) {
-    const std::string* fields[5] = {&c.target, &c.pod_uid, &c.volume, &c.driver, &c.volume_handle};
-    std::size_t size = 0;
-    for (const std::string* f : fields) size += f->size();
-    text_.reserve(size);
-    for (int i = 0; i < 5; ++i) {
-        text_ += *fields[i];
-        ends_[i] = static_cast<std::uint32_t>(text_.size());
-    }
+Engine::PackedContext Engine::pack(const TargetContext& c) {
+    return PackedContext({c.target, c.pod_uid, c.volume, c.driver, c.volume_handle});
 }
 
-std::string_view Engine::PackedContext::field(int i) const {
-    const std::uint32_t begin = i == 0 ? 0 : ends_[i - 1];
-    return std::string_view(text_).substr(begin, ends_[i] - begin);
+TargetContext Engine::unpack(const PackedContext& p) {
+    return TargetContext{std::string(p[0]), std::string(p[1]), std::string(p[2]), std::string(p[3]),
+                         std::string(p[4])};
 }
 
-TargetContext Engine::PackedContext::unpack() const {
-    return TargetContext{std::string(field(0)), std::string(field(1)), std::string(field(2)), std::string(field(3)),
-                         std::string(field(4))};
-}
-
-bool Engine::PackedContext::same_as(const TargetContext& c) const {
-    return field(0) == c.target && field(1) == c.pod_uid && field(2) == c.volume && field(3) == c.driver &&
-           field(4) == c.volume_handle;
+bool Engine::packs(const PackedContext& p, const TargetContext& c) {
+    return p[0] == c.target && p[1] == c.pod_uid && p[2] == c.volume && p[3] == c.driver && p[4] == c.volume_handle;
 }
 
 TargetContext Engine::context_for(const Target& t) const {
@@ -109,7 +96,7 @@ TargetContext Engine::context_for(const Target& t) const {
 void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
                   Clock::time_point now, Clock::time_point trigger) {
     if (!observer_) return;
-    HealEvent e{kind, tr.ctx_known ? tr.ctx->unpack() : TargetContext{}};
+    HealEvent e{kind, tr.ctx_known ? unpack(*tr.ctx) : TargetContext{}};
     if (v && v->has_origin) {
         e.source = v->origin.source_path;
     }
@@ -181,8 +168,8 @@ Engine::Track& Engine::track(const std::string& target) {
     // Never in practice: every action's target had a verdict, which made
     // its track. Its events carry an empty context (ctx_known false).
     Track fresh;
-    fresh.ctx = std::make_shared<const PackedContext>(TargetContext{target, {}, {}, {}, {}});
-    const std::string_view key = fresh.ctx->target();
+    fresh.ctx = std::make_shared<const PackedContext>(pack(TargetContext{target, {}, {}, {}, {}}));
+    const std::string_view key = (*fresh.ctx)[kPackedTarget];
     return tracks_.emplace(key, std::move(fresh)).first->second;
 }
 
@@ -197,22 +184,22 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
         // Looked up again while vol_data.json is unknown: kubelet may write
         // it after the mount appears, and the pod index reads it on the loop
         // thread, so the first step can run before it is indexed.
-        if (it == tracks_.end() || !it->second.ctx_known || it->second.ctx->target().empty() ||
-            it->second.ctx->volume_handle().empty()) {
+        if (it == tracks_.end() || !it->second.ctx_known || (*it->second.ctx)[kPackedTarget].empty() ||
+            (*it->second.ctx)[kPackedVolumeHandle].empty()) {
             TargetContext ctx = context_for(*t);
             if (it == tracks_.end()) {
                 Track fresh;
-                fresh.ctx = std::make_shared<const PackedContext>(ctx);
+                fresh.ctx = std::make_shared<const PackedContext>(pack(ctx));
                 fresh.ctx_known = true;
-                const std::string_view key = fresh.ctx->target();  // == v.target
+                const std::string_view key = (*fresh.ctx)[kPackedTarget];  // == v.target
                 it = tracks_.emplace(key, std::move(fresh)).first;
-            } else if (!it->second.ctx_known || !it->second.ctx->same_as(ctx)) {
+            } else if (!it->second.ctx_known || !packs(*it->second.ctx, ctx)) {
                 // A new copy only when it differs (the status rows share
                 // it); the key moves to the new copy's path.
                 auto node = tracks_.extract(it);
-                node.mapped().ctx = std::make_shared<const PackedContext>(ctx);
+                node.mapped().ctx = std::make_shared<const PackedContext>(pack(ctx));
                 node.mapped().ctx_known = true;
-                node.key() = node.mapped().ctx->target();
+                node.key() = (*node.mapped().ctx)[kPackedTarget];
                 it = tracks_.insert(std::move(node)).position;
             }
         }
@@ -868,7 +855,7 @@ std::vector<TargetStatus> Engine::status() const {
     std::vector<TargetStatus> out;
     out.reserve(status_.size());
     for (const StatusRow& r : status_)
-        out.push_back(TargetStatus{r.ctx ? r.ctx->unpack() : TargetContext{}, r.kind, r.fstype, r.state, r.reason, r.heals,
+        out.push_back(TargetStatus{r.ctx ? unpack(*r.ctx) : TargetContext{}, r.kind, r.fstype, r.state, r.reason, r.heals,
                                    r.last_outage_us});
     return out;
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/packed_strings.h"
 #include "core/planner.h"
 #include "core/voldata.h"
 #include "engine/executor.h"
@@ -183,25 +184,18 @@ public:
     std::uint64_t connections_version() const { return connections_version_.load(); }
 
 private:
-    // A TargetContext in one allocation: its five fields end to end (five
-    // strings held ~0.3 KiB per target, most of it for the path, the
-    // driver and the handle on the heap one by one). Immutable.
-    class PackedContext {
-    public:
-        explicit PackedContext(const TargetContext& c);
-        // Returns the fields as a TargetContext (a copy).
-        TargetContext unpack() const;
-        // Returns the target path (valid as long as this object).
-        std::string_view target() const { return field(0); }
-        std::string_view volume_handle() const { return field(4); }
-        // Returns true when every field equals `c`'s.
-        bool same_as(const TargetContext& c) const;
-
-    private:
-        std::string_view field(int i) const;
-        std::string text_;            // target, pod_uid, volume, driver, volume_handle
-        std::uint32_t ends_[5] = {};  // where each field ends in text_
-    };
+    // A TargetContext in one allocation (five strings held ~0.3 KiB per
+    // target, most of it the path, the driver and the handle on the heap
+    // one by one): target, pod_uid, volume, driver, volume_handle.
+    using PackedContext = PackedStrings<5>;
+    static constexpr std::size_t kPackedTarget = 0;
+    static constexpr std::size_t kPackedVolumeHandle = 4;
+    // Returns `c` packed.
+    static PackedContext pack(const TargetContext& c);
+    // Returns the TargetContext packed in `p` (a copy).
+    static TargetContext unpack(const PackedContext& p);
+    // Returns true when `p` holds exactly `c`'s fields.
+    static bool packs(const PackedContext& p, const TargetContext& c);
 
     struct Track {  // per-target memory across steps; fields by size (no padding)
         Clock::time_point outage_start{};
@@ -224,7 +218,7 @@ private:
         std::string reason;         // the last verdict's reason (why broken, skipped...)
         std::string fstype;
         // Immutable, never null, shared with the status rows (status_): one
-        // copy of each target's context, not two. Its target() is the
+        // copy of each target's context, not two. Its target field is the
         // track's key in tracks_ (a view into it: the path is not stored
         // again).
         std::shared_ptr<const PackedContext> ctx;
@@ -322,7 +316,7 @@ private:
     // looked for by device number, that number must stay its own.
     std::vector<sys::UniqueFd> healed_pins_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
-    // By target path; each key views its track's ctx->target().
+    // By target path; each key views the target field of its track's ctx.
     std::map<std::string_view, Track, std::less<>> tracks_;
     Clock::time_point last_reconcile_start_{};  // when the last reconcile() began
     mutable std::mutex status_mu_;

@@ -144,7 +144,8 @@ void PodIndex::load_vol_data(const std::string& vol_dir) {
         volumes_.erase(volume_key(vol_dir));
         return;
     }
-    volumes_.insert_or_assign(volume_key(vol_dir), PackedVolume(*vd));
+    volumes_.insert_or_assign(volume_key(vol_dir), PackedVolume({vd->driver_name, vd->volume_handle, vd->spec_vol_id,
+                                                                vd->pod_uid}));
 }
 
 // Recursive, one level per directory, never deeper than kVolumeDirDepth.
@@ -281,28 +282,6 @@ int PodIndex::handle_events() {
     return handled;
 }
 
-PodIndex::PackedVolume::PackedVolume(const VolumeData& v) {
-    const std::string* fields[4] = {&v.driver_name, &v.volume_handle, &v.spec_vol_id, &v.pod_uid};
-    std::size_t size = 0;
-    for (const std::string* f : fields) size += f->size();
-    text_.reserve(size);
-    for (int i = 0; i < 4; ++i) {
-        text_ += *fields[i];
-        ends_[i] = static_cast<std::uint32_t>(text_.size());
-    }
-}
-
-VolumeData PodIndex::PackedVolume::unpack() const {
-    VolumeData v;
-    std::string* fields[4] = {&v.driver_name, &v.volume_handle, &v.spec_vol_id, &v.pod_uid};
-    std::uint32_t begin = 0;
-    for (int i = 0; i < 4; ++i) {
-        fields[i]->assign(text_, begin, ends_[i] - begin);
-        begin = ends_[i];
-    }
-    return v;
-}
-
 std::string PodIndex::volume_key(const std::string& vol_dir) const {
     // pods_dir_/<uid>/volumes/kubernetes.io~csi/<vol>, each name without '/'.
     const std::string_view p(vol_dir);
@@ -329,7 +308,8 @@ std::optional<VolumeData> PodIndex::lookup(const std::string& target) const {
     if (!where) return std::nullopt;
     auto it = volumes_.find(where->pod_uid + "/" + where->volume);
     if (it == volumes_.end()) return std::nullopt;
-    return it->second.unpack();
+    const PackedVolume& p = it->second;
+    return VolumeData{std::string(p[0]), std::string(p[1]), std::string(p[2]), std::string(p[3])};
 }
 
 } // namespace fh

@@ -14,6 +14,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/packed_strings.h"
 #include "core/voldata.h"
 
 namespace fh {
@@ -110,18 +111,10 @@ private:
     // path itself (a directory renamed away; never equal to a short key, as
     // it begins with '/'). ~0.2 MiB less than full paths at 2,000 volumes.
     std::string volume_key(const std::string& vol_dir) const;
-    // A VolumeData in one allocation: its four fields end to end (four
-    // strings held 128 bytes inline and each field on the heap apart).
-    class PackedVolume {
-    public:
-        explicit PackedVolume(const VolumeData& v);
-        // Returns the fields as a VolumeData (a copy).
-        VolumeData unpack() const;
-
-    private:
-        std::string text_;            // driver_name, volume_handle, spec_vol_id, pod_uid
-        std::uint32_t ends_[4] = {};  // where each field ends in text_
-    };
+    // Each VolumeData in one allocation (four strings held 128 bytes inline,
+    // and each field longer than 15 bytes on the heap apart): driver_name,
+    // volume_handle, spec_vol_id, pod_uid.
+    using PackedVolume = PackedStrings<4>;
     std::map<std::string, PackedVolume> volumes_;  // by volume_key()
 };
 
