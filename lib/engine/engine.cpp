@@ -256,10 +256,13 @@ void Engine::release_pins() {
     if (healed_pins_.empty()) return;
     // Each pin may be the last reference to a dead FUSE superblock, and the
     // close() that drops it tears the superblock down, which can take long:
-    // 2.2 s once for a killed bindfs in the fault campaign at load ~20, the
-    // heal worker waiting meanwhile (not understood yet; closing them on a
-    // thread of their own was tried, and a heal's own detach then waited
-    // 15 s once in the same conditions, so they stay here, timed).
+    // 2.2 s and 4.0 s in the fault campaign at load 4-20, the heal worker
+    // waiting in bdi_unregister -> wb_shutdown -> __flush_work (the
+    // superblock's writeback work, run on a kworker that a loaded machine
+    // runs late; sampled with scripts/sample-daemon-stacks.sh). Closing them
+    // on a thread of their own was tried once, confounded by the load (a
+    // heal's detach then waited 15 s in synchronize_rcu_expedited's
+    // territory), so they stay here, timed (docs/RELIABILITY.md, "Open").
     const auto pins = healed_pins_.size();
     const auto t0 = Clock::now();
     healed_pins_.clear();
