@@ -261,8 +261,8 @@ void Engine::release_pins() {
     // superblock's writeback work, run on a kworker that a loaded machine
     // runs late; sampled with scripts/sample-daemon-stacks.sh). Closing them
     // on a thread of their own was tried once, confounded by the load (a
-    // heal's detach then waited 15 s in synchronize_rcu_expedited's
-    // territory), so they stay here, timed (docs/RELIABILITY.md, "Open").
+    // heal's own detach then waited 15 s, its stack not sampled), so they
+    // stay here, timed (docs/RELIABILITY.md, "Open").
     const auto pins = healed_pins_.size();
     const auto t0 = Clock::now();
     healed_pins_.clear();
