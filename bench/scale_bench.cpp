@@ -719,7 +719,14 @@ public:
             r.sweeps++;
             for (auto& [k, list] : pending) sweep(list, by_timer);
         };
-        sweep_all(true);
+        // No sweep up front: the caller drained the namespaces' events
+        // before the source came back, so a copy that changes from now on
+        // raises its namespace's event, even one that changed before this
+        // call (epoll keeps it ready until it is read). A first sweep of
+        // 200 copies through /proc/<pid>/root costs milliseconds, and a copy
+        // healed while it ran would be seen only at the next event or
+        // sweep: the first copy's time measured that sweep, not the heal.
+        // The timer sweeps stay as a net (counted in by_timer).
         auto last_full = Clock::now();
         epoll_event evs[256];
         while (left > 0) {
