@@ -4,7 +4,7 @@
 //               [--events 100] [--idle-seconds 60] [--cycles 20] [--warmup 1]
 //               [--supervisor-cycles 20] [--detect-timeout-ms 2000] [--churn-rate 100]
 //               [--churn-seconds 30] [--probe-interval-us 100000] [--cycle-timeout 120]
-//               [--daemon PATH] [--daemon-args "ARGS"] [--keep-logs DIR]
+//               [--settle-seconds 3] [--daemon PATH] [--daemon-args "ARGS"] [--keep-logs DIR]
 //
 // Must run as root. Everything happens inside a private mount namespace that
 // this process creates (fh::test::enter_private_mount_namespace), in a tmpfs
@@ -124,6 +124,7 @@ struct Options {
     int churn_seconds = 30;
     long probe_interval_us = 100000;
     int cycle_timeout_s = 120;
+    int settle_seconds = 3;  // the last RSS sample, this long after the last phase
     std::string daemon;
     std::vector<std::string> daemon_args;
     std::string daemon_args_text;
@@ -135,7 +136,7 @@ const char* kUsage =
     "                   [--events 100] [--idle-seconds 60] [--cycles 20] [--warmup 1]\n"
     "                   [--supervisor-cycles 20] [--detect-timeout-ms 2000] [--churn-rate 100]\n"
     "                   [--churn-seconds 30] [--probe-interval-us 100000] [--cycle-timeout 120]\n"
-    "                   [--daemon PATH] [--daemon-args \"ARGS\"] [--keep-logs DIR]\n"
+    "                   [--settle-seconds 3] [--daemon PATH] [--daemon-args \"ARGS\"] [--keep-logs DIR]\n"
     "A count of 0 skips its phase (--events, --idle-seconds, --cycles, --supervisor-cycles, --churn-seconds).\n"
     "Quick run: scale_bench --pods 100 --filler 1000 --cycles 3 --supervisor-cycles 3 --events 20 \\\n"
     "                       --idle-seconds 5 --churn-seconds 5\n";
@@ -154,7 +155,7 @@ Options parse_options(int argc, char** argv) {
     static const char* known[] = {"--pods",           "--targets-per-pod", "--sources",          "--mounts",
                                   "--filler",         "--events",          "--idle-seconds",     "--cycles",
                                   "--warmup",         "--supervisor-cycles", "--detect-timeout-ms", "--churn-rate",
-                                  "--churn-seconds",  "--probe-interval-us", "--cycle-timeout",  "--daemon",
+                                  "--churn-seconds",  "--probe-interval-us", "--cycle-timeout",  "--settle-seconds", "--daemon",
                                   "--daemon-args",    "--keep-logs"};
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -188,6 +189,7 @@ Options parse_options(int argc, char** argv) {
         else if (a == "--churn-seconds") o.churn_seconds = num(0);
         else if (a == "--probe-interval-us") o.probe_interval_us = parse_long(a, v, 1000);
         else if (a == "--cycle-timeout") o.cycle_timeout_s = num(1);
+        else if (a == "--settle-seconds") o.settle_seconds = num(0);
         else if (a == "--daemon") o.daemon = v;
         else if (a == "--daemon-args") {
             o.daemon_args_text = v;
@@ -814,6 +816,7 @@ struct Results {
     double daemon_ready_s = 0;
     double read_mountinfo_ms = NAN; // the bench's own parse of the table, for scale
     Memory mem_ready, mem_after_events, mem_after_idle, mem_after_cycles, mem_end, mem_settled;
+    int settle_seconds = 0;
 
     // 1. unrelated mount events
     int events = 0;
@@ -913,8 +916,12 @@ public:
         r_.mem_end = process_memory(d.pid());
         // The daemon hands freed heap back (malloc_trim) once idle for 1 s
         // after its last step (engine/event_loop.h, kTrimDelay): the samples
-        // above may fall before that, this one after.
-        std::this_thread::sleep_for(std::chrono::seconds(3));
+        // above may fall before that, this one after. A longer wait shows
+        // what stays: the heal-line rate limiter forgets a target's keys one
+        // to two 60 s windows after its last line, and the 30 s safety
+        // reconcile is followed by a trim.
+        std::this_thread::sleep_for(std::chrono::seconds(o_.settle_seconds));
+        r_.settle_seconds = o_.settle_seconds;
         r_.mem_settled = process_memory(d.pid());
         r_.heal_failures = heal_failures_;
         r_.failure_samples = failure_samples_;
@@ -1499,10 +1506,10 @@ void report(const Options& o, const Results& r) {
                     fmt("%.1f", r.idle_cpu_ms).c_str(), r.idle_wall_s,
                     fmt("%.3f", r.idle_cpu_ms / 10.0 / r.idle_wall_s).c_str(), r.idle_phase.describe().c_str());
     std::printf("| RSS (VmRSS) | <= 16 MiB | %s MiB ready, %s after the events, %s after idle, %s after the heal cycles, "
-                "%s at the end, %s settled (3 s later) | |\n",
+                "%s at the end, %s settled (%d s later) | |\n",
                 mib(r.mem_ready.rss_kib).c_str(), mib(r.mem_after_events.rss_kib).c_str(),
                 mib(r.mem_after_idle.rss_kib).c_str(), mib(r.mem_after_cycles.rss_kib).c_str(),
-                mib(r.mem_end.rss_kib).c_str(), mib(r.mem_settled.rss_kib).c_str());
+                mib(r.mem_end.rss_kib).c_str(), mib(r.mem_settled.rss_kib).c_str(), r.settle_seconds);
     std::printf("| of which RssAnon (heap, stacks) | - | %s MiB ready, %s after the events, %s after idle, %s after the "
                 "heal cycles, %s at the end, %s settled | |\n",
                 mib(r.mem_ready.anon_kib).c_str(), mib(r.mem_after_events.anon_kib).c_str(),

@@ -14,7 +14,7 @@ void RepeatLimiter::drop_older_than_window(std::vector<Clock::time_point>& times
 }
 
 bool RepeatLimiter::admit(const std::string& key, Clock::time_point now) {
-    std::vector<Clock::time_point>& times = admitted_[key];
+    std::vector<Clock::time_point>& times = admitted_[std::hash<std::string>{}(key)];
     drop_older_than_window(times, now);
     if (times.size() < burst_) {
         times.push_back(now);

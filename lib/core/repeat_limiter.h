@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace fh {
@@ -53,7 +54,11 @@ private:
     // most `burst` of them, so a vector (erasing its front moves <= burst
     // items). A std::deque allocated a 512-byte block per key: ~2.4 MiB for
     // the 4,000 keys of 2,000 targets broken and healed (scale_bench heap).
-    std::map<std::string, std::vector<Clock::time_point>> admitted_;
+    // Keyed by the key's 64-bit hash, not a copy of it: a key names a target
+    // path (~120 bytes), and a copy per key kept ~1 MiB for up to two
+    // windows after such a burst. Two keys of one hash would share a limit;
+    // among the ~10^4 keys of a node that has odds of ~10^-11.
+    std::unordered_map<std::uint64_t, std::vector<Clock::time_point>> admitted_;
     Suppressed suppressed_;
 };
 

@@ -48,6 +48,25 @@ TEST(RepeatLimiter, ForgetsQuietKeys) {
     EXPECT_TRUE(l.admit("k", t0 + 31s));
 }
 
+// Keys are held by their hash: 4,000 target-like keys that differ only in a
+// few characters (as two targets of one pod do) still each get a burst of
+// their own.
+TEST(RepeatLimiter, ThousandsOfSimilarKeysKeepTheirOwnBursts) {
+    RepeatLimiter l(2, 60s);
+    const Clock::time_point t0{};
+    auto key = [](int i) {
+        return std::string(i % 2 ? "healed" : "broken") + " /var/lib/kubelet/pods/" + std::to_string(i / 2) +
+               "/volumes/kubernetes.io~csi/pv-" + std::to_string(i % 7) + "/mount";
+    };
+    for (int round = 0; round < 2; ++round)
+        for (int i = 0; i < 4000; ++i) ASSERT_TRUE(l.admit(key(i), t0 + round * 1s)) << key(i);
+    for (int i = 0; i < 4000; ++i) ASSERT_FALSE(l.admit(key(i), t0 + 2s)) << key(i);
+    const auto s = l.take_suppressed(t0 + 3s);
+    EXPECT_EQ(s.lines, 4000u);
+    EXPECT_EQ(s.by_key.size(), 4000u);
+    EXPECT_EQ(s.by_key.count(key(3999)), 1u);
+}
+
 TEST(RepeatLimiter, ABurstOfZeroMeansOne) {
     RepeatLimiter l(0, 10s);
     EXPECT_EQ(l.burst(), 1u);
