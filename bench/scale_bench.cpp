@@ -155,8 +155,8 @@ Options parse_options(int argc, char** argv) {
     static const char* known[] = {"--pods",           "--targets-per-pod", "--sources",          "--mounts",
                                   "--filler",         "--events",          "--idle-seconds",     "--cycles",
                                   "--warmup",         "--supervisor-cycles", "--detect-timeout-ms", "--churn-rate",
-                                  "--churn-seconds",  "--probe-interval-us", "--cycle-timeout",  "--settle-seconds", "--daemon",
-                                  "--daemon-args",    "--keep-logs"};
+                                  "--churn-seconds",  "--probe-interval-us", "--cycle-timeout",  "--settle-seconds",
+                                  "--daemon",         "--daemon-args",     "--keep-logs"};
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         std::string v;

@@ -57,7 +57,8 @@ private:
     // Keyed by the key's 64-bit hash, not a copy of it: a key names a target
     // path (~120 bytes), and a copy per key kept ~1 MiB for up to two
     // windows after such a burst. Two keys of one hash would share a limit;
-    // among the ~10^4 keys of a node that has odds of ~10^-11.
+    // among the ~10^4 keys of a node the odds are ~3e-12 (birthday bound,
+    // n^2 / 2^65).
     std::unordered_map<std::uint64_t, std::vector<Clock::time_point>> admitted_;
     Suppressed suppressed_;
 };
