@@ -806,9 +806,11 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         if (v.has_origin) sources.insert(v.origin.source_path);
     std::optional<std::vector<FuseConnectionInfo>> connections;
     if (host) connections = connections_of(c, liveness);
-    std::lock_guard<std::mutex> lock(status_mu_);
+    // Logged before the lock: a status request on the loop thread waits
+    // for status_mu_, and must not wait for a log write too.
     spdlog::trace("reconcile done: {} actions, {} healed ({} us)", sum.actions, sum.healed,
                   micros(Clock::now() - last_reconcile_start_));
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_ = std::move(snapshot);
     source_paths_.assign(sources.begin(), sources.end());
     if (connections && *connections != *connections_) {

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -283,23 +282,10 @@ int PodIndex::handle_events() {
 }
 
 std::string PodIndex::volume_key(const std::string& vol_dir) const {
-    // pods_dir_/<uid>/volumes/kubernetes.io~csi/<vol>, each name without '/'.
-    const std::string_view p(vol_dir);
-    if (p.size() <= pods_dir_.size() + 1 || p.compare(0, pods_dir_.size(), pods_dir_) != 0 || p[pods_dir_.size()] != '/')
-        return vol_dir;
-    const std::string_view rest = p.substr(pods_dir_.size() + 1);  // <uid>/volumes/kubernetes.io~csi/<vol>
-    const std::size_t slash = rest.find('/');
-    if (slash == 0 || slash == std::string_view::npos) return vol_dir;
-    const std::string_view uid = rest.substr(0, slash);
-    const std::string middle = std::string("/volumes/") + kCsiPlugin + "/";
-    const std::string_view after = rest.substr(slash);
-    if (after.size() <= middle.size() || after.compare(0, middle.size(), middle) != 0) return vol_dir;
-    const std::string_view vol = after.substr(middle.size());
-    if (vol.find('/') != std::string_view::npos) return vol_dir;
-    std::string key;
-    key.reserve(uid.size() + 1 + vol.size());
-    key.append(uid).append("/").append(vol);
-    return key;
+    // The same parse as lookup()'s of a target path, so both make one key.
+    const auto where = parse_pod_path(vol_dir, root_dir_);
+    if (!where || where->kind != TargetKind::Volume) return vol_dir;
+    return where->pod_uid + "/" + where->volume;
 }
 
 std::optional<VolumeData> PodIndex::lookup(const std::string& target) const {

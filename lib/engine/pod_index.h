@@ -107,9 +107,10 @@ private:
     std::unordered_map<int, Watch> watches_;  // by wd
     mutable std::mutex mu_;
     // Returns the key of the CSI volume dir `vol_dir` in volumes_ (mu_ held):
-    // "<uid>/<vol>" for pods/<uid>/volumes/kubernetes.io~csi/<vol>, else the
-    // path itself (a directory renamed away; never equal to a short key, as
-    // it begins with '/'). ~0.2 MiB less than full paths at 2,000 volumes.
+    // "<uid>/<vol>" for pods/<uid>/volumes/<plugin>/<vol> (parse_pod_path, as
+    // lookup() parses a target), else the path itself (a directory renamed
+    // away; never equal to a short key, as it begins with '/'). ~0.2 MiB
+    // less than full paths at 2,000 volumes.
     std::string volume_key(const std::string& vol_dir) const;
     // Each VolumeData in one allocation (four strings held 128 bytes inline,
     // and each field longer than 15 bytes on the heap apart): driver_name,
