@@ -276,8 +276,13 @@ Result<MountTable> read_mountinfo(const std::string& path) {
     return parse_with(path, [&](libmnt_table* tb) { return mnt_table_parse_file(tb, path.c_str()); });
 }
 
-bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices) {
-    if (devices.empty()) return false;
+namespace {
+
+// Calls `found(dev)` with the device of each line of mountinfo `text` that is
+// one of `devices`, until it returns false.
+template <typename Found>
+void for_each_device_among(std::string_view text, const std::set<dev_t>& devices, Found found) {
+    if (devices.empty()) return;
     while (!text.empty()) {
         const std::size_t eol = text.find('\n');
         std::string_view line = text.substr(0, eol);
@@ -295,9 +300,27 @@ bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices)
         if (r1.ec != std::errc() || r2.ec != std::errc() || r1.ptr != dev.data() + colon ||
             r2.ptr != dev.data() + dev.size())
             continue;
-        if (devices.count(makedev(major_number, minor_number))) return true;
+        const dev_t d = makedev(major_number, minor_number);
+        if (devices.count(d) && !found(d)) return;
     }
-    return false;
+}
+
+} // namespace
+
+bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices) {
+    bool any = false;
+    for_each_device_among(text, devices, [&](dev_t) { return !(any = true); });
+    return any;
+}
+
+std::vector<dev_t> mountinfo_devices_among(std::string_view text, const std::set<dev_t>& devices) {
+    std::vector<dev_t> out;
+    for_each_device_among(text, devices, [&](dev_t d) {
+        if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(d);
+        return out.size() < devices.size();  // all found: the rest cannot add one
+    });
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 MountFlags parse_mount_flags(const std::string& vfs_options) {

@@ -109,6 +109,12 @@ Result<MountTable> parse_mountinfo_text(const std::string& text, const std::stri
 // given superblock, and parses only those.
 bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices);
 
+// Returns those of `devices` that the lines of mountinfo `text` name as their
+// device, sorted, each once (empty when none does), read the same way as
+// mountinfo_has_device: the namespace cache remembers which datasets each
+// container holds without parsing its table.
+std::vector<dev_t> mountinfo_devices_among(std::string_view text, const std::set<dev_t>& devices);
+
 // Returns the per-mount flags found in a comma-separated vfs option string.
 MountFlags parse_mount_flags(const std::string& vfs_options);
 

@@ -269,27 +269,47 @@ void Engine::release_pins() {
     spdlog::debug("released {} pins of healed targets' dead filesystems ({} us)", pins, micros(Clock::now() - t0));
 }
 
-std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& devices) {
+std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& devices, const std::set<dev_t>& cached,
+                                                       ReconcileSummary& sum) {
     const auto t0 = Clock::now();
-    auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devices);
-    spdlog::debug("namespace walk: {} processes, {} namespaces, {} hold dead mounts ({} us)", scan.processes,
-                  scan.distinct_namespaces, scan.namespaces.size(), micros(Clock::now() - t0));
+    auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devices, cached);
+    spdlog::debug("namespace walk: {} processes, {} namespaces, {} hold dead mounts, {} hold the {} superblocks "
+                  "looked for ({} us)",
+                  scan.processes, scan.distinct_namespaces, scan.namespaces.size(), scan.holdings.size(),
+                  devices.size() + cached.size() - std::count_if(devices.begin(), devices.end(),
+                                                                 [&](dev_t d) { return cached.count(d) > 0; }),
+                  micros(Clock::now() - t0));
+    std::map<std::uint64_t, const std::string*> pod_of;  // by namespace inode, of the parsed ones
+    for (const auto& ns : scan.namespaces) pod_of[ns.ns_inode] = &ns.pod_uid;
     known_namespaces_.clear();
-    for (const auto& ns : scan.namespaces) known_namespaces_.push_back(KnownNamespace{ns.pid, ns.ns_inode, ns.pod_uid});
-    known_namespaces_devices_ = devices;
+    known_namespaces_.reserve(scan.holdings.size());
+    for (auto& h : scan.holdings) {
+        auto pod = pod_of.find(h.ns_inode);
+        known_namespaces_.push_back(KnownNamespace{
+            h.pid, h.ns_inode, std::move(h.devices),
+            pod == pod_of.end() ? std::nullopt : std::optional<std::string>(*pod->second)});
+    }
+    known_namespaces_devices_ = cached;
+    known_namespaces_devices_.insert(devices.begin(), devices.end());
+    last_walk_ = Clock::now();
+    ++sum.namespace_walks;
     return std::move(scan.namespaces);
 }
 
 std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>& devices) {
     std::vector<NamespaceView> out;
-    for (const auto& [pid, inode, pod_uid] : known_namespaces_) {
-        auto id = sys::mount_ns_id(settings_.proc_root, pid);
-        if (!id || id->second != inode) continue;  // gone, or the pid was reused
-        auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(pid) + "/mountinfo");
+    for (KnownNamespace& known : known_namespaces_) {
+        if (std::none_of(known.devices.begin(), known.devices.end(), [&](dev_t d) { return devices.count(d) > 0; }))
+            continue;
+        auto id = sys::mount_ns_id(settings_.proc_root, known.pid);
+        if (!id || id->second != known.ns_inode) continue;  // gone, or the pid was reused
+        auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(known.pid) + "/mountinfo");
         if (!table) continue;
         bool wanted = false;
         for (const auto& e : table->entries()) wanted = wanted || devices.count(e.device);
-        if (wanted) out.push_back(NamespaceView{pid, inode, std::move(*table), pod_uid});
+        if (!wanted) continue;
+        if (!known.pod_uid) known.pod_uid = read_pod_uid(settings_.proc_root, known.pid);
+        out.push_back(NamespaceView{known.pid, known.ns_inode, std::move(*table), *known.pod_uid});
     }
     return out;
 }
@@ -647,6 +667,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     PlanInput in;
     Plan plan;
     bool converged = false;  // the last plan was made from current tables and needed no action
+    // The superblocks of every target's topmost mount, as the namespace
+    // cache remembers them (see known_namespaces_).
+    auto superblocks_of_targets = [&c] {
+        std::set<dev_t> devices;
+        for (const Target& t : c.targets) devices.insert(t.mount->device);
+        return devices;
+    };
 
     for (;;) {
         const auto step_start = Clock::now();
@@ -667,9 +694,16 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             std::any_of(tracks_.begin(), tracks_.end(), [](const auto& t) { return t.second.in_outage; })) {
             // An outage is under way and its containers are known: read them
             // now, so the first plan of this step can already heal.
-            namespaces = reread_known_namespaces(known_namespaces_devices_);
-            views_loaded = true;
-            views_devices = known_namespaces_devices_;
+            std::set<dev_t> down;
+            for (const Target& t : c.targets)
+                if (auto l = liveness.find(t.mount->device); l != liveness.end() && l->second != Liveness::Alive &&
+                                                             known_namespaces_devices_.count(t.mount->device))
+                    down.insert(t.mount->device);
+            if (!down.empty()) {
+                namespaces = reread_known_namespaces(down);
+                views_loaded = true;
+                views_devices = std::move(down);
+            }
         }
 
         if (heal_namespaces && !healed_.empty()) check_healed_liveness(namespaces, liveness);
@@ -702,7 +736,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             if (!dead_devices.empty() && !known && !walked) {
                 // An outage we have not looked for in containers yet: walk
                 // /proc now, while waiting for the source, not at heal time.
-                namespaces = scan_all_namespaces(dead_devices);
+                namespaces = scan_all_namespaces(dead_devices, superblocks_of_targets(), sum);
                 views_loaded = walked = true;
                 views_devices = dead_devices;
                 continue;
@@ -756,7 +790,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             // containers started during the outage that still hold a copy.
             std::set<dev_t> devs;
             for (const auto& h : healed_) devs.insert(h.device);
-            namespaces = scan_all_namespaces(devs);
+            namespaces = scan_all_namespaces(devs, superblocks_of_targets(), sum);
             walked = true;
             views_devices = devs;
             if (!namespaces.empty()) {
@@ -787,12 +821,30 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             // since the plan that used them: current, not read again (at
             // 1,000 containers, 80 ms saved when a death is first seen).
             const bool current = views_loaded && views_devices == awaited && sum.actions == 0;
-            if (!current) namespaces = known ? reread_known_namespaces(awaited) : scan_all_namespaces(awaited);
+            if (!current)
+                namespaces = known ? reread_known_namespaces(awaited)
+                                   : scan_all_namespaces(awaited, superblocks_of_targets(), sum);
         }
         armed_ = arm_heals(in, plan);
         if (!armed_.empty())
             spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
                           armed_.sources.size(), micros(Clock::now() - t0));
+    }
+    if (converged && heal_namespaces && healed_.empty()) {
+        // Refresh the namespace cache now, not when a FUSE daemon dies, if
+        // it misses a superblock (a new dataset, or the daemon's first step)
+        // or is older than the safety scan's interval (containers started
+        // since; that timer also bounds how stale a safety reconcile lets
+        // anything else get). Not while heals wait for the walk after them
+        // (healed_), which refreshes it too. The dead superblocks of an
+        // outage are among those looked for, so a refresh during one keeps
+        // its containers known.
+        const std::set<dev_t> superblocks = superblocks_of_targets();
+        const auto interval = config_.safety_scan_interval;
+        const bool missing = !std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
+                                            superblocks.begin(), superblocks.end());
+        const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval;
+        if (!superblocks.empty() && (missing || old)) scan_all_namespaces({}, superblocks, sum);
     }
 
     std::vector<StatusRow> snapshot;

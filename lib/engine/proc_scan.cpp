@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
@@ -16,8 +17,11 @@ std::string read_pod_uid(const std::string& proc_root, int pid) {
     return text ? pod_uid_from_cgroup(*text) : std::string();
 }
 
-NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const std::set<dev_t>& devices) {
+NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const std::set<dev_t>& devices,
+                              const std::set<dev_t>& remembered) {
     NamespaceScan out;
+    std::set<dev_t> looked_for = remembered;
+    looked_for.insert(devices.begin(), devices.end());
     auto self_ns = sys::mount_ns_id(proc_root, self_pid);
     std::set<std::pair<dev_t, ino_t>> seen;
     if (self_ns) seen.insert(*self_ns);
@@ -40,7 +44,11 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
         // Most namespaces hold none of the devices: they are only scanned
         // for the device field, not parsed (libmount's parse of a table
         // costs more than the kernel's printing of it).
-        if (!mountinfo_has_device(*text, devices)) continue;
+        std::vector<dev_t> held = mountinfo_devices_among(*text, looked_for);
+        if (held.empty()) continue;
+        const bool wanted = std::any_of(held.begin(), held.end(), [&](dev_t d) { return devices.count(d) > 0; });
+        out.holdings.push_back(NamespaceHolding{static_cast<int>(pid), ns->second, std::move(held)});
+        if (!wanted) continue;
         auto table = parse_mountinfo_text(*text, path);
         if (!table) continue;
         out.namespaces.push_back(NamespaceView{static_cast<int>(pid), ns->second, std::move(*table),

@@ -194,14 +194,18 @@ TEST(LivenessProber, FusectlWithWaitingRequestsStartsAProbeThatCanTimeOut) {
     std::atomic<int> late{0};
     LivenessProber p(with_fusectl(fc.dir()), 0us, [&] { ++late; });
     // A path that takes the kernel a while to resolve (1500 "." components),
-    // so the probe thread cannot beat the zero deadline by luck.
+    // so the probe thread rarely beats the zero deadline. Rarely, not never:
+    // on a loaded machine the checking thread can lose the CPU right after
+    // starting the probe, and 20 probes in a row once all won (1 run in 97
+    // beside two busy loops). So it checks on, up to 2,000 times, until one
+    // probe has timed out.
     std::string slow = tmp.path();
     for (int i = 0; i < 1500; ++i) slow += "/.";
     int unresponsive = 0;
-    for (unsigned i = 0; i < 20; ++i) {
-        dev_t idle = fc.add(200 + i, "12\n", "0\n");
+    for (unsigned i = 0; i < 20 || (unresponsive == 0 && i < 2000); ++i) {
+        dev_t idle = fc.add(10000 + i, "12\n", "0\n");
         EXPECT_EQ(p.check({{idle, slow}})[idle], Liveness::Alive);
-        dev_t busy = fc.add(100 + i, "12\n", "1\n");
+        dev_t busy = fc.add(20000 + i, "12\n", "1\n");
         LivenessMap m = p.check({{busy, slow}});
         EXPECT_TRUE(m[busy] == Liveness::Unresponsive || m[busy] == Liveness::Alive) << to_string(m[busy]);
         if (m[busy] == Liveness::Unresponsive) ++unresponsive;

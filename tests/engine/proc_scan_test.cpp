@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -136,6 +137,51 @@ TEST(ScanNamespacesFake, FindsEachWantedNamespaceOnceAndSkipsOurOwn) {
     EXPECT_EQ(none.processes, 7);
     EXPECT_EQ(none.distinct_namespaces, 3);
     EXPECT_TRUE(scan_namespaces(proc.root(), 1, {}).namespaces.empty());
+}
+
+TEST(ScanNamespacesFake, RemembersHoldersOfEveryDeviceAndParsesOnlyTheWantedOnes) {
+    // The namespace cache: a walk for no dead device (an empty wanted set)
+    // still lists who holds which remembered device; a walk for one device
+    // parses only its holders but lists the others too.
+    FakeProc proc;
+    proc.add_namespace("self");
+    const ino_t ns_a = proc.add_namespace("a");
+    proc.add_namespace("b");
+    const ino_t ns_c = proc.add_namespace("c");
+    const ino_t ns_d = proc.add_namespace("d");
+    proc.add_process(1, "self", kRootLine + kFuseLine);
+    proc.add_process(100, "a", kRootLine + kContainerLine);
+    proc.add_process(200, "b", kRootLine + kProcLine);
+    proc.add_process(300, "c", kRootLine + kOtherLine);
+    proc.add_process(400, "d", kRootLine + kContainerLine + kOtherLine);
+    auto holdings_of = [](const NamespaceScan& s) {
+        std::map<std::uint64_t, std::vector<dev_t>> out;
+        for (const auto& h : s.holdings) out[h.ns_inode] = h.devices;
+        return out;
+    };
+    const std::map<std::uint64_t, std::vector<dev_t>> everyone{
+        {ns_a, {kFuseDev}}, {ns_c, {kOtherFuseDev}}, {ns_d, {kFuseDev, kOtherFuseDev}}};
+
+    NamespaceScan cache_only = scan_namespaces(proc.root(), 1, {}, {kFuseDev, kOtherFuseDev});
+    EXPECT_TRUE(cache_only.namespaces.empty());
+    EXPECT_EQ(holdings_of(cache_only), everyone);
+    EXPECT_EQ(cache_only.distinct_namespaces, 4);
+
+    NamespaceScan one = scan_namespaces(proc.root(), 1, {kOtherFuseDev}, {kFuseDev});
+    EXPECT_EQ(holdings_of(one), everyone);
+    std::set<std::uint64_t> parsed;
+    for (const auto& v : one.namespaces) {
+        parsed.insert(v.ns_inode);
+        EXPECT_TRUE(has_device(v.table, kOtherFuseDev));
+    }
+    EXPECT_EQ(parsed, (std::set<std::uint64_t>{ns_c, ns_d}));
+    for (const auto& h : one.holdings)
+        EXPECT_EQ(h.pid, h.ns_inode == ns_a ? 100 : h.ns_inode == ns_c ? 300 : 400);
+
+    // Nothing remembered: holdings are the wanted ones' holders.
+    NamespaceScan plain = scan_namespaces(proc.root(), 1, {kFuseDev});
+    EXPECT_EQ(holdings_of(plain),
+              (std::map<std::uint64_t, std::vector<dev_t>>{{ns_a, {kFuseDev}}, {ns_d, {kFuseDev}}}));
 }
 
 TEST(ScanNamespacesFake, ProcessesThatExitedAreSkipped) {

@@ -3,6 +3,7 @@
 #include "heal_fixture.h"
 
 #include <map>
+#include <thread>
 
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -152,6 +153,61 @@ TEST_P(EngineStep, ContainerCopiesAreCountedForTheirOwnPods) {
     EXPECT_EQ(copies, (std::map<std::string, int>{{vol1, 1}, {vol2, 1}}));
     EXPECT_TRUE(container_reads(ctr1, "2\n", 1000ms));
     EXPECT_TRUE(container_reads(ctr2, "2\n", 1000ms));
+}
+
+TEST_P(EngineStep, ContainersAreKnownBeforeTheDeathAndOneStartedSinceIsHealedToo) {
+    // The namespace cache: the first step walks /proc for the containers
+    // holding the targets' superblocks, so the step that sees the death
+    // walks no more. A container started after that walk is not in the
+    // cache; the walk after the heal finds it, and its copy is healed too.
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    Container early{sb};
+    early.start(vol, ContainerPropagation::Private, "generation");
+
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);  // the cache's first walk
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);  // still fresh
+    Container late{sb};
+    late.start(vol, ContainerPropagation::Private, "generation");
+    fuse.kill9();
+    auto outage = engine->reconcile(Clock::now());
+    EXPECT_EQ(outage.namespace_walks, 0) << "the step that saw the death walked /proc instead of using the cache";
+    EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
+
+    fuse.supervisor_restart(2);
+    auto heal = engine->reconcile(Clock::now());
+    EXPECT_EQ(heal.healed, 1);
+    EXPECT_EQ(heal.failures, 0);
+    EXPECT_EQ(heal.namespace_walks, 1);  // the walk after the heal, which found `late`
+    EXPECT_EQ(heal.actions, 3);          // two container copies and the host target
+    EXPECT_EQ(read_file(vol + "/generation"), "2\n");
+    EXPECT_TRUE(container_reads(early, "2\n", 1000ms));
+    EXPECT_TRUE(container_reads(late, "2\n", 1000ms));
+    EXPECT_EQ(engine->reconcile(Clock::now()).actions, 0);
+}
+
+TEST_P(EngineStep, NamespaceCacheIsWalkedAgainOnlyAfterTheSafetyScanInterval) {
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+    csi_bind(fuse.source(), "", vol, true);
+    Container ctr{sb};
+    ctr.start(vol, ContainerPropagation::Private, "generation");
+    // 1 s: the two steps right after the walk take milliseconds, even
+    // under a sanitizer, so they come well within it.
+    config.safety_scan_interval = std::chrono::seconds(1);
+    engine->set_config(config, strategy);
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);
+    std::this_thread::sleep_for(1100ms);
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);
+    // Safety scans off: the cache is walked again only for a new superblock.
+    config.safety_scan_interval = std::chrono::seconds(0);
+    engine->set_config(config, strategy);
+    std::this_thread::sleep_for(1100ms);
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);
 }
 
 TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {

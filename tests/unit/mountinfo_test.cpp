@@ -6,6 +6,8 @@
 #include <sys/sysmacros.h>
 
 #include <fstream>
+#include <algorithm>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -539,6 +541,31 @@ TEST(MountinfoHasDevice, LooksOnlyAtTheDeviceField) {
     EXPECT_FALSE(mountinfo_has_device(text, {dev(0, 46)}));
     EXPECT_TRUE(mountinfo_has_device(text, {dev(98, 0)}));
     EXPECT_TRUE(mountinfo_has_device(text + "39 36 0:46 / /c rw - fuse.x x rw", {dev(0, 46)}));
+}
+
+TEST(MountinfoDevicesAmong, NamesEachPresentDeviceOnceSortedAndNoOther) {
+    const std::string text = file_text("kubelet-live.mountinfo");
+    auto table = parse_mountinfo_text(text, "kubelet-live.mountinfo");
+    ASSERT_TRUE(table) << table.error().message();
+    std::set<dev_t> present;
+    std::map<dev_t, int> lines;  // how many mounts share each device
+    for (const MountEntry& e : table->entries()) {
+        present.insert(e.device);
+        ++lines[e.device];
+    }
+    ASSERT_TRUE(std::any_of(lines.begin(), lines.end(), [](const auto& l) { return l.second > 1; }))
+        << "the capture should have a device on several lines (binds), or 'each once' is not tested";
+    const dev_t absent = dev(4095, 1048575);
+    std::set<dev_t> asked = present;
+    asked.insert(absent);
+    EXPECT_EQ(mountinfo_devices_among(text, asked), std::vector<dev_t>(present.begin(), present.end()));
+    // A subset: exactly the asked ones that are there.
+    const dev_t first = *present.begin(), last = *present.rbegin();
+    EXPECT_EQ(mountinfo_devices_among(text, {last, absent, first}), (std::vector<dev_t>{first, last}));
+    EXPECT_TRUE(mountinfo_devices_among(text, {absent}).empty());
+    EXPECT_TRUE(mountinfo_devices_among(text, {}).empty());
+    // Only the device field counts, as for mountinfo_has_device.
+    EXPECT_TRUE(mountinfo_devices_among("36 35 98:0 /0:46 /mnt/0:46 rw - ext3 0:46 rw\n", {dev(0, 46)}).empty());
 }
 
 } // namespace
