@@ -252,8 +252,8 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
     }
 }
 
-void Engine::release_pins() {
-    if (healed_pins_.empty()) return;
+void Engine::release_pins(std::vector<sys::UniqueFd>& pins) {
+    if (pins.empty()) return;
     // Each pin may be the last reference to a dead FUSE superblock, and the
     // close() that drops it tears the superblock down, which can take long:
     // 2.2 s and 4.0 s in the fault campaign at load 4-20, the heal worker
@@ -262,11 +262,12 @@ void Engine::release_pins() {
     // runs late; sampled with scripts/sample-daemon-stacks.sh). Closing them
     // on a thread of their own was tried once, confounded by the load (a
     // heal's own detach then waited 15 s, its stack not sampled), so they
-    // stay here, timed (docs/RELIABILITY.md, "Open").
-    const auto pins = healed_pins_.size();
+    // stay on the heal worker, timed, but after the step's status is
+    // published (docs/RELIABILITY.md, "Open").
+    const auto count = pins.size();
     const auto t0 = Clock::now();
-    healed_pins_.clear();
-    spdlog::debug("released {} pins of healed targets' dead filesystems ({} us)", pins, micros(Clock::now() - t0));
+    pins.clear();
+    spdlog::debug("released {} pins of healed targets' dead filesystems ({} us)", count, micros(Clock::now() - t0));
 }
 
 std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& devices, const std::set<dev_t>& cached,
@@ -644,7 +645,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
     if (!heal_namespaces) {  // turned off by a reload: nothing looks for copies any more
         healed_.clear();
-        release_pins();
+        release_pins(healed_pins_);
     }
 
     // Heals armed while their source was down go first: checking the
@@ -802,9 +803,14 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         break;
     }
 
-    if (walked) {  // the walk saw every namespace after those heals
+    // The walk saw every namespace after those heals: their pins go, but
+    // only once the step's status is out (below), since closing the last
+    // reference to a dead superblock can wait for its teardown.
+    std::vector<sys::UniqueFd> pins_to_release;
+    if (walked) {
         healed_.clear();
-        release_pins();
+        pins_to_release = std::move(healed_pins_);
+        healed_pins_.clear();
     }
     if (converged && settings_.source_lookup) {
         const auto t0 = Clock::now();
@@ -862,13 +868,16 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // for status_mu_, and must not wait for a log write too.
     spdlog::trace("reconcile done: {} actions, {} healed ({} us)", sum.actions, sum.healed,
                   micros(Clock::now() - last_reconcile_start_));
-    std::lock_guard<std::mutex> lock(status_mu_);
-    status_ = std::move(snapshot);
-    source_paths_.assign(sources.begin(), sources.end());
-    if (connections && *connections != *connections_) {
-        connections_ = std::make_shared<const std::vector<FuseConnectionInfo>>(std::move(*connections));
-        ++connections_version_;
+    {
+        std::lock_guard<std::mutex> lock(status_mu_);
+        status_ = std::move(snapshot);
+        source_paths_.assign(sources.begin(), sources.end());
+        if (connections && *connections != *connections_) {
+            connections_ = std::make_shared<const std::vector<FuseConnectionInfo>>(std::move(*connections));
+            ++connections_version_;
+        }
     }
+    release_pins(pins_to_release);
     return sum;
 }
 

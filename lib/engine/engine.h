@@ -255,9 +255,10 @@ private:
     // Adds to `liveness` the dead superblocks of healed_ targets that copies
     // in `namespaces` may still hold (see the planner's healed copies).
     void check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness);
-    // Closes healed_pins_ (timed in the debug log: closing one can wait for
-    // a dead superblock's teardown).
-    void release_pins();
+    // Closes `pins` (healed_pins_, or pins taken from it), leaving it empty;
+    // timed in the debug log: closing one can wait for a dead superblock's
+    // teardown.
+    static void release_pins(std::vector<sys::UniqueFd>& pins);
     // Walks /proc and returns the namespaces holding `devices`, parsed.
     // Remembers (known_namespaces_) every namespace holding one of them or
     // of `cached`, with the ones it holds; counts the walk in `sum`.

@@ -689,7 +689,10 @@ int Daemon::run() {
                                    },
                                    statmount_entry};
     open_mount_tracker();
-    if (tracker_) settings.host_table = [t = tracker_.get()] { return t->table(); };
+    if (tracker_) {
+        settings.host_table = [t = tracker_.get()] { return t->table(); };
+        executor_->set_own_mount_hook([t = tracker_.get()](std::uint64_t id) { t->note_own_mount(id); });
+    }
     engine_ = std::make_unique<Engine>(
         config_, strategy_, *prober_, *executor_, *store_, [this](const HealEvent& e) { on_heal_event(e); },
         [this](const std::string& target) { return pods_->lookup(target); }, std::move(settings));

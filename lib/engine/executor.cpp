@@ -102,6 +102,10 @@ Status Executor::execute(const HealAction& a) {
         if (!c) return c.error();
         if (Status s = check_source(c->get(), a); !s) return s;
         clone = std::move(*c);
+        // The clone has its unique id already (given at open_tree), and
+        // keeps it once attached.
+        if (own_mount_hook_)
+            if (auto id = sys::fd_unique_mount_id(clone.get())) own_mount_hook_(*id);
     }
     return act_at(a, clone.get(), true);
 }

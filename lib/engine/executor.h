@@ -6,6 +6,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +55,14 @@ public:
 
     void set_root_dir(std::string root_dir) { root_dir_ = std::move(root_dir); }
 
+    // Sets what is told the unique mount id (sys::fd_unique_mount_id) of
+    // each clone right before execute() attaches it in the daemon's
+    // namespace (MountTracker::note_own_mount): called on the caller's
+    // thread; not called when the kernel does not report the id.
+    void set_own_mount_hook(std::function<void(std::uint64_t unique_mount_id)> hook) {
+        own_mount_hook_ = std::move(hook);
+    }
+
 private:
     // Returns ok while fusectl (when in use) still shows the action's
     // superblock as the aborted connection; ESTALE otherwise.
@@ -68,6 +78,7 @@ private:
     std::string root_dir_;
     std::unique_ptr<NamespaceWorkers> ns_workers_;  // created on first use
     sys::UniqueFd proc_self_fd_;                    // the daemon's /proc/self, with ns_workers_
+    std::function<void(std::uint64_t)> own_mount_hook_;
 };
 
 } // namespace fh

@@ -222,6 +222,12 @@ bool MountTracker::wants_mountinfo_poll() {
     return !young_.empty();
 }
 
+void MountTracker::note_own_mount(std::uint64_t unique_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (own_mounts_.size() >= kMaxOwnMounts) own_mounts_.clear();
+    own_mounts_.insert(unique_id);
+}
+
 void MountTracker::prune_young_locked() {
     if (young_.empty()) return;
     const auto now = SteadyClock::now();
@@ -307,6 +313,7 @@ void MountTracker::report_locked(const char* kind, const Outcome& out, UpdateSum
 }
 
 void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach, Outcome& out) {
+    const bool own = own_mounts_.erase(id) > 0;
     if (!attach) {
         // Detached: statmount can no longer see it; the tracked entry says
         // what it was.
@@ -344,7 +351,7 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
     const Tracked& now = it->second;
     // Only FUSE mounts: theirs are the only flags the engine reads (a
     // target's read-only flag decides whether it may be healed).
-    if (out.relevance == MountRelevance::FuseMount && is_fuse_fstype(*now.fstype, rules_.fs_types))
+    if (!own && out.relevance == MountRelevance::FuseMount && is_fuse_fstype(*now.fstype, rules_.fs_types))
         young_.push_back(Young{id, SteadyClock::now() + options_.young_window, generation_});
     // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
     // propagated under an existing one) now sits on the new one.

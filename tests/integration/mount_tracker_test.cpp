@@ -292,6 +292,44 @@ TEST_F(MountTrackerTest, EventsAreReportedWithTheirRelevance) {
 
 // More events than the kernel queues (16384; 18000 here): the overflow is reported as
 // relevant and the next table() lists the whole table again.
+TEST_F(MountTrackerTest, OwnHealsAreNotWatchedAsYoungMounts) {
+    // A FUSE mount someone else attaches is watched for a while (kubelet
+    // may remount it read-only, which fanotify does not report); a clone the
+    // daemon attached itself, noted first as the executor does, is not. The
+    // tracker is opened after the source is mounted, so only the mounts
+    // below can make it young.
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    auto opened = MountTracker::open(rules);
+    ASSERT_TRUE(opened) << opened.error().message();
+    MountTracker& t = **opened;
+    t.update();
+    ASSERT_FALSE(t.wants_mountinfo_poll());
+
+    const std::string own = sb.make_pod_volume("pod-1", "pvc-1");
+    auto clone = sys::open_tree_clone(fuse.source());
+    ASSERT_TRUE(clone) << clone.error().message();
+    auto id = sys::fd_unique_mount_id(clone->get());
+    ASSERT_TRUE(id) << "no STATX_MNT_ID_UNIQUE on a kernel with fanotify mount events";
+    t.note_own_mount(*id);
+    auto to = sys::open_path_nofollow(own, true);
+    ASSERT_TRUE(to) << to.error().message();
+    ASSERT_TRUE(sys::move_mount_fd(clone->get(), to->get(), false, own));
+    t.update();
+    EXPECT_FALSE(t.wants_mountinfo_poll()) << "the daemon's own heal is watched as a young mount";
+    auto table = t.table();
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* top = (*table)->topmost_at(own);
+    ASSERT_NE(top, nullptr) << "the own mount is not tracked at all";
+    EXPECT_EQ(top->fstype, "fuse.fh_testfs");
+
+    const std::string theirs = sb.make_pod_volume("pod-2", "pvc-1");
+    csi_bind(fuse.source(), "", theirs, true);
+    t.update();
+    EXPECT_TRUE(t.wants_mountinfo_poll()) << "kubelet's bind is not watched for its read-only remount";
+    ASSERT_TRUE(same_as_mountinfo());
+}
+
 TEST_F(MountTrackerTest, QueueOverflowResyncs) {
     const std::string dir = sb.path("many");
     mount_tmpfs(dir);
