@@ -849,7 +849,11 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         const auto interval = config_.safety_scan_interval;
         const bool missing = !std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
                                             superblocks.begin(), superblocks.end());
-        const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval;
+        // A tenth of slack: the safety timer that brings this step runs
+        // every interval, and the walk that started the count came a little
+        // after one such step (its own step's end): without the slack every
+        // other safety scan would find the cache just under the interval old.
+        const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval - interval / 10;
         if (!superblocks.empty() && (missing || old)) scan_all_namespaces({}, superblocks, sum);
     }
 
