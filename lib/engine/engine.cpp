@@ -593,18 +593,26 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
     std::vector<const TargetVerdict*> verdicts;
     ready.reserve(armed_.actions.size());
     verdicts.reserve(armed_.actions.size());
+    int deferred = 0;
     for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
         if (!back[armed_.action_source[k]]) continue;
         HealAction& a = armed_.actions[k];
+        // A host mount waits for the walk after its superblock's death
+        // (see reconcile): the containers the cache knows go now, the host
+        // mounts after the full plan's walk.
+        if (a.in_host() && !walked_after_death_.count(a.expected_device)) {
+            ++deferred;
+            continue;
+        }
         if (!a.clone_path.empty()) a.source_device = new_device[armed_.action_source[k]];
         ready.push_back(&a);
         verdicts.push_back(&armed_.verdicts[armed_.action_verdict[k]]);
     }
     const auto picked = Clock::now();
     spdlog::debug("a source is back: firing {} armed actions ({} us since the event: {} us to this step, {} us "
-                  "checking {} sources, {} us picking actions)",
+                  "checking {} sources, {} us picking actions; {} host actions wait for a walk of /proc)",
                   ready.size(), micros(picked - trigger), micros(entered - trigger), micros(checked - entered),
-                  armed_.sources.size(), micros(picked - checked));
+                  armed_.sources.size(), micros(picked - checked), deferred);
     int unlimited = -1;
     const int before = sum.actions;
     BatchOutcome out = run_batch(ready, verdicts, trigger, ready_sources, unlimited, sum, &early_probes);
@@ -734,10 +742,26 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead_devices.insert(v.device);
             const bool known = std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
                                              dead_devices.begin(), dead_devices.end());
-            if (!dead_devices.empty() && !known && !walked) {
+            // The cache may miss containers started since its last walk, so
+            // a host mount of a dead superblock is acted on only after a walk
+            // that began once the superblock was dead: every container that
+            // holds a copy then is healed first. (Healed after the host, a
+            // slave copy would have lost its dead master and turned private,
+            // and a daemon killed in between would never find it again.)
+            // That walk runs in the step after the one that saw the death
+            // (see walk_due_), or here, before the host actions, when the
+            // source came back first.
+            std::set<dev_t> unwalked;
+            for (dev_t d : dead_devices)
+                if (!walked_after_death_.count(d) && (!known || deaths_seen_.count(d))) unwalked.insert(d);
+            for (const HealAction& a : plan.actions)
+                if (a.in_host() && !walked_after_death_.count(a.expected_device)) unwalked.insert(a.expected_device);
+            if (!unwalked.empty() && !walked) {
                 // An outage we have not looked for in containers yet: walk
-                // /proc now, while waiting for the source, not at heal time.
+                // /proc now (while waiting for the source, when it is not back).
                 namespaces = scan_all_namespaces(dead_devices, superblocks_of_targets(), sum);
+                walked_after_death_.insert(dead_devices.begin(), dead_devices.end());
+                walked_after_death_.insert(unwalked.begin(), unwalked.end());
                 views_loaded = walked = true;
                 views_devices = dead_devices;
                 continue;
@@ -836,6 +860,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
                           armed_.sources.size(), micros(Clock::now() - t0));
     }
+    // Dead superblocks still held by a target (or by copies of healed ones).
+    std::set<dev_t> dead;
+    if (heal_namespaces && host) {
+        for (const auto& v : plan.verdicts)
+            if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead.insert(v.device);
+        for (const HealedTarget& h : healed_) dead.insert(h.device);
+    }
     if (converged && heal_namespaces && healed_.empty()) {
         // Refresh the namespace cache now, not when a FUSE daemon dies, if
         // it misses a superblock (a new dataset, or the daemon's first step)
@@ -844,7 +875,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         // anything else get). Not while heals wait for the walk after them
         // (healed_), which refreshes it too. The dead superblocks of an
         // outage are among those looked for, so a refresh during one keeps
-        // its containers known.
+        // its containers known, and counts as their walk after the death.
         const std::set<dev_t> superblocks = superblocks_of_targets();
         const auto interval = config_.safety_scan_interval;
         const bool missing = !std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
@@ -854,8 +885,16 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         // after one such step (its own step's end): without the slack every
         // other safety scan would find the cache just under the interval old.
         const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval - interval / 10;
-        if (!superblocks.empty() && (missing || old)) scan_all_namespaces({}, superblocks, sum);
+        if (!superblocks.empty() && (missing || old)) {
+            scan_all_namespaces({}, superblocks, sum);
+            for (dev_t d : superblocks)
+                if (dead.count(d)) walked_after_death_.insert(d);
+        }
     }
+    // The others are done with.
+    std::erase_if(walked_after_death_, [&](dev_t d) { return !dead.count(d); });
+    deaths_seen_ = dead;
+    walk_due_ = std::any_of(dead.begin(), dead.end(), [&](dev_t d) { return !walked_after_death_.count(d); });
 
     std::vector<StatusRow> snapshot;
     snapshot.reserve(tracks_.size());
@@ -913,6 +952,8 @@ std::shared_ptr<const std::vector<FuseConnectionInfo>> Engine::shared_connection
 }
 
 std::optional<Clock::time_point> Engine::next_retry() const {
+    // A death not yet walked for: the next step walks, at once.
+    if (walk_due_) return last_reconcile_start_;
     std::optional<Clock::time_point> best;
     for (const auto& [path, tr] : tracks_)
         if (tr.in_outage && tr.failures > 0 && tr.retry_at > last_reconcile_start_ && (!best || tr.retry_at < *best))

@@ -147,7 +147,9 @@ public:
     // Returns the earliest time a backed-off target may be retried, if any
     // retry is still due: a retry time the last reconcile started after has
     // had its step (the heal ran, or no heal was planned: its source is
-    // gone, and an event brings it back).
+    // gone, and an event brings it back). Returns the last step's start (a
+    // time past: at once) while a dead superblock waits for its walk of
+    // /proc.
     std::optional<Clock::time_point> next_retry() const;
 
     // Returns a snapshot of every tracked target (thread-safe).
@@ -323,6 +325,17 @@ private:
     std::vector<KnownNamespace> known_namespaces_;
     std::set<dev_t> known_namespaces_devices_;
     Clock::time_point last_walk_{};  // when known_namespaces_ was last walked for
+    // Dead superblocks that a walk of /proc looked for after they died: only
+    // their host mounts may be healed (see reconcile). Pruned to the dead
+    // superblocks still held at the end of each step.
+    std::set<dev_t> walked_after_death_;
+    // The dead superblocks held at the end of the last step: a death seen
+    // by an earlier step is walked for even when the cache knows it.
+    std::set<dev_t> deaths_seen_;
+    // A dead superblock has not been walked for: next_retry() asks for the
+    // step that does it at once (the step that saw the death arms from the
+    // cache and ends, so a source back meanwhile is not kept waiting).
+    bool walk_due_ = false;
     std::vector<HealedTarget> healed_;  // host targets healed since the last walk
     // One O_PATH fd per healed_ entry, on its stale mount (see
     // Executor::pin_superblock): while copies of a dead superblock are

@@ -155,37 +155,85 @@ TEST_P(EngineStep, ContainerCopiesAreCountedForTheirOwnPods) {
     EXPECT_TRUE(container_reads(ctr2, "2\n", 1000ms));
 }
 
-TEST_P(EngineStep, ContainersAreKnownBeforeTheDeathAndOneStartedSinceIsHealedToo) {
-    // The namespace cache: the first step walks /proc for the containers
-    // holding the targets' superblocks, so the step that sees the death
-    // walks no more. A container started after that walk is not in the
-    // cache; the walk after the heal finds it, and its copy is healed too.
+// The namespace cache: the first step walks /proc for the containers
+// holding the targets' superblocks, so the step that sees a death arms from
+// it and walks no more. A container started after that walk is not in it;
+// the walk that must come before the host mount is healed finds it, so its
+// copy is healed first and keeps its propagation (a slave copy healed after
+// the host mount would have lost its dead master and turned private).
+class NamespaceCacheStep : public EngineStep {
+protected:
+    // Starts the source, a pod volume and a container on it, and takes the
+    // first two steps (the cache's walk, then nothing).
+    void start_pod() {
+        fuse.start(1);
+        vol = sb.make_pod_volume("pod-1", "pvc-1");
+        csi_bind(fuse.source(), "", vol, true);
+        early.start(vol, ContainerPropagation::Slave, "generation");
+        EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);  // the cache's first walk
+        EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);  // still fresh
+    }
+    // The step that sees the death: armed from the cache, no walk, and it
+    // asks for the next step at once.
+    void die() {
+        fuse.kill9();
+        auto outage = engine->reconcile(Clock::now());
+        EXPECT_EQ(outage.namespace_walks, 0) << "the step that saw the death walked /proc instead of using the cache";
+        EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
+        auto retry = engine->next_retry();
+        ASSERT_TRUE(retry.has_value()) << "no step asked for to walk /proc after the death";
+        EXPECT_LE(*retry, Clock::now());
+    }
+    // Both containers read the new generation, each through a slave of the
+    // new source's peer group.
+    void expect_both_healed_as_slaves() {
+        EXPECT_EQ(read_file(vol + "/generation"), "2\n");
+        const int group = topmost_at(fuse.source())->shared_group();
+        ASSERT_NE(group, 0) << "the source is not shared: the test cannot tell a slave copy";
+        for (Container* c : {&early, &late}) {
+            EXPECT_TRUE(container_reads(*c, "2\n", 1000ms));
+            auto data = topmost_at("/data", c->mountinfo_path());
+            ASSERT_TRUE(data);
+            EXPECT_EQ(data->master_group(), group) << (c == &late ? "late: " : "early: ") << data->raw;
+        }
+        EXPECT_EQ(engine->reconcile(Clock::now()).actions, 0);
+    }
+
     FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
-    fuse.start(1);
-    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
-    csi_bind(fuse.source(), "", vol, true);
-    Container early{sb};
-    early.start(vol, ContainerPropagation::Private, "generation");
+    std::string vol;
+    Container early{sb}, late{sb};
+};
 
-    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);  // the cache's first walk
-    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);  // still fresh
-    Container late{sb};
-    late.start(vol, ContainerPropagation::Private, "generation");
-    fuse.kill9();
-    auto outage = engine->reconcile(Clock::now());
-    EXPECT_EQ(outage.namespace_walks, 0) << "the step that saw the death walked /proc instead of using the cache";
-    EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
+TEST_P(NamespaceCacheStep, SourceBackBeforeTheWalkHealsTheLateContainerBeforeTheHost) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");
+    die();
+    fuse.supervisor_restart(2);  // back before the step that would walk
+    auto heal = engine->reconcile(Clock::now());
+    EXPECT_EQ(heal.healed, 1);
+    EXPECT_EQ(heal.failures, 0);
+    EXPECT_EQ(heal.actions, 3);  // two container copies and the host target
+    // The walk before the host mount, then the cache's refresh for the new
+    // superblock.
+    EXPECT_EQ(heal.namespace_walks, 2);
+    expect_both_healed_as_slaves();
+}
 
+TEST_P(NamespaceCacheStep, TheStepAfterTheDeathWalksAndArmsTheLateContainerToo) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");
+    die();
+    auto walk = engine->reconcile(Clock::now());  // what next_retry() asked for
+    EXPECT_EQ(walk.namespace_walks, 1);
+    EXPECT_EQ(walk.actions, 0);
+    EXPECT_FALSE(engine->next_retry().has_value());
     fuse.supervisor_restart(2);
     auto heal = engine->reconcile(Clock::now());
     EXPECT_EQ(heal.healed, 1);
     EXPECT_EQ(heal.failures, 0);
-    EXPECT_EQ(heal.namespace_walks, 1);  // the walk after the heal, which found `late`
-    EXPECT_EQ(heal.actions, 3);          // two container copies and the host target
-    EXPECT_EQ(read_file(vol + "/generation"), "2\n");
-    EXPECT_TRUE(container_reads(early, "2\n", 1000ms));
-    EXPECT_TRUE(container_reads(late, "2\n", 1000ms));
-    EXPECT_EQ(engine->reconcile(Clock::now()).actions, 0);
+    EXPECT_EQ(heal.actions, 3);
+    EXPECT_EQ(heal.armed_actions, armed() ? 3 : 0);  // the late container was armed too
+    expect_both_healed_as_slaves();
 }
 
 TEST_P(EngineStep, NamespaceCacheIsWalkedAgainOnlyAfterTheSafetyScanInterval) {
@@ -239,6 +287,13 @@ TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     EXPECT_NE(engine->status()[0].reason.find("still holds the dead filesystem"), std::string::npos)
         << engine->status()[0].reason;
     EXPECT_EQ(count_mounts_under(sb.root()), mounts);
+    // Step 2b, asked for at once (next_retry), as the daemon's loop does: the
+    // walk of /proc after the death, before any host mount may be healed.
+    ASSERT_TRUE(engine->next_retry().has_value());
+    auto s2b = engine->reconcile(Clock::now());
+    EXPECT_EQ(s2b.namespace_walks, 1);
+    EXPECT_EQ(s2b.actions, 0);
+    EXPECT_FALSE(engine->next_retry().has_value());
 
     // Step 3, the source is back: the container copy, then the host mount.
     fuse.supervisor_restart(2);
@@ -381,13 +436,19 @@ TEST_P(EngineStep, SourceBackAsAnotherFstypeIsNotHealed) {
     EXPECT_EQ(read_errno(vol), ENOTCONN);
 }
 
+// Returns the name of a StepVariant, e.g. "ArmedHealsTracked".
+std::string step_variant_name(const ::testing::TestParamInfo<StepVariant>& i) {
+    return std::string(i.param.armed ? "ArmedHeals" : "FullRead") + (i.param.tracked ? "Tracked" : "Mountinfo");
+}
+
 INSTANTIATE_TEST_SUITE_P(SourceCheck, EngineStep,
                          ::testing::Values(StepVariant{false, false}, StepVariant{true, false},
                                            StepVariant{false, true}, StepVariant{true, true}),
-                         [](const ::testing::TestParamInfo<StepVariant>& i) {
-                             return std::string(i.param.armed ? "ArmedHeals" : "FullRead") +
-                                    (i.param.tracked ? "Tracked" : "Mountinfo");
-                         });
+                         step_variant_name);
+INSTANTIATE_TEST_SUITE_P(SourceCheck, NamespaceCacheStep,
+                         ::testing::Values(StepVariant{false, false}, StepVariant{true, false},
+                                           StepVariant{false, true}, StepVariant{true, true}),
+                         step_variant_name);
 
 // The executor attaches a clone only when it comes from the superblock the
 // heal was planned with: a source that died and was lazily unmounted between
