@@ -309,7 +309,10 @@ void for_each_device_among(std::string_view text, const std::set<dev_t>& devices
 
 bool mountinfo_has_device(std::string_view text, const std::set<dev_t>& devices) {
     bool any = false;
-    for_each_device_among(text, devices, [&](dev_t) { return !(any = true); });
+    for_each_device_among(text, devices, [&](dev_t) {
+        any = true;
+        return false;  // one is enough
+    });
     return any;
 }
 
