@@ -824,6 +824,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             std::set<dev_t> devs;
             for (const auto& h : healed_) devs.insert(h.device);
             namespaces = scan_all_namespaces(devs, superblocks_of_targets(), sum);
+            walked_after_death_.insert(devs.begin(), devs.end());
             walked = true;
             views_devices = devs;
             if (!namespaces.empty()) {
@@ -868,12 +869,14 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
                           armed_.sources.size(), micros(Clock::now() - t0));
     }
-    // Dead superblocks still held by a target (or by copies of healed ones).
-    std::set<dev_t> dead;
+    // Dead superblocks still held by a target; and those of healed targets,
+    // whose copies the walk after a heal looks for (it runs whenever
+    // healed_ is not empty, so no walk is asked for them here).
+    std::set<dev_t> dead, dead_of_healed;
     if (heal_namespaces && host) {
         for (const auto& v : plan.verdicts)
             if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead.insert(v.device);
-        for (const HealedTarget& h : healed_) dead.insert(h.device);
+        for (const HealedTarget& h : healed_) dead_of_healed.insert(h.device);
     }
     if (converged && heal_namespaces && healed_.empty()) {
         // Refresh the namespace cache now, not when a FUSE daemon dies, if
@@ -899,10 +902,14 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 if (dead.count(d)) walked_after_death_.insert(d);
         }
     }
-    // The others are done with.
-    std::erase_if(walked_after_death_, [&](dev_t d) { return !dead.count(d); });
+    // The others are done with. No walk is asked for after a step that
+    // could not read the table: the next one would fail the same way, at
+    // once (a table that cannot be read is retried on events and the
+    // safety timer, as before).
+    std::erase_if(walked_after_death_, [&](dev_t d) { return !dead.count(d) && !dead_of_healed.count(d); });
     deaths_seen_ = dead;
-    walk_due_ = std::any_of(dead.begin(), dead.end(), [&](dev_t d) { return !walked_after_death_.count(d); });
+    walk_due_ = !sum.table_error &&
+                std::any_of(dead.begin(), dead.end(), [&](dev_t d) { return !walked_after_death_.count(d); });
 
     std::vector<StatusRow> snapshot;
     snapshot.reserve(tracks_.size());
