@@ -282,12 +282,12 @@ std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& de
                                                        ReconcileSummary& sum) {
     const auto t0 = Clock::now();
     auto scan = scan_namespaces(settings_.proc_root, ::getpid(), devices, cached);
+    known_namespaces_devices_ = cached;
+    known_namespaces_devices_.insert(devices.begin(), devices.end());
     spdlog::debug("namespace walk: {} processes, {} namespaces, {} hold dead mounts, {} hold the {} superblocks "
                   "looked for ({} us)",
                   scan.processes, scan.distinct_namespaces, scan.namespaces.size(), scan.holdings.size(),
-                  devices.size() + cached.size() - std::count_if(devices.begin(), devices.end(),
-                                                                 [&](dev_t d) { return cached.count(d) > 0; }),
-                  micros(Clock::now() - t0));
+                  known_namespaces_devices_.size(), micros(Clock::now() - t0));
     std::map<std::uint64_t, const std::string*> pod_of;  // by namespace inode, of the parsed ones
     for (const auto& ns : scan.namespaces) pod_of[ns.ns_inode] = &ns.pod_uid;
     known_namespaces_.clear();
@@ -298,8 +298,6 @@ std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& de
             h.pid, h.ns_inode, std::move(h.devices),
             pod == pod_of.end() ? std::nullopt : std::optional<std::string>(*pod->second)});
     }
-    known_namespaces_devices_ = cached;
-    known_namespaces_devices_.insert(devices.begin(), devices.end());
     last_walk_ = Clock::now();
     ++sum.namespace_walks;
     return std::move(scan.namespaces);

@@ -6,6 +6,7 @@
 
 #include "core/model.h"
 #include "engine/liveness.h"
+#include "engine/mount_query.h"
 #include "engine/sys.h"
 
 namespace fh {
@@ -105,7 +106,7 @@ Status Executor::execute(const HealAction& a) {
         // The clone has its unique id already (given at open_tree), and
         // keeps it once attached.
         if (own_mount_hook_)
-            if (auto id = sys::fd_unique_mount_id(clone.get())) own_mount_hook_(*id);
+            if (auto m = identify_mount_of_fd(clone.get(), a.clone_path)) own_mount_hook_(m->unique_mount_id);
     }
     return act_at(a, clone.get(), true);
 }

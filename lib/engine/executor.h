@@ -55,7 +55,7 @@ public:
 
     void set_root_dir(std::string root_dir) { root_dir_ = std::move(root_dir); }
 
-    // Sets what is told the unique mount id (sys::fd_unique_mount_id) of
+    // Sets what is told the unique mount id (identify_mount_of_fd) of
     // each clone right before execute() attaches it in the daemon's
     // namespace (MountTracker::note_own_mount): called on the caller's
     // thread; not called when the kernel does not report the id.

@@ -176,10 +176,14 @@ Result<std::vector<std::uint64_t>> list_mount_ids() {
 Result<PathMount> identify_mount_at_path(const std::string& path, bool use_openat2) {
     auto fd = sys::open_path_nofollow(path, use_openat2);
     if (!fd) return fd.error();
+    return identify_mount_of_fd(fd->get(), path);
+}
+
+Result<PathMount> identify_mount_of_fd(int fd, const std::string& path) {
     struct statx sx {};
     // AT_STATX_DONT_SYNC: a FUSE inode answers from its cache, never asking
     // its daemon (which may be dead or hung).
-    if (::statx(fd->get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntIdUnique, &sx) != 0)
+    if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntIdUnique, &sx) != 0)
         return errno_error("statx", path);
     if (!(sx.stx_mask & kStatxMntIdUnique))
         return Error{"statx", path, EOPNOTSUPP, "no unique mount id (Linux < 6.8)"};

@@ -52,6 +52,10 @@ struct PathMount {
 // after an event at 1,000 targets), so callers ask statx first and
 // statmount only when something changed.
 Result<PathMount> identify_mount_at_path(const std::string& path, bool use_openat2);
+// Returns the same for what `fd` refers to (an O_PATH fd, or a detached
+// mount from open_tree, whose unique id it keeps once attached); `path`
+// names it in errors.
+Result<PathMount> identify_mount_of_fd(int fd, const std::string& path);
 
 // Returns the unique ids of every mount of the caller's mount namespace that
 // is reachable from its root (listmount(LSMT_ROOT), Linux 6.8), in ascending

@@ -98,14 +98,6 @@ Result<dev_t> fd_device(int fd, const std::string& what_path) {
     return makedev(sx.stx_dev_major, sx.stx_dev_minor);
 }
 
-std::optional<std::uint64_t> fd_unique_mount_id(int fd) {
-    constexpr unsigned kStatxMntIdUnique = 0x4000;  // STATX_MNT_ID_UNIQUE, 6.8 (not in Debian 12's headers)
-    struct statx sx {};
-    if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntIdUnique, &sx) != 0) return std::nullopt;
-    if (!(sx.stx_mask & kStatxMntIdUnique)) return std::nullopt;
-    return sx.stx_mnt_id;
-}
-
 Result<std::string> read_small_file(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return errno_error("open", path);

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <optional>
 #include <string>
 
 #include "core/error.h"
@@ -118,12 +117,6 @@ Result<int> fd_mount_id(int fd, const std::string& proc_self = "/proc/self");
 // answers, so no request reaches a FUSE daemon (dead or hung) and FUSE's
 // allow_other check does not apply. Returns an Error with errno.
 Result<dev_t> fd_device(int fd, const std::string& what_path);
-
-// Returns the 64-bit unique mount id (STATX_MNT_ID_UNIQUE, Linux 6.8; the
-// id fanotify mount events carry) of the mount `fd` is on, from statx with
-// AT_STATX_DONT_SYNC (no request reaches a FUSE daemon); std::nullopt when
-// the kernel does not report it or statx fails.
-std::optional<std::uint64_t> fd_unique_mount_id(int fd);
 
 // Returns the whole content of a small file (sysfs, procfs, config).
 Result<std::string> read_small_file(const std::string& path);

@@ -309,9 +309,9 @@ TEST_F(MountTrackerTest, OwnHealsAreNotWatchedAsYoungMounts) {
     const std::string own = sb.make_pod_volume("pod-1", "pvc-1");
     auto clone = sys::open_tree_clone(fuse.source());
     ASSERT_TRUE(clone) << clone.error().message();
-    auto id = sys::fd_unique_mount_id(clone->get());
-    ASSERT_TRUE(id) << "no STATX_MNT_ID_UNIQUE on a kernel with fanotify mount events";
-    t.note_own_mount(*id);
+    auto id = identify_mount_of_fd(clone->get(), fuse.source());
+    ASSERT_TRUE(id) << id.error().message();
+    t.note_own_mount(id->unique_mount_id);
     auto to = sys::open_path_nofollow(own, true);
     ASSERT_TRUE(to) << to.error().message();
     ASSERT_TRUE(sys::move_mount_fd(clone->get(), to->get(), false, own));
