@@ -762,9 +762,15 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 if (!walked_after_death_.count(d) && (!known || deaths_seen_.count(d))) unwalked.insert(d);
             for (const HealAction& a : plan.actions)
                 if (a.in_host() && !walked_after_death_.count(a.expected_device)) unwalked.insert(a.expected_device);
-            if (!unwalked.empty() && !walked) {
+            if (!unwalked.empty()) {
                 // An outage we have not looked for in containers yet: walk
                 // /proc now (while waiting for the source, when it is not back).
+                // Also when this step walked already: shedding a dead top
+                // layer (strategy "stack") can uncover an older dead
+                // superblock that walk did not look for, and that the cache
+                // no longer lists for containers that shed theirs too. Each
+                // walk marks what it looked for, so this ends: at most one
+                // walk per dead layer.
                 namespaces = scan_all_namespaces(dead_devices, superblocks_of_targets(), sum);
                 walked_after_death_.insert(dead_devices.begin(), dead_devices.end());
                 walked_after_death_.insert(unwalked.begin(), unwalked.end());
