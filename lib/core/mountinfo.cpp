@@ -170,19 +170,39 @@ Result<MountTable> parse_with(const std::string& name, Parse parse) {
 } // namespace
 
 MountTable::MountTable(std::vector<MountEntry> entries) : entries_(std::move(entries)) {
-    for (std::size_t i = 0; i < entries_.size(); ++i) {
-        by_id_.emplace(entries_[i].mount_id, i);
-        // multimap keeps equal keys in insertion order: table order per path.
-        by_mountpoint_.emplace(entries_[i].mountpoint, i);
-    }
+    by_id_.resize(entries_.size());
+    for (std::uint32_t i = 0; i < by_id_.size(); ++i) by_id_[i] = i;
+    by_mountpoint_ = by_id_;
+    // Stable: among equal ids the first in the table is found; among equal
+    // mountpoints, table order is kept.
+    std::stable_sort(by_id_.begin(), by_id_.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return entries_[a].mount_id < entries_[b].mount_id; });
+    std::stable_sort(by_mountpoint_.begin(), by_mountpoint_.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return entries_[a].mountpoint < entries_[b].mountpoint;
+    });
 }
 
 const MountEntry* MountTable::find_id(int mount_id) const {
-    auto it = by_id_.find(mount_id);
-    return it == by_id_.end() ? nullptr : &entries_[it->second];
+    auto it = std::lower_bound(by_id_.begin(), by_id_.end(), mount_id,
+                               [&](std::uint32_t i, int id) { return entries_[i].mount_id < id; });
+    return it == by_id_.end() || entries_[*it].mount_id != mount_id ? nullptr : &entries_[*it];
+}
+
+std::pair<std::vector<std::uint32_t>::const_iterator, std::vector<std::uint32_t>::const_iterator> MountTable::at(
+    std::string_view mountpoint) const {
+    auto lo = std::lower_bound(by_mountpoint_.begin(), by_mountpoint_.end(), mountpoint,
+                               [&](std::uint32_t i, std::string_view m) { return entries_[i].mountpoint < m; });
+    auto hi = lo;
+    while (hi != by_mountpoint_.end() && entries_[*hi].mountpoint == mountpoint) ++hi;
+    return {lo, hi};
 }
 
 const MountEntry* MountTable::topmost_at(const std::string& mountpoint) const {
+    // Most paths hold one mount: no stack to order (classify and the planner
+    // ask for each of 2,000 targets every step).
+    auto [lo, hi] = at(mountpoint);
+    if (lo == hi) return nullptr;
+    if (std::next(lo) == hi) return &entries_[*lo];
     auto stack = stack_at(mountpoint);
     return stack.empty() ? nullptr : stack.back();
 }
@@ -191,12 +211,14 @@ const MountEntry* MountTable::topmost_at(const std::string& mountpoint) const {
 // beneath another (MOVE_MOUNT_BENEATH) is listed after the one it carries,
 // and mount propagation attaches copies in whatever order it walks the peers.
 std::vector<const MountEntry*> MountTable::stack_at(const std::string& mountpoint) const {
-    auto [lo, hi] = by_mountpoint_.equal_range(mountpoint);
+    auto [lo, hi] = at(mountpoint);
+    if (lo == hi) return {};
+    if (std::next(lo) == hi) return {&entries_[*lo]};
     std::vector<const MountEntry*> here;
     std::set<int> ids_here;
     for (auto it = lo; it != hi; ++it) {
-        here.push_back(&entries_[it->second]);
-        ids_here.insert(entries_[it->second].mount_id);
+        here.push_back(&entries_[*it]);
+        ids_here.insert(entries_[*it].mount_id);
     }
     // The mount sitting on each mount here: the first one in table order
     // whose parent it is. Indexed once, so that a tall stack (a stacking
@@ -237,12 +259,27 @@ std::vector<const MountEntry*> MountTable::stack_at(const std::string& mountpoin
 }
 
 bool MountTable::is_topmost(const MountEntry& e) const {
-    auto [lo, hi] = by_mountpoint_.equal_range(e.mountpoint);
+    auto [lo, hi] = at(e.mountpoint);
     for (auto it = lo; it != hi; ++it) {
-        const MountEntry& other = entries_[it->second];
+        const MountEntry& other = entries_[*it];
         if (other.parent_id == e.mount_id && other.mount_id != e.mount_id) return false;
     }
     return true;
+}
+
+bool MountTable::is_reached(const MountEntry& e) const {
+    auto [lo, hi] = at(e.mountpoint);
+    if (lo == hi) return false;
+    if (std::next(lo) == hi) return &entries_[*lo] == &e;
+    // The ids a mount here sits on: the chain tops are the others (as
+    // is_topmost() says of each, in one pass).
+    std::set<int> covered;
+    for (auto it = lo; it != hi; ++it)
+        if (entries_[*it].parent_id != entries_[*it].mount_id) covered.insert(entries_[*it].parent_id);
+    if (covered.count(e.mount_id)) return false;
+    const auto tops = std::count_if(lo, hi, [&](std::uint32_t i) { return !covered.count(entries_[i].mount_id); });
+    // Several chain tops here: the order decides (see stack_at).
+    return tops == 1 || topmost_at(e.mountpoint) == &e;
 }
 
 std::vector<const MountEntry*> MountTable::with_device(dev_t device) const {

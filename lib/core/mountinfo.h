@@ -83,13 +83,33 @@ public:
     // Returns true when no other mount at the same mountpoint sits on `e`.
     bool is_topmost(const MountEntry& e) const;
 
+    // Returns true when `e` is topmost_at(e.mountpoint): what a path walk to
+    // its mountpoint reaches. Orders the stack only when `e` tops one of
+    // several chains there, so asking it of every layer of a tall stack
+    // costs O(n) per layer, not O(n log n).
+    bool is_reached(const MountEntry& e) const;
+
+    // Returns the indices of entries() sorted by mountpoint, table order
+    // among equal ones.
+    const std::vector<std::uint32_t>& by_mountpoint() const { return by_mountpoint_; }
+
     // Returns every mount of the superblock `device`.
     std::vector<const MountEntry*> with_device(dev_t device) const;
 
 private:
+    // The indices of entries_ at `mountpoint`, in table order: a range of
+    // by_mountpoint_.
+    std::pair<std::vector<std::uint32_t>::const_iterator, std::vector<std::uint32_t>::const_iterator> at(
+        std::string_view mountpoint) const;
+
     std::vector<MountEntry> entries_;
-    std::map<int, std::size_t> by_id_;
-    std::multimap<std::string, std::size_t> by_mountpoint_;
+    // Indices of entries_, sorted by mount id, and by mountpoint (table
+    // order among equal ones). Sorted vectors rather than maps: no copy of
+    // each path and no node per entry when the table is made (every step
+    // makes one of 2,000 mounts or more), and a copied table indexes itself
+    // (indices, not pointers).
+    std::vector<std::uint32_t> by_id_;
+    std::vector<std::uint32_t> by_mountpoint_;
 };
 
 // Parses mountinfo text from a FILE-like stream. `name` is used in errors.

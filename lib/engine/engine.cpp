@@ -181,12 +181,19 @@ Engine::Track& Engine::track(const std::string& target) {
 }
 
 void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::time_point now) {
-    std::map<std::string, const Target*> by_path;
-    for (const Target& t : c.targets) by_path[t.path] = &t;
+    // One verdict per target, in classification order (plan_heals): the
+    // target of verdict i is c.targets[i], checked, found by path otherwise.
+    // (A map of the 2,000 paths cost every step 2,000 string copies.)
     std::set<std::string_view> present;  // views into plan.verdicts
-    for (const TargetVerdict& v : plan.verdicts) {
+    for (std::size_t i = 0; i < plan.verdicts.size(); ++i) {
+        const TargetVerdict& v = plan.verdicts[i];
         present.insert(v.target);
-        const Target* t = by_path[v.target];
+        const Target* t = i < c.targets.size() && c.targets[i].path == v.target ? &c.targets[i] : nullptr;
+        if (!t) {
+            auto it = std::find_if(c.targets.begin(), c.targets.end(), [&](const Target& x) { return x.path == v.target; });
+            if (it == c.targets.end()) continue;  // never: every verdict is of a classified target
+            t = &*it;
+        }
         auto it = tracks_.find(v.target);
         // Looked up again while vol_data.json is unknown: kubelet may write
         // it after the mount appears, and the pod index reads it on the loop
@@ -357,10 +364,14 @@ LivenessMap Engine::check_liveness(const MountTable& host, const Classification&
     // cached: once the last mount of a dead superblock is gone its device
     // number is handed to the next FUSE mount, often the restarted daemon's
     // own, within the same step.
+    // One path per superblock: the prober checks each device once, and
+    // 2,000 targets on 10 datasets would copy 2,000 paths for it.
     std::vector<std::pair<dev_t, std::string>> probe;
-    for (const Target& t : c.targets) probe.emplace_back(t.mount->device, t.mount->mountpoint);
+    std::set<dev_t> listed;
+    for (const Target& t : c.targets)
+        if (listed.insert(t.mount->device).second) probe.emplace_back(t.mount->device, t.mount->mountpoint);
     for (const MountEntry* s : c.sources)
-        if (host.is_topmost(*s)) probe.emplace_back(s->device, s->mountpoint);
+        if (host.is_topmost(*s) && listed.insert(s->device).second) probe.emplace_back(s->device, s->mountpoint);
     return prober_.check(probe);
 }
 
