@@ -270,6 +270,13 @@ private:
     // last walk and still do, re-read (much cheaper than a walk of /proc,
     // so it is what the outage and heal paths use).
     std::vector<NamespaceView> reread_known_namespaces(const std::set<dev_t>& devices);
+    // Notes that the copy of `device` in namespace `ns_inode` was healed: the
+    // cache no longer lists that namespace as holding it, so the steps that
+    // follow do not read it again for nothing (200 reads, 10 ms, before the
+    // host mounts of an outage). Any other copy of `device` there was
+    // planned with it; one not healed is found by the walk that comes before
+    // the host mounts are healed.
+    void forget_healed_copy(std::uint64_t ns_inode, dev_t device);
 
     // What a batch of actions did.
     struct BatchOutcome {

@@ -209,6 +209,12 @@ private:
     };
 
     void update_locked(UpdateSummary& sum);
+    // Returns whether `fstype` (an interned one) matches rules_.fs_types,
+    // matched once per fstype and fs_types (fuse_types_).
+    bool is_fuse_locked(const std::string* fstype);
+    // Counts `e` in fuse_paths_ (`delta` +1 when indexed, -1 when not any
+    // more) when it is a FUSE mount.
+    void count_fuse_path_locked(const Tracked& e, int delta);
     // Applies the queued events, and does a pending resync (with `lock`,
     // which holds mu_, released meanwhile).
     void catch_up(std::unique_lock<std::mutex>& lock);
@@ -262,6 +268,13 @@ private:
     // Indexes of entries_: the views point into the entries' mountpoints.
     std::unordered_multimap<std::string_view, std::uint64_t> by_mountpoint_;
     std::unordered_map<int, std::uint64_t> by_old_id_;  // reusable mountinfo id -> unique id
+    // Mountpoint -> how many FUSE mounts (rules_.fs_types) are tracked
+    // there: the snapshot (table()) starts from these paths instead of
+    // testing each of a node's thousands of mounts. Rebuilt when fs_types
+    // change (set_match).
+    std::unordered_map<std::string, int> fuse_paths_;
+    // Interned fstype -> whether it matches rules_.fs_types; cleared with them.
+    std::unordered_map<const std::string*, bool> fuse_types_;
     std::unordered_map<int, int> peers_;                // shared peer group -> tracked members
     // master peer group -> its tracked slaves: when a group's last member
     // goes, its slaves are looked up again without a walk of every mount

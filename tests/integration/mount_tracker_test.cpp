@@ -135,6 +135,11 @@ TEST_F(MountTrackerTest, TableEqualsMountinfoAfterEachChange) {
     const std::string sub = sb.pod_subpath_path("pod-1", "pvc 1", "app", 0);
     csi_bind(fuse.source(), "sub", sub, true);
     ASSERT_TRUE(same_as_mountinfo()) << "subPath bind";
+    // A mount that is not FUSE matters where it shares a FUSE mountpoint.
+    mount_tmpfs(vol);
+    ASSERT_TRUE(same_as_mountinfo()) << "tmpfs over the pod volume";
+    ASSERT_EQ(::umount2(vol.c_str(), 0), 0) << errno_name(errno);
+    ASSERT_TRUE(same_as_mountinfo()) << "tmpfs over the pod volume gone";
 
     // Shared and slave propagation. The propagation changes themselves are
     // not reported (see NonEventedChangesAreSeenAfterAResync); everything
