@@ -1211,6 +1211,44 @@ TEST(ArmedHeals, AreThePlanMadeOnceTheSourceIsBack) {
     }
 }
 
+TEST(ArmedHeals, AreThePlanMadeOnceTheSourceIsBackAmongTheRestOfTheNode) {
+    // arm_heals plans only the stacks of the dead superblock and of the
+    // source path; the rest of a node must not change its actions: a
+    // healthy dataset and its target, a target on two dead layers (shed
+    // first by either strategy), an unrelated tmpfs, and a tmpfs under a
+    // dead target.
+    const std::string src2 = "/run/fh/ds2/fuse";
+    const std::string vol3 = K + "/pods/u3/volumes/kubernetes.io~csi/pv1/mount";
+    const std::string vol4 = K + "/pods/u4/volumes/kubernetes.io~csi/pv1/mount";
+    const std::string vol5 = K + "/pods/u5/volumes/kubernetes.io~csi/pv1/mount";
+    constexpr unsigned LIVE = 60, OLDER = 46;
+    const std::vector<Mnt> rest = {
+        {.id = 140, .parent = 20, .minor_no = LIVE, .mp = src2, .optional = "shared:12"},
+        {.id = 141, .minor_no = LIVE, .mp = vol3, .optional = "shared:12"},
+        {.id = 142, .minor_no = OLDER, .mp = vol4},
+        {.id = 143, .parent = 142, .minor_no = OLD, .mp = vol4},
+        {.id = 144, .mp = "/tmp/unrelated", .optional = "", .fstype = "tmpfs"},
+        {.id = 145, .mp = vol5, .optional = "", .fstype = "tmpfs"},
+        {.id = 146, .parent = 145, .minor_no = OLD, .mp = vol5},
+    };
+    for (bool still_mounted : {false, true}) {
+        for (Strategy strategy : {Strategy::Replace, Strategy::Stack}) {
+            SCOPED_TRACE(std::string("dead source still mounted: ") + (still_mounted ? "yes" : "no") +
+                         ", strategy " + to_string(strategy));
+            World down = outage(still_mounted, rest);
+            World up = source_back(still_mounted, rest);
+            for (World* w : {&down, &up}) {
+                w->strategy = strategy;
+                w->liveness[dev(LIVE)] = Liveness::Alive;
+                w->origins[vol4] = w->origins[vol5] = persisted_origin();
+            }
+            Plan real = up.plan();
+            ASSERT_EQ(real.actions.size(), 7u);  // five host targets, two container copies
+            EXPECT_EQ(describe(down.arm().actions), describe(real.actions));
+        }
+    }
+}
+
 TEST(ArmedHeals, CopiesOfAKnownPodAreArmedForItsTarget) {
     // outage()'s container runs in pod u2: its copy of the volume's
     // directory belongs to VOL_U2, its copy of the subPath (only pod u1 has
