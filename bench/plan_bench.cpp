@@ -40,7 +40,7 @@ struct Options {
                  "plan_bench: %s\nusage: plan_bench [--pods 1000] [--targets-per-pod 2] [--sources 10] "
                  "[--container-mounts 30] [--repeat 50] [--only PHASE]\n",
                  why);
-    std::exit(2);
+    std::exit(64);  // EX_USAGE, as the other benches
 }
 
 Options parse(int argc, char** argv) {
@@ -66,34 +66,33 @@ Options parse(int argc, char** argv) {
 
 const std::string kRoot = "/var/lib/kubelet";
 
-fh::MountEntry fuse_entry(int id, int parent, dev_t device, const std::string& mountpoint, int shared_group) {
+// A mount of the root of `device` at `mountpoint`.
+fh::MountEntry entry(int id, int parent, dev_t device, const std::string& mountpoint, const char* fstype,
+                     const char* source, const char* vfs_options, const char* fs_options) {
     fh::MountEntry e;
     e.mount_id = id;
     e.parent_id = parent;
     e.device = device;
     e.root = "/";
     e.mountpoint = mountpoint;
-    e.fstype = "fuse.fh_testfs";
-    e.source = "fh_testfs";
-    e.vfs_options = "ro,relatime";
-    e.fs_options = "ro,user_id=0,group_id=0,allow_other";
+    e.fstype = fstype;
+    e.source = source;
+    e.vfs_options = vfs_options;
+    e.fs_options = fs_options;
+    return e;
+}
+
+// A read-only fh_testfs mount, shared in `shared_group` (0: private).
+fh::MountEntry fuse_entry(int id, int parent, dev_t device, const std::string& mountpoint, int shared_group) {
+    fh::MountEntry e = entry(id, parent, device, mountpoint, "fuse.fh_testfs", "fh_testfs", "ro,relatime",
+                             "ro,user_id=0,group_id=0,allow_other");
     e.flags.read_only = true;
     e.propagation.shared_group = shared_group;
     return e;
 }
 
 fh::MountEntry plain_entry(int id, int parent, const std::string& mountpoint) {
-    fh::MountEntry e;
-    e.mount_id = id;
-    e.parent_id = parent;
-    e.device = makedev(8, 1);
-    e.root = "/";
-    e.mountpoint = mountpoint;
-    e.fstype = "ext4";
-    e.source = "/dev/sda1";
-    e.vfs_options = "rw,relatime";
-    e.fs_options = "rw";
-    return e;
+    return entry(id, parent, makedev(8, 1), mountpoint, "ext4", "/dev/sda1", "rw,relatime", "rw");
 }
 
 dev_t source_device(int s) { return makedev(0, 40 + s); }

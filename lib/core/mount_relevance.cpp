@@ -59,16 +59,11 @@ MountRelevance change_relevance(const MountEntry* before, const MountEntry* afte
     return MountRelevance::Unrelated;
 }
 
-bool matters_to_plans(bool is_fuse, const std::string& mountpoint, const RelevanceRules& rules,
-                      bool shares_fuse_mountpoint) {
-    return shares_fuse_mountpoint || is_fuse ||
-           std::binary_search(rules.source_paths.begin(), rules.source_paths.end(), mountpoint) ||
-           path_is_within(rules.root_dir, mountpoint);
-}
-
 bool matters_to_plans(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules,
                       bool shares_fuse_mountpoint) {
-    return matters_to_plans(is_fuse_fstype(fstype, rules.fs_types), mountpoint, rules, shares_fuse_mountpoint);
+    return shares_fuse_mountpoint || is_fuse_fstype(fstype, rules.fs_types) ||
+           std::binary_search(rules.source_paths.begin(), rules.source_paths.end(), mountpoint) ||
+           path_is_within(rules.root_dir, mountpoint);
 }
 
 bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool shares_fuse_mountpoint) {

@@ -72,11 +72,6 @@ bool matters_to_plans(const MountEntry& e, const RelevanceRules& rules, bool sha
 // The same from the only two fields it reads.
 bool matters_to_plans(const std::string& fstype, const std::string& mountpoint, const RelevanceRules& rules,
                       bool shares_fuse_mountpoint);
-// The same, when whether the fstype is a FUSE one is known: a caller with
-// interned fstypes matches each once (fnmatch per mount and glob was most
-// of a snapshot's cost at 12,000 mounts).
-bool matters_to_plans(bool is_fuse, const std::string& mountpoint, const RelevanceRules& rules,
-                      bool shares_fuse_mountpoint);
 
 // Returns the entries of `entries` that matter to plans (matters_to_plans),
 // in their order (the order of a stack's chains depends on it).

@@ -652,9 +652,9 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     // node whose thousands of mounts are mostly unrelated, the snapshot, its
     // indexes and every classification of it shrink to the FUSE mounts and
     // their stacks. Copied with the mutex held; the indexes are built after
-    // it is released. Not a test of each of the node's mounts (12,000 in
-    // scale_bench: that loop, a hash of each path in it, was most of a
-    // step's table, 4-6 ms): the mounts that matter are all at a few known
+    // it is released. Not a test of each of the node's mounts (10,000 in
+    // scale_bench: that loop, fnmatch and a hash of each path in it, was
+    // most of a step's table, 4-6 ms): the mounts that matter are all at a few known
     // paths. Collected by id, which is mountinfo order.
     std::vector<std::uint64_t> ids;
     auto add_path = [&](std::string_view path) {
@@ -677,12 +677,14 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     std::vector<MountEntry> copy;
     copy.reserve(ids.size());
-    // One pass along the map, in order, rather than a lookup per id: 2,000
-    // lookups in a map of 12,000 cold nodes took ~5 ms.
+    // One pass along the map, in order, rather than a lookup per id in a
+    // map of 10,000 nodes. (Still 2-5 ms for 2,011 mounts in scale_bench:
+    // the nodes are cold; see docs/PERFORMANCE.md, session 10.)
     auto e = entries_.begin();
     for (std::uint64_t id : ids) {
-        while (e->first < id) ++e;
-        copy.push_back(to_entry(e->second));
+        while (e != entries_.end() && e->first < id) ++e;
+        if (e == entries_.end()) break;  // never: the index holds tracked ids only
+        if (e->first == id) copy.push_back(to_entry(e->second));
     }
     dirty_ = false;
     const std::size_t tracked = entries_.size();
