@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 #include <map>
 #include <set>
@@ -33,20 +34,21 @@ bool path_is_within(const std::string& path, const std::string& dir) {
 
 namespace {
 
-// Splits "a/b/c" into components, dropping empty ones: views into `s`.
-// At most `max` + 1 are returned: more than `max` already tells a caller
-// that only wants up to `max` that the path is too deep.
-std::vector<std::string_view> split_components(std::string_view s, std::size_t max) {
-    std::vector<std::string_view> out;
-    out.reserve(max + 1);
+// Splits "a/b/c" into `out`, dropping empty components: views into `s`.
+// Returns how many were stored, at most N: a caller that wants up to N - 1
+// learns from an N-th that the path is deeper. A fixed array, not a vector:
+// classify parses every FUSE mount's path at every step.
+template <std::size_t N>
+std::size_t split_components(std::string_view s, std::array<std::string_view, N>& out) {
+    std::size_t n = 0;
     std::size_t i = 0;
-    while (i < s.size() && out.size() <= max) {
+    while (i < s.size() && n < N) {
         std::size_t j = s.find('/', i);
         if (j == std::string_view::npos) j = s.size();
-        if (j > i) out.push_back(s.substr(i, j - i));
+        if (j > i) out[n++] = s.substr(i, j - i);
         i = j + 1;
     }
-    return out;
+    return n;
 }
 
 bool is_below(const std::string& path, const std::string& dir) {
@@ -89,29 +91,39 @@ bool is_source_candidate(const MountEntry& e, const MatchRules& rules, const std
 
 } // namespace
 
-std::optional<TargetPath> parse_pod_path(const std::string& path, const std::string& root_dir) {
-    const std::string pods = root_dir + "/pods";
-    if (!is_below(path, pods)) return std::nullopt;
-    // Five components at most (see below); one more says "deeper".
-    const auto parts = split_components(std::string_view(path).substr(pods.size()), 5);
+namespace {
+
+// parse_pod_path with <root_dir>/pods given (classify makes it once, not
+// once per FUSE mount).
+std::optional<TargetPath> parse_path_below_pods(std::string_view path, std::string_view pods) {
+    if (path.size() <= pods.size() || !path.starts_with(pods) || path[pods.size()] != '/') return std::nullopt;
+    // Five components at most (see below); a sixth says "deeper".
+    std::array<std::string_view, 6> parts;
+    const std::size_t n = split_components(path.substr(pods.size()), parts);
     // <uid>/volumes/<plugin>/<volume>[/mount]  or  <uid>/volume-subpaths/<volume>/<ctr>/<n>
-    if (parts.size() < 3) return std::nullopt;
-    for (const auto& p : parts)
-        if (p == "." || p == "..") return std::nullopt;
+    if (n < 3 || n > 5) return std::nullopt;
+    for (std::size_t i = 0; i < n; ++i)
+        if (parts[i] == "." || parts[i] == "..") return std::nullopt;
     TargetPath tp;
-    if (parts[1] == "volumes" && (parts.size() == 4 || (parts.size() == 5 && parts[4] == "mount"))) {
+    if (parts[1] == "volumes" && (n == 4 || (n == 5 && parts[4] == "mount"))) {
         tp.kind = TargetKind::Volume;
         tp.pod_uid = parts[0];
         tp.volume = parts[3];
         return tp;
     }
-    if (parts[1] == "volume-subpaths" && parts.size() == 5) {
+    if (parts[1] == "volume-subpaths" && n == 5) {
         tp.kind = TargetKind::Subpath;
         tp.pod_uid = parts[0];
         tp.volume = parts[2];
         return tp;
     }
     return std::nullopt;
+}
+
+} // namespace
+
+std::optional<TargetPath> parse_pod_path(const std::string& path, const std::string& root_dir) {
+    return parse_path_below_pods(path, root_dir + "/pods");
 }
 
 std::string Origin::clone_path() const {
@@ -158,7 +170,7 @@ Classification classify(const MountTable& table, const MatchRules& rules, const 
         const MountEntry& e = table.entries()[i];
         // Only the mount a path walk reaches counts: the top of the stack.
         if (!table.is_reached(e)) continue;
-        if (auto where = parse_pod_path(e.mountpoint, rules.root_dir))
+        if (auto where = parse_path_below_pods(e.mountpoint, pods_dir))
             pods.push_back(Target{&e, std::move(*where), e.mountpoint});
         else if (is_staging_target(e))
             globals.push_back(Target{&e, TargetPath{TargetKind::GlobalMount, {}, {}}, e.mountpoint});

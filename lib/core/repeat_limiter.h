@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace fh {
@@ -45,21 +44,40 @@ public:
     Clock::duration window() const { return window_; }
 
 private:
-    // Drops the times at least a window before `now` (they are oldest first).
-    void drop_older_than_window(std::vector<Clock::time_point>& times, Clock::time_point now) const;
+    // Keys held, densely: key k's hash is keys_[k].hash and its times are
+    // times_[k * burst_ .. + keys_[k].count), oldest first (at most
+    // `burst` in a window, so erasing the oldest moves <= burst items).
+    struct Key {
+        std::uint64_t hash = 0;
+        std::uint32_t count = 0;
+    };
+    // Returns the index of `hash` in keys_, added (with no time) if absent.
+    std::size_t find_or_add(std::uint64_t hash);
+    // Makes slots_ anew for keys_: a power of two of at least twice as many
+    // slots (at least 64), or none when there is no key.
+    void reindex();
+    // Drops key k's times at least a window before `now`.
+    void drop_older_than_window(std::size_t k, Clock::time_point now);
 
     std::size_t burst_;
     Clock::duration window_;
-    // Per key, the times of its lines in the last window, oldest first: at
-    // most `burst` of them, so a vector (erasing its front moves <= burst
-    // items). A std::deque allocated a 512-byte block per key: ~2.4 MiB for
-    // the 4,000 keys of 2,000 targets broken and healed (scale_bench heap).
+    // Flat arrays, not a node per key: the heal worker that calls admit()
+    // also makes and frees a step's many small objects, and a node made
+    // among them, kept for a window, pins its page after malloc_trim:
+    // with std::unordered_map<hash, std::vector> the 4,000 keys of 2,000
+    // targets broken and healed (scale_bench) kept ~0.8 MiB more resident
+    // after the heal cycles than their ~0.25 MiB. These few arrays grow by
+    // doubling (past 64 KiB each is its own mmap, given back when freed).
     // Keyed by the key's 64-bit hash, not a copy of it: a key names a target
     // path (~120 bytes), and a copy per key kept ~1 MiB for up to two
     // windows after such a burst. Two keys of one hash would share a limit;
     // among the ~10^4 keys of a node the odds are ~3e-12 (birthday bound,
     // n^2 / 2^65).
-    std::unordered_map<std::uint64_t, std::vector<Clock::time_point>> admitted_;
+    std::vector<Key> keys_;
+    std::vector<Clock::time_point> times_;
+    // Open addressing, linear probing: 1 + an index of keys_, 0 = free;
+    // at most half full.
+    std::vector<std::uint32_t> slots_;
     Suppressed suppressed_;
 };
 

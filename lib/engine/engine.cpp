@@ -1027,4 +1027,12 @@ std::vector<TargetStatus> Engine::status() const {
     return out;
 }
 
+std::vector<TargetState> Engine::target_states() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    std::vector<TargetState> out;
+    out.reserve(status_.size());
+    for (const StatusRow& r : status_) out.push_back(r.state);
+    return out;
+}
+
 } // namespace fh

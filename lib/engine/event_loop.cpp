@@ -143,9 +143,7 @@ void Daemon::worker_main() {
         auto retry = engine_->next_retry();
         // Counted here, not in on_reconcile_done: uv_async_send coalesces.
         metrics_.record_reconcile(sum.armed_actions);
-        std::vector<TargetState> states;
-        for (const TargetStatus& t : engine_->status()) states.push_back(t.state);
-        metrics_.set_targets(states);
+        metrics_.set_targets(engine_->target_states());
         lock.lock();
         worker_busy_ = false;
         last_summary_ = sum;
@@ -311,9 +309,9 @@ void Daemon::on_reconcile_done() {
 
 void Daemon::notify_status() {
     int broken = 0, tracked = 0;
-    for (const auto& t : engine_->status()) {
+    for (const TargetState state : engine_->target_states()) {
         ++tracked;
-        if (counts_as_broken(t.state)) ++broken;
+        if (counts_as_broken(state)) ++broken;
     }
     int healed = 0;
     {

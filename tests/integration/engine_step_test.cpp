@@ -310,6 +310,7 @@ TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     EXPECT_TRUE(daemon_learned(sb, vol, 0ms));
     ASSERT_EQ(engine->status().size(), 1u);
     EXPECT_EQ(engine->status()[0].state, TargetState::Healthy);
+    EXPECT_EQ(engine->target_states(), std::vector<TargetState>{TargetState::Healthy});
 
     // Step 2, the FUSE daemon died: reported broken, nothing mounted.
     fuse.kill9();
@@ -318,6 +319,7 @@ TEST_P(EngineStep, LearnsThenReportsThenHealsOneStepAtATime) {
     EXPECT_EQ(s2.actions, 0);
     EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
     EXPECT_EQ(engine->status()[0].state, TargetState::Broken);
+    EXPECT_EQ(engine->target_states(), std::vector<TargetState>{TargetState::Broken});
     EXPECT_NE(engine->status()[0].reason.find("still holds the dead filesystem"), std::string::npos)
         << engine->status()[0].reason;
     EXPECT_EQ(count_mounts_under(sb.root()), mounts);

@@ -67,6 +67,30 @@ TEST(RepeatLimiter, ThousandsOfSimilarKeysKeepTheirOwnBursts) {
     EXPECT_EQ(s.by_key.count(key(3999)), 1u);
 }
 
+// take_suppressed() forgets the quiet keys and keeps the others' times:
+// after it each key still has exactly what its last window left it.
+TEST(RepeatLimiter, KeysKeptAcrossAForgetKeepTheirTimes) {
+    RepeatLimiter l(2, 10s);
+    const Clock::time_point t0{};
+    auto key = [](int i) { return "broken /pods/" + std::to_string(i); };
+    for (int i = 0; i < 1000; ++i) ASSERT_TRUE(l.admit(key(i), t0));
+    for (int i = 0; i < 1000; i += 2) ASSERT_TRUE(l.admit(key(i), t0 + 8s));
+    EXPECT_TRUE(l.take_suppressed(t0 + 12s).empty());
+    // Even keys hold their t0 + 8 s line: one more goes through. Odd keys
+    // were forgotten: a whole burst again.
+    for (int i = 0; i < 1000; ++i) {
+        ASSERT_TRUE(l.admit(key(i), t0 + 13s)) << i;
+        ASSERT_EQ(l.admit(key(i), t0 + 13s), i % 2 == 1) << i;
+        ASSERT_FALSE(l.admit(key(i), t0 + 13s)) << i;
+    }
+    EXPECT_EQ(l.take_suppressed(t0 + 14s).lines, 1500u);
+    // All quiet for a window: nothing is held, and keys start over.
+    EXPECT_TRUE(l.take_suppressed(t0 + 30s).empty());
+    EXPECT_TRUE(l.admit(key(7), t0 + 30s));
+    EXPECT_TRUE(l.admit(key(7), t0 + 30s));
+    EXPECT_FALSE(l.admit(key(7), t0 + 30s));
+}
+
 TEST(RepeatLimiter, ABurstOfZeroMeansOne) {
     RepeatLimiter l(0, 10s);
     EXPECT_EQ(l.burst(), 1u);
