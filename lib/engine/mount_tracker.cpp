@@ -52,7 +52,7 @@ namespace {
 // look-up (the option strings are not compared: statmount does not fill them).
 template <typename Tracked>
 bool same_entry(const Tracked& a, const MountEntry& b) {
-    return a.mount_id == b.mount_id && a.parent_id == b.parent_id && a.device == b.device && a.root == b.root &&
+    return a.mount_id == b.mount_id && a.parent_id == b.parent_id && a.device == b.device && *a.root == b.root &&
            a.mountpoint == b.mountpoint && *a.fstype == b.fstype && *a.source == b.source && a.flags == b.flags &&
            a.propagation.shared_group == b.propagation.shared_group &&
            a.propagation.master_group == b.propagation.master_group &&
@@ -84,7 +84,7 @@ MountTracker::Tracked MountTracker::make_tracked_locked(MountEntry e) {
     t.propagation = e.propagation;
     t.fstype = intern_locked(std::move(e.fstype));
     t.source = intern_locked(std::move(e.source));
-    t.root = std::move(e.root);
+    t.root = intern_locked(std::move(e.root));
     t.mountpoint = std::move(e.mountpoint);
     return t;
 }
@@ -95,6 +95,7 @@ void MountTracker::assign_locked(Tracked& t, MountEntry e) {
     Tracked fresh = make_tracked_locked(std::move(e));
     release_locked(t.fstype);
     release_locked(t.source);
+    release_locked(t.root);
     t = std::move(fresh);
 }
 
@@ -103,7 +104,7 @@ MountEntry MountTracker::to_entry(const Tracked& t) {
     e.mount_id = t.mount_id;
     e.parent_id = t.parent_id;
     e.device = t.device;
-    e.root = t.root;
+    e.root = *t.root;
     e.mountpoint = t.mountpoint;
     e.fstype = *t.fstype;
     e.source = *t.source;
@@ -447,6 +448,7 @@ MountTracker::Entries::iterator MountTracker::drop_locked(Entries::iterator it) 
     unindex_locked(it->first, it->second);
     release_locked(it->second.fstype);
     release_locked(it->second.source);
+    release_locked(it->second.root);
     return entries_.erase(it);
 }
 

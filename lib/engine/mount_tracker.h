@@ -197,7 +197,9 @@ private:
         Propagation propagation;
         const std::string* fstype = nullptr;  // a key of interned_, never null once stored
         const std::string* source = nullptr;  // a key of interned_, never null once stored
-        std::string root;
+        // A key of interned_ too: most roots are "/", and a pointer is 24
+        // bytes less per mount than a std::string (~0.25 MiB at 10,000).
+        const std::string* root = nullptr;
         std::string mountpoint;
     };
     using Entries = std::map<std::uint64_t, Tracked>;  // by unique id: mountinfo order
@@ -261,7 +263,7 @@ private:
     sys::UniqueFd mountinfo_;
 
     mutable std::mutex mu_;
-    // The strings the entries' fstype and source point at, with how many
+    // The strings the entries' fstype, source and root point at, with how many
     // fields point at each (node-based: a key's address is stable).
     std::unordered_map<std::string, std::size_t> interned_;
     Entries entries_;
