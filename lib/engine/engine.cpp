@@ -300,15 +300,21 @@ std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& de
     // not at every death (200 reads of /proc/<pid>/cgroup in its step).
     std::map<std::pair<int, std::uint64_t>, std::string> pod_of;  // by (pid, namespace inode)
     for (const KnownNamespace& k : known_namespaces_)
-        if (k.pod_uid) pod_of[{k.pid, k.ns_inode}] = *k.pod_uid;
+        if (k.pod_uid_known) pod_of[{k.pid, k.ns_inode}] = known_pod_uids_.substr(k.pod_uid_at, k.pod_uid_size);
     for (const auto& ns : scan.namespaces) pod_of[{ns.pid, ns.ns_inode}] = ns.pod_uid;
     known_namespaces_.clear();
+    known_devices_.clear();
+    known_pod_uids_.clear();
     known_namespaces_.reserve(scan.holdings.size());
-    for (auto& h : scan.holdings) {
-        auto pod = pod_of.find({h.pid, h.ns_inode});
-        known_namespaces_.push_back(KnownNamespace{
-            h.pid, h.ns_inode, std::move(h.devices),
-            pod == pod_of.end() ? std::nullopt : std::optional<std::string>(std::move(pod->second))});
+    for (const auto& h : scan.holdings) {
+        KnownNamespace k;
+        k.pid = h.pid;
+        k.ns_inode = h.ns_inode;
+        k.first_device = static_cast<std::uint32_t>(known_devices_.size());
+        k.device_count = static_cast<std::uint32_t>(h.devices.size());
+        known_devices_.insert(known_devices_.end(), h.devices.begin(), h.devices.end());
+        if (auto pod = pod_of.find({h.pid, h.ns_inode}); pod != pod_of.end()) set_pod_uid(k, pod->second);
+        known_namespaces_.push_back(k);
     }
     last_walk_ = Clock::now();
     ++sum.namespace_walks;
@@ -319,8 +325,8 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
     const auto t0 = Clock::now();
     std::vector<NamespaceView> out;
     for (KnownNamespace& known : known_namespaces_) {
-        if (std::none_of(known.devices.begin(), known.devices.end(), [&](dev_t d) { return devices.count(d) > 0; }))
-            continue;
+        const auto held = devices_of(known);
+        if (std::none_of(held.begin(), held.end(), [&](dev_t d) { return devices.count(d) > 0; })) continue;
         auto id = sys::mount_ns_id(settings_.proc_root, known.pid);
         if (!id || id->second != known.ns_inode) continue;  // gone, or the pid was reused
         auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(known.pid) + "/mountinfo");
@@ -328,17 +334,32 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
         bool wanted = false;
         for (const auto& e : table->entries()) wanted = wanted || devices.count(e.device);
         if (!wanted) continue;
-        if (!known.pod_uid) known.pod_uid = read_pod_uid(settings_.proc_root, known.pid);
-        out.push_back(NamespaceView{known.pid, known.ns_inode, std::move(*table), *known.pod_uid});
+        if (!known.pod_uid_known) set_pod_uid(known, read_pod_uid(settings_.proc_root, known.pid));
+        out.push_back(NamespaceView{known.pid, known.ns_inode, std::move(*table),
+                                    known_pod_uids_.substr(known.pod_uid_at, known.pod_uid_size)});
     }
     spdlog::trace("re-read {} of {} known namespaces for {} superblocks ({} us)", out.size(), known_namespaces_.size(),
                   devices.size(), micros(Clock::now() - t0));
     return out;
 }
 
+std::span<const dev_t> Engine::devices_of(const KnownNamespace& k) const {
+    return std::span<const dev_t>(known_devices_).subspan(k.first_device, k.device_count);
+}
+
+void Engine::set_pod_uid(KnownNamespace& k, std::string_view uid) {
+    k.pod_uid_at = static_cast<std::uint32_t>(known_pod_uids_.size());
+    k.pod_uid_size = static_cast<std::uint32_t>(uid.size());
+    k.pod_uid_known = true;
+    known_pod_uids_ += uid;
+}
+
 void Engine::forget_healed_copy(std::uint64_t ns_inode, dev_t device) {
-    for (KnownNamespace& known : known_namespaces_)
-        if (known.ns_inode == ns_inode) std::erase(known.devices, device);
+    for (KnownNamespace& known : known_namespaces_) {
+        if (known.ns_inode != ns_inode) continue;
+        const auto first = known_devices_.begin() + known.first_device;
+        known.device_count = static_cast<std::uint32_t>(std::remove(first, first + known.device_count, device) - first);
+    }
 }
 
 void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness) {

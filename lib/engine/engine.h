@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -329,12 +330,28 @@ private:
     // started since the last walk is found by the walk after the heal (see
     // healed_), which heals its copy then.
     struct KnownNamespace {
-        int pid;
-        std::uint64_t ns_inode;
-        std::vector<dev_t> devices;         // of known_namespaces_devices_, those it held, sorted
-        std::optional<std::string> pod_uid; // of the process (NamespaceView::pod_uid), once read
+        int pid = 0;
+        std::uint64_t ns_inode = 0;
+        // Of known_namespaces_devices_, those it held: known_devices_[first_device, + device_count).
+        std::uint32_t first_device = 0;
+        std::uint32_t device_count = 0;
+        // Of the process (NamespaceView::pod_uid), once read (pod_uid_known):
+        // known_pod_uids_[pod_uid_at, + pod_uid_size).
+        std::uint32_t pod_uid_at = 0;
+        std::uint32_t pod_uid_size = 0;
+        bool pod_uid_known = false;
     };
     std::vector<KnownNamespace> known_namespaces_;
+    // The cache's devices and pod uids, each in one array, not a vector and
+    // a string per namespace: every walk makes the cache anew in the middle
+    // of its step's garbage, and 1,000 namespaces' small objects made there
+    // then pinned their pages after malloc_trim (scale_bench, heal cycles).
+    std::vector<dev_t> known_devices_;
+    std::string known_pod_uids_;
+    // Returns the devices `k` held at the last walk, less its healed copies.
+    std::span<const dev_t> devices_of(const KnownNamespace& k) const;
+    // Stores `uid` as `k`'s pod.
+    void set_pod_uid(KnownNamespace& k, std::string_view uid);
     std::set<dev_t> known_namespaces_devices_;
     Clock::time_point last_walk_{};  // when known_namespaces_ was last walked for
     // Dead superblocks that a walk of /proc looked for after they died: only
