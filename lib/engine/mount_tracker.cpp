@@ -360,8 +360,7 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         const int group = gone.propagation.shared_group;
         if (group != 0 && !peers_.count(group)) {
             std::vector<std::uint64_t> slaves;
-            auto [slo, shi] = slaves_.equal_range(group);
-            for (auto i = slo; i != shi; ++i) slaves.push_back(i->second);
+            if (auto g = slaves_.find(group); g != slaves_.end()) slaves.assign(g->second.begin(), g->second.end());
             for (std::uint64_t s : slaves) refresh_locked(s, out);
         }
         return;
@@ -453,14 +452,12 @@ MountTracker::Entries::iterator MountTracker::drop_locked(Entries::iterator it) 
 }
 
 namespace {
-// Removes the one (key, id) pair of an index, if present.
-void erase_pair(std::unordered_multimap<int, std::uint64_t>& index, int key, std::uint64_t id) {
-    auto [lo, hi] = index.equal_range(key);
-    for (auto i = lo; i != hi; ++i)
-        if (i->second == id) {
-            index.erase(i);
-            return;
-        }
+// Removes `id` from `key`'s group, and the group once empty.
+void erase_member(std::unordered_map<int, std::unordered_set<std::uint64_t>>& groups, int key, std::uint64_t id) {
+    auto g = groups.find(key);
+    if (g == groups.end()) return;
+    g->second.erase(id);
+    if (g->second.empty()) groups.erase(g);
 }
 } // namespace
 
@@ -469,8 +466,8 @@ void MountTracker::index_locked(std::uint64_t id, const Tracked& e) {
     count_fuse_path_locked(e, +1);
     by_old_id_[e.mount_id] = id;
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
-    if (e.propagation.master_group != 0) slaves_.emplace(e.propagation.master_group, id);
-    if (e.parent_id != e.mount_id) children_.emplace(e.parent_id, id);
+    if (e.propagation.master_group != 0) slaves_[e.propagation.master_group].insert(id);
+    if (e.parent_id != e.mount_id) children_[e.parent_id].insert(id);
 }
 
 void MountTracker::unindex_locked(std::uint64_t id, const Tracked& e) {
@@ -487,23 +484,23 @@ void MountTracker::unindex_locked(std::uint64_t id, const Tracked& e) {
         auto p = peers_.find(e.propagation.shared_group);
         if (p != peers_.end() && --p->second <= 0) peers_.erase(p);
     }
-    if (e.propagation.master_group != 0) erase_pair(slaves_, e.propagation.master_group, id);
-    if (e.parent_id != e.mount_id) erase_pair(children_, e.parent_id, id);
+    if (e.propagation.master_group != 0) erase_member(slaves_, e.propagation.master_group, id);
+    if (e.parent_id != e.mount_id) erase_member(children_, e.parent_id, id);
 }
 
 std::vector<std::uint64_t> MountTracker::descendants_locked(int old_id) const {
     // Through the children_ index: O(submounts), not O(mounts).
-    const auto& children = children_;
     std::vector<std::uint64_t> out;
     std::vector<int> todo{old_id};
     std::set<int> seen{old_id};
     while (!todo.empty()) {
         const int p = todo.back();
         todo.pop_back();
-        auto [lo, hi] = children.equal_range(p);
-        for (auto i = lo; i != hi; ++i) {
-            out.push_back(i->second);
-            const int child = entries_.at(i->second).mount_id;
+        auto g = children_.find(p);
+        if (g == children_.end()) continue;
+        for (std::uint64_t id : g->second) {
+            out.push_back(id);
+            const int child = entries_.at(id).mount_id;
             if (seen.insert(child).second) todo.push_back(child);
         }
     }
