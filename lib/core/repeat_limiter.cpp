@@ -9,11 +9,12 @@ RepeatLimiter::RepeatLimiter(std::size_t burst, Clock::duration window)
     : burst_(std::max<std::size_t>(burst, 1)), window_(window) {}
 
 void RepeatLimiter::drop_older_than_window(std::size_t k, Clock::time_point now) {
-    const auto first = times_.begin() + static_cast<std::ptrdiff_t>(k * burst_);
-    const auto end = first + keys_[k].count;
-    const auto first_kept = std::find_if(first, end, [&](Clock::time_point t) { return now - t < window_; });
-    std::move(first_kept, end, first);
-    keys_[k].count -= static_cast<std::uint32_t>(first_kept - first);
+    const auto held_begin = times_.begin() + static_cast<std::ptrdiff_t>(k * burst_);
+    const auto held_end = held_begin + keys_[k].count;
+    const auto oldest_kept =
+        std::find_if(held_begin, held_end, [&](Clock::time_point t) { return now - t < window_; });
+    std::move(oldest_kept, held_end, held_begin);
+    keys_[k].count -= static_cast<std::uint32_t>(oldest_kept - held_begin);
 }
 
 void RepeatLimiter::reindex() {
