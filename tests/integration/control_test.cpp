@@ -1,6 +1,8 @@
 // The control socket and fuse-healerctl against a running fuse-healerd:
 //
 //   Status...          the table and --json of a daemon that healed a target
+//   ALargeStatus...    a status answer of 300 targets is trimmed away once
+//                      the daemon is idle, with no reconcile to wait for
 //   Heal...            heal TARGET answers with the state after its reconcile
 //   NotRunning...      no daemon, a stale socket, a second daemon, a path
 //                      that is not a socket
@@ -462,6 +464,41 @@ TEST_F(ControlWithTarget, StatusTableAndJsonShowAHealedTarget) {
 }
 
 // ---- heal -------------------------------------------------------------------------
+
+// A status answer of 300 targets (~86 KiB, ~0.6 MiB of heap while it is
+// built) schedules a malloc_trim once the daemon has been idle for a second.
+// The heal worker used to wait for work only, so a trim asked for by the loop
+// thread waited for the next reconcile: on a quiet node, the safety scan's.
+TEST_F(ControlTest, ALargeStatusAnswerIsTrimmedAwayWithoutAReconcile) {
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    constexpr int kPods = 300;
+    std::vector<std::string> vols;
+    for (int i = 0; i < kPods; ++i) {
+        vols.push_back(sb.make_pod_volume("pod-" + std::to_string(i), "pvc-1"));
+        csi_bind(fuse.source(), "", vols.back(), true);
+    }
+    Daemon d{sb};
+    // No safety scan in the test's time: the only reconciles are the
+    // start-up ones.
+    d.start("[heal]\nsafety_scan_interval = \"1h\"\n", {"--log-level", "trace"});
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    const std::string socket = d.control_socket();
+    ASSERT_TRUE(wait_for_target(socket, vols.back(), [](const json& t) { return t["state"] == "healthy"; })) << d.log();
+    ASSERT_TRUE(d.wait_for_log("malloc_trim: ", 5000ms)) << "no trim after the start-up reconcile\n" << d.log();
+    // Past the moment of any trim the polls above asked for.
+    std::this_thread::sleep_for(1500ms);
+    const std::int64_t reconciles = daemon_number(status_json(socket), "reconciles");
+    std::this_thread::sleep_for(1500ms);
+
+    const std::size_t mark = d.log().size();
+    auto answer = control_exchange(socket, encode_control_request({ControlCommand::Status, ""}), 5s);
+    ASSERT_TRUE(std::holds_alternative<std::string>(answer));
+    ASSERT_GE(std::get<std::string>(answer).size(), std::size_t{64} * 1024)
+        << "the answer is below the size that schedules a trim: add targets";
+    EXPECT_TRUE(d.wait_for_log("malloc_trim: ", 3000ms, mark)) << d.log().substr(mark);
+    EXPECT_EQ(daemon_number(status_json(socket), "reconciles"), reconciles) << "a reconcile ran: it trims anyway";
+}
 
 TEST_F(ControlWithTarget, HealAnswersWithTheStateAfterItsReconcile) {
     start();
