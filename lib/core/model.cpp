@@ -26,9 +26,9 @@ bool is_fuse_fstype(const std::string& fstype, const std::vector<std::string>& g
     });
 }
 
-bool path_is_within(const std::string& path, const std::string& dir) {
-    if (dir == "/") return !path.empty() && path[0] == '/';
-    if (path.size() < dir.size() || path.compare(0, dir.size(), dir) != 0) return false;
+bool path_is_within(std::string_view path, std::string_view dir) {
+    if (dir == "/") return path.starts_with('/');
+    if (!path.starts_with(dir)) return false;
     return path.size() == dir.size() || path[dir.size()] == '/';
 }
 
@@ -51,7 +51,8 @@ std::size_t split_components(std::string_view s, std::array<std::string_view, N>
     return n;
 }
 
-bool is_below(const std::string& path, const std::string& dir) {
+// Returns true when `path` lies strictly below `dir` (component-wise).
+bool is_below(std::string_view path, std::string_view dir) {
     return path_is_within(path, dir) && path.size() > dir.size();
 }
 
@@ -96,7 +97,7 @@ namespace {
 // parse_pod_path with <root_dir>/pods given (classify makes it once, not
 // once per FUSE mount).
 std::optional<TargetPath> parse_path_below_pods(std::string_view path, std::string_view pods) {
-    if (path.size() <= pods.size() || !path.starts_with(pods) || path[pods.size()] != '/') return std::nullopt;
+    if (!is_below(path, pods)) return std::nullopt;
     // Five components at most (see below); a sixth says "deeper".
     std::array<std::string_view, 6> parts;
     const std::size_t n = split_components(path.substr(pods.size()), parts);

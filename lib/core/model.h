@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/mountinfo.h"
@@ -40,7 +41,7 @@ bool is_fuse_fstype(const std::string& fstype, const std::vector<std::string>& g
 
 // Returns true when `path` is `dir` or lies below it (component-wise, so
 // "/a/bc" is not below "/a/b").
-bool path_is_within(const std::string& path, const std::string& dir);
+bool path_is_within(std::string_view path, std::string_view dir);
 
 // Returns true when `path` is absolute and has no empty, "." or ".."
 // component and no trailing slash (as the kernel prints mountpoints): only

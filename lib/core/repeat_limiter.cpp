@@ -33,21 +33,22 @@ void RepeatLimiter::reindex() {
 }
 
 std::size_t RepeatLimiter::find_or_add(std::uint64_t hash) {
+    // The free slot the search stops at is where a new key goes, unless the
+    // table must grow first (then reindex() places every key).
+    std::size_t free_slot = 0;
     if (!slots_.empty()) {
         const std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = hash & mask; slots_[i] != 0; i = (i + 1) & mask)
+        std::size_t i = hash & mask;
+        for (; slots_[i] != 0; i = (i + 1) & mask)
             if (keys_[slots_[i] - 1].hash == hash) return slots_[i] - 1;
+        free_slot = i;
     }
     keys_.push_back(Key{hash, 0});
     times_.resize(keys_.size() * burst_);
-    if (keys_.size() * 2 > slots_.size()) {
+    if (keys_.size() * 2 > slots_.size())
         reindex();
-    } else {
-        const std::size_t mask = slots_.size() - 1;
-        std::size_t i = hash & mask;
-        while (slots_[i] != 0) i = (i + 1) & mask;
-        slots_[i] = static_cast<std::uint32_t>(keys_.size());
-    }
+    else
+        slots_[free_slot] = static_cast<std::uint32_t>(keys_.size());
     return keys_.size() - 1;
 }
 
