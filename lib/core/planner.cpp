@@ -3,6 +3,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -427,6 +428,33 @@ ArmedHeals arm_heals(const PlanInput& in, const Plan& plan) {
         armed.actions.push_back(std::move(a));
     }
     return armed;
+}
+
+ArmedHeals copies_in_containers(const ArmedHeals& armed, dev_t device) {
+    ArmedHeals out;
+    std::map<std::size_t, std::size_t> source_at, verdict_at;  // index in `armed` -> index in `out`
+    for (std::size_t k = 0; k < armed.actions.size(); ++k) {
+        const HealAction& a = armed.actions[k];
+        if (a.in_host() || a.expected_device != device) continue;
+        auto [s, new_source] = source_at.emplace(armed.action_source[k], out.sources.size());
+        if (new_source) out.sources.push_back(armed.sources[armed.action_source[k]]);
+        auto [v, new_verdict] = verdict_at.emplace(armed.action_verdict[k], out.verdicts.size());
+        if (new_verdict) out.verdicts.push_back(armed.verdicts[armed.action_verdict[k]]);
+        out.actions.push_back(a);
+        out.action_source.push_back(s->second);
+        out.action_verdict.push_back(v->second);
+    }
+    return out;
+}
+
+void append_armed_heals(ArmedHeals& into, ArmedHeals more) {
+    const std::size_t sources = into.sources.size(), verdicts = into.verdicts.size();
+    std::move(more.sources.begin(), more.sources.end(), std::back_inserter(into.sources));
+    std::move(more.verdicts.begin(), more.verdicts.end(), std::back_inserter(into.verdicts));
+    std::move(more.actions.begin(), more.actions.end(), std::back_inserter(into.actions));
+    for (std::size_t i : more.action_source) into.action_source.push_back(sources + i);
+    for (std::size_t i : more.action_verdict)
+        into.action_verdict.push_back(i == ArmedHeals::kNoVerdict ? i : verdicts + i);
 }
 
 OriginMap learn_origins(const Classification& c, const LivenessMap& liveness, const MatchRules& rules,

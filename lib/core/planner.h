@@ -188,7 +188,10 @@ struct ArmedHeals {
     std::vector<HealAction> actions;          // in plan order
     std::vector<std::size_t> action_source;   // per action: its index in `sources`
     std::vector<TargetVerdict> verdicts;      // of the targets the actions heal
-    std::vector<std::size_t> action_verdict;  // per action: its target's index in `verdicts`
+    // Per action: its target's index in `verdicts`, or kNoVerdict (heals
+    // planned ahead of a death keep none).
+    std::vector<std::size_t> action_verdict;
+    static constexpr std::size_t kNoVerdict = static_cast<std::size_t>(-1);
 
     bool empty() const { return actions.empty(); }
 };
@@ -200,6 +203,15 @@ struct ArmedHeals {
 // except that it may find other work too (a remembered namespace gone, a
 // second candidate origin): the engine plans in full after firing them.
 ArmedHeals arm_heals(const PlanInput& in, const Plan& plan);
+
+// Returns the part of `armed` that heals copies of `device` in containers'
+// namespaces: those actions, with their sources and verdicts (the indices
+// made anew). What is planned ahead of a death (see Engine): the host's
+// mounts wait for a walk of /proc after it anyway.
+ArmedHeals copies_in_containers(const ArmedHeals& armed, dev_t device);
+
+// Appends `more` to `into`, its indices shifted past `into`'s.
+void append_armed_heals(ArmedHeals& into, ArmedHeals more);
 
 // Returns the origins to remember from a table: for every target whose
 // topmost mount is Alive, the origin recovered from its source; and for

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/fuse_servers.h"
 #include "core/mount_relevance.h"
 #include "engine/proc_scan.h"
 #include "engine/sys.h"
@@ -69,6 +70,7 @@ void Engine::set_config(const Config& config, Strategy strategy) {
     strategy_ = strategy;
     prober_.set_probe_timeout(config.probe_timeout);
     executor_.set_root_dir(config.match.root_dir);
+    planned_ahead_.clear();  // planned under the old rules; the next converged step plans again
 }
 
 OriginMap Engine::origins() const { return origins_; }
@@ -658,7 +660,8 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         }
         if (!a.clone_path.empty()) a.source_device = new_device[armed_.action_source[k]];
         ready.push_back(&a);
-        verdicts.push_back(&armed_.verdicts[armed_.action_verdict[k]]);
+        const std::size_t v = armed_.action_verdict[k];
+        verdicts.push_back(v == ArmedHeals::kNoVerdict ? nullptr : &armed_.verdicts[v]);
     }
     const auto picked = Clock::now();
     spdlog::debug("a source is back: firing {} armed actions ({} us since the event: {} us to this step, {} us "
@@ -712,9 +715,21 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // awaited source paths costs microseconds, reading the table does not.
     // Whatever they did, the full read and plan below follow and finish the
     // job (and arm again if something still waits).
+    if (settings_.restart_grace.count() > 0 && !planned_ahead_.empty() && arm_planned_ahead())
+        restart_wait_until_ = last_reconcile_start_ + settings_.restart_grace;
     if (!armed_.empty()) {
-        fire_armed_heals(trigger, ready_sources, sum);
+        const BatchOutcome fired = fire_armed_heals(trigger, ready_sources, sum);
+        if (fired.executed == 0 && last_reconcile_start_ < restart_wait_until_) {
+            // A death whose heals were planned ahead: wait for its source
+            // here (the next_retry() timer ends the wait), not in a full
+            // step that a source mounted meanwhile would have to wait for.
+            spdlog::trace("waiting up to {} us for a dead source to be mounted again",
+                          micros(restart_wait_until_ - last_reconcile_start_));
+            sum.targets = static_cast<int>(tracks_.size());
+            return sum;
+        }
         armed_ = {};
+        restart_wait_until_ = {};
     }
 
     // The host's table, its classification and liveness; re-read after
@@ -998,7 +1013,136 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
     }
     release_pins(pins_to_release);
+    if (converged && heal_namespaces && settings_.source_lookup && settings_.restart_grace.count() > 0)
+        plan_ahead(in, plan);
     return sum;
+}
+
+void Engine::plan_ahead(const PlanInput& in, const Plan& plan) {
+    // What the heals of one superblock's copies depend on, hashed: its
+    // healthy targets and their topmost mounts, and the namespaces the cache
+    // lists as holding it. Unchanged inputs, unchanged plan: a step that
+    // changed nothing of a source costs it one pass over the verdicts.
+    constexpr std::uint64_t kPrime = 1099511628211ULL;
+    std::map<dev_t, std::uint64_t> inputs;
+    std::map<std::string_view, int> mount_of;  // target -> its topmost mount's id
+    for (const Target& t : in.classes->targets) mount_of.emplace(t.path, t.mount->mount_id);
+    for (const TargetVerdict& v : plan.verdicts) {
+        // A healthy verdict carries no origin: the learned one says the
+        // target can be healed at all.
+        if (v.state != TargetState::Healthy || !origins_.count(v.target) || !known_namespaces_devices_.count(v.device))
+            continue;
+        auto [it, added] = inputs.emplace(v.device, 14695981039346656037ULL ^ static_cast<std::uint64_t>(in.strategy));
+        auto m = mount_of.find(v.target);
+        it->second = (it->second ^ std::hash<std::string>{}(v.target)) * kPrime;
+        it->second = (it->second ^ static_cast<std::uint64_t>(m == mount_of.end() ? 0 : m->second)) * kPrime;
+    }
+    for (const KnownNamespace& known : known_namespaces_)
+        for (dev_t d : devices_of(known))
+            if (auto it = inputs.find(d); it != inputs.end())
+                it->second = ((it->second ^ known.ns_inode) * kPrime ^ static_cast<std::uint64_t>(known.pid)) * kPrime;
+    std::erase_if(planned_ahead_, [&](const auto& p) { return !inputs.count(p.first); });
+    for (const auto& [device, hash] : inputs) {
+        if (auto it = planned_ahead_.find(device); it != planned_ahead_.end() && it->second.inputs == hash) continue;
+        const auto t0 = Clock::now();
+        // The plan once `device` is dead, and the heals armed from it when
+        // its source path is back: this step's input but for the liveness
+        // of that one superblock and the views of its containers.
+        const std::vector<NamespaceView> views = reread_known_namespaces({device});
+        LivenessMap liveness = *in.liveness;
+        liveness[device] = Liveness::Dead;
+        PlanInput dead = in;
+        dead.liveness = &liveness;
+        dead.namespaces = &views;
+        PlannedAhead planned = pack_planned(copies_in_containers(arm_heals(dead, plan_heals(dead)), device), device);
+        planned.inputs = hash;
+        spdlog::debug("planned {} heals of copies in containers ahead of a death of {} ({} us)", planned.copies.size(),
+                      planned.sources.empty() ? std::string("its source") : planned.sources.front().source_path,
+                      micros(Clock::now() - t0));
+        planned_ahead_[device] = std::move(planned);
+    }
+}
+
+Engine::PlannedAhead Engine::pack_planned(const ArmedHeals& heals, dev_t device) const {
+    PlannedAhead p;
+    p.sources = heals.sources;
+    p.copies.reserve(heals.actions.size());
+    std::map<std::string_view, std::uint32_t> clone_at;  // clone path (viewing the action's) -> offset in p.text
+    auto add = [&p](std::string_view s) {
+        const auto at = static_cast<std::uint32_t>(p.text.size());
+        p.text += s;
+        return at;
+    };
+    for (std::size_t k = 0; k < heals.actions.size(); ++k) {
+        const HealAction& a = heals.actions[k];
+        auto tr = tracks_.find(a.target);
+        if (tr == tracks_.end() || a.expected_device != device) continue;  // never so: planned from these tracks
+        PlannedCopy c;
+        c.target = tr->second.ctx;
+        c.ns_inode = a.ns_inode;
+        c.ns_pid = a.ns_pid;
+        c.expected_mount_id = a.expected_mount_id;
+        c.mountpoint_at = add(a.mountpoint);
+        c.mountpoint_size = static_cast<std::uint32_t>(a.mountpoint.size());
+        auto [it, added] = clone_at.emplace(a.clone_path, 0);
+        if (added) it->second = add(a.clone_path);
+        c.clone_path_at = it->second;
+        c.clone_path_size = static_cast<std::uint32_t>(a.clone_path.size());
+        c.source = static_cast<std::uint32_t>(heals.action_source[k]);
+        c.flags = a.flags;
+        c.propagation = a.propagation;
+        c.kind = a.kind;
+        c.make_private_first = a.make_private_first;
+        p.copies.push_back(std::move(c));
+    }
+    p.text.shrink_to_fit();
+    return p;
+}
+
+ArmedHeals Engine::unpack_planned(const PlannedAhead& p, dev_t device) {
+    ArmedHeals armed;
+    armed.sources = p.sources;
+    armed.actions.reserve(p.copies.size());
+    for (const PlannedCopy& c : p.copies) {
+        HealAction a;
+        a.kind = c.kind;
+        a.target = std::string((*c.target)[kPackedTarget]);
+        a.ns_pid = c.ns_pid;
+        a.ns_inode = c.ns_inode;
+        a.mountpoint = p.text.substr(c.mountpoint_at, c.mountpoint_size);
+        a.expected_mount_id = c.expected_mount_id;
+        a.expected_device = device;
+        a.clone_path = p.text.substr(c.clone_path_at, c.clone_path_size);
+        a.flags = c.flags;
+        a.propagation = c.propagation;
+        a.make_private_first = c.make_private_first;
+        armed.actions.push_back(std::move(a));
+        armed.action_source.push_back(c.source);
+        armed.action_verdict.push_back(ArmedHeals::kNoVerdict);
+    }
+    return armed;
+}
+
+bool Engine::arm_planned_ahead() {
+    bool any = false;
+    for (auto it = planned_ahead_.begin(); it != planned_ahead_.end();) {
+        if (it->second.copies.empty() || prober_.fusectl_state(it->first) != Liveness::Dead) {
+            ++it;
+            continue;
+        }
+        spdlog::debug("armed {} heals of copies in containers planned ahead of this death (connection {})",
+                      it->second.copies.size(), connection_id(it->first));
+        append_armed_heals(armed_, unpack_planned(it->second, it->first));
+        it = planned_ahead_.erase(it);
+        any = true;
+    }
+    return any;
+}
+
+std::map<dev_t, std::size_t> Engine::planned_ahead() const {
+    std::map<dev_t, std::size_t> out;
+    for (const auto& [device, p] : planned_ahead_) out[device] = p.copies.size();
+    return out;
 }
 
 Result<std::shared_ptr<const MountTable>> Engine::read_host_table() const {
@@ -1032,6 +1176,9 @@ std::optional<Clock::time_point> Engine::next_retry() const {
     // A death not yet walked for: the next step walks, at once.
     if (walk_due_) return last_reconcile_start_;
     std::optional<Clock::time_point> best;
+    // Waiting for a dead source after arming its heals planned ahead: the
+    // full step comes when the wait is over (if the source is not back).
+    if (!armed_.empty() && restart_wait_until_ > last_reconcile_start_) best = restart_wait_until_;
     for (const auto& [path, tr] : tracks_)
         if (tr.in_outage && tr.failures > 0 && tr.retry_at > last_reconcile_start_ && (!best || tr.retry_at < *best))
             best = tr.retry_at;

@@ -688,6 +688,12 @@ int Daemon::run() {
     pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
     pods_->rescan();
     EngineSettings settings{"/proc/self/mountinfo", "/proc", features_.open_tree, {}};
+    // A supervisor that starts the FUSE daemon again at once (a respawn
+    // loop in its container) mounts the source 3-6 ms after the kill
+    // (scale_bench); 50 ms covers that with room for a loaded node, and
+    // delays the "mount broken" lines of a death no supervisor answers by
+    // no more than that (the outage itself is logged at once).
+    settings.restart_grace = std::chrono::milliseconds(50);
     if (features_.statmount)
         settings.source_lookup = {[openat2 = features_.openat2](const std::string& path) {
                                        return identify_mount_at_path(path, openat2);

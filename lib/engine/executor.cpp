@@ -160,6 +160,12 @@ Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& 
     // one planned for.
     const std::string ns_path = "/proc/" + std::to_string(a.ns_pid) + "/ns/mnt";
     sys::UniqueFd ns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    // The container's process is gone since the plan (heals armed or
+    // planned ahead may be seconds old): its copies went with it, or another
+    // process holds them, which the next walk finds. The table moved; no heal
+    // failed.
+    if (!ns_fd.valid() && (errno == ENOENT || errno == ESRCH))
+        return Error{"pin namespace", ns_path, ESTALE, "the process is gone"};
     if (!ns_fd.valid()) return errno_error("open", ns_path);
     struct stat st {};
     if (::fstat(ns_fd.get(), &st) != 0) return errno_error("fstat", ns_path);

@@ -1322,6 +1322,54 @@ TEST(ArmedHeals, EachActionKnowsItsSource) {
     }
 }
 
+// What the engine plans ahead of a death: the copies in containers of one
+// superblock, out of heals armed for several, with their sources and
+// verdicts; and armed heals appended to others keep their links.
+TEST(ArmedHealsParts, CopiesInContainersOfOneSuperblockAndAppending) {
+    ArmedHeals armed;
+    armed.sources = {AwaitedSource{"/src/a", "fuse.a", {1}}, AwaitedSource{"/src/b", "fuse.b", {2}}};
+    armed.verdicts.resize(2);
+    armed.verdicts[0].target = "/t/a";
+    armed.verdicts[1].target = "/t/b";
+    auto action = [](const char* target, int ns_pid, dev_t device) {
+        HealAction a;
+        a.target = target;
+        a.ns_pid = ns_pid;
+        a.ns_inode = ns_pid == 0 ? 0 : 4000 + ns_pid;
+        a.expected_device = device;
+        a.mountpoint = ns_pid == 0 ? target : "/data";
+        return a;
+    };
+    armed.actions = {action("/t/b", 7, 2), action("/t/a", 0, 1), action("/t/a", 8, 1), action("/t/a", 9, 1)};
+    armed.action_source = {1, 0, 0, 0};
+    armed.action_verdict = {1, 0, 0, 0};
+
+    const ArmedHeals a = copies_in_containers(armed, 1);
+    ASSERT_EQ(a.actions.size(), 2u);  // not the host's mount, not the other superblock's copy
+    EXPECT_EQ(a.actions[0].ns_pid, 8);
+    EXPECT_EQ(a.actions[1].ns_pid, 9);
+    ASSERT_EQ(a.sources.size(), 1u);
+    EXPECT_EQ(a.sources[0].source_path, "/src/a");
+    ASSERT_EQ(a.verdicts.size(), 1u);
+    EXPECT_EQ(a.verdicts[0].target, "/t/a");
+    EXPECT_EQ(a.action_source, (std::vector<std::size_t>{0, 0}));
+    EXPECT_EQ(a.action_verdict, (std::vector<std::size_t>{0, 0}));
+    EXPECT_TRUE(copies_in_containers(armed, 3).empty());
+
+    ArmedHeals into = copies_in_containers(armed, 2);
+    ArmedHeals more = a;
+    more.action_verdict[1] = ArmedHeals::kNoVerdict;
+    append_armed_heals(into, std::move(more));
+    ASSERT_EQ(into.actions.size(), 3u);
+    EXPECT_EQ(into.actions[0].ns_pid, 7);
+    EXPECT_EQ(into.actions[2].ns_pid, 9);
+    EXPECT_EQ(into.action_source, (std::vector<std::size_t>{0, 1, 1}));
+    EXPECT_EQ(into.action_verdict, (std::vector<std::size_t>{0, 1, ArmedHeals::kNoVerdict}));
+    EXPECT_EQ(into.sources[into.action_source[1]].source_path, "/src/a");
+    EXPECT_EQ(into.verdicts[into.action_verdict[1]].target, "/t/a");
+    EXPECT_EQ(into.verdicts[into.action_verdict[0]].target, "/t/b");
+}
+
 TEST(SourceMountProblem, NamesWhatIsWrongWithTheNewSource) {
     MatchRules rules;
     MountEntry good{.mount_id = 130, .device = dev(NEW), .root = "/", .mountpoint = SRC, .fstype = FSTYPE};
