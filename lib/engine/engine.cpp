@@ -1014,33 +1014,32 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     }
     release_pins(pins_to_release);
     if (converged && heal_namespaces && settings_.source_lookup && settings_.restart_grace.count() > 0)
-        plan_ahead(in, plan);
+        plan_ahead(in);
     return sum;
 }
 
-void Engine::plan_ahead(const PlanInput& in, const Plan& plan) {
+void Engine::plan_ahead(const PlanInput& in) {
     // What the heals of one superblock's copies depend on, hashed: its
-    // healthy targets and their topmost mounts, and the namespaces the cache
-    // lists as holding it. Unchanged inputs, unchanged plan: a step that
-    // changed nothing of a source costs it one pass over the verdicts.
+    // targets' topmost mounts (by id: a target mounted again is a new
+    // mount), and the namespaces the cache lists as holding it. Unchanged
+    // inputs, unchanged plan: a step that changed nothing of a source costs
+    // one pass over the targets. (A plan made stale by a change this misses
+    // fails safe: the executor re-checks each mount, ESTALE.)
     constexpr std::uint64_t kPrime = 1099511628211ULL;
+    auto mix = [](std::uint64_t h, std::uint64_t x) { return (h ^ x) * kPrime; };
     std::map<dev_t, std::uint64_t> inputs;
-    std::map<std::string_view, int> mount_of;  // target -> its topmost mount's id
-    for (const Target& t : in.classes->targets) mount_of.emplace(t.path, t.mount->mount_id);
-    for (const TargetVerdict& v : plan.verdicts) {
-        // A healthy verdict carries no origin: the learned one says the
-        // target can be healed at all.
-        if (v.state != TargetState::Healthy || !origins_.count(v.target) || !known_namespaces_devices_.count(v.device))
-            continue;
-        auto [it, added] = inputs.emplace(v.device, 14695981039346656037ULL ^ static_cast<std::uint64_t>(in.strategy));
-        auto m = mount_of.find(v.target);
-        it->second = (it->second ^ std::hash<std::string>{}(v.target)) * kPrime;
-        it->second = (it->second ^ static_cast<std::uint64_t>(m == mount_of.end() ? 0 : m->second)) * kPrime;
+    for (const Target& t : in.classes->targets) {
+        const dev_t d = t.mount->device;
+        auto l = in.liveness->find(d);
+        if (l == in.liveness->end() || l->second != Liveness::Alive || !known_namespaces_devices_.count(d)) continue;
+        auto [it, added] = inputs.emplace(d, mix(14695981039346656037ULL, static_cast<std::uint64_t>(in.strategy)));
+        it->second = mix(mix(it->second, static_cast<std::uint64_t>(t.mount->mount_id)),
+                         static_cast<std::uint64_t>(t.mount->parent_id));
     }
     for (const KnownNamespace& known : known_namespaces_)
         for (dev_t d : devices_of(known))
             if (auto it = inputs.find(d); it != inputs.end())
-                it->second = ((it->second ^ known.ns_inode) * kPrime ^ static_cast<std::uint64_t>(known.pid)) * kPrime;
+                it->second = mix(mix(it->second, known.ns_inode), static_cast<std::uint64_t>(known.pid));
     std::erase_if(planned_ahead_, [&](const auto& p) { return !inputs.count(p.first); });
     for (const auto& [device, hash] : inputs) {
         if (auto it = planned_ahead_.find(device); it != planned_ahead_.end() && it->second.inputs == hash) continue;

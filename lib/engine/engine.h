@@ -136,7 +136,8 @@ struct EngineSettings {
     // whole table (an outage's own step, 10-15 ms at 2,000 targets, kept a
     // supervisor's restart ~3 ms after the kill waiting for its end). Its
     // "mount broken" lines and status come at most this much later; the
-    // death watch logs the outage at once. 0: nothing planned ahead.
+    // death watch logs the outage at once. 0: nothing planned ahead (set
+    // it only with fusectl in use: without it no death is seen this way).
     std::chrono::milliseconds restart_grace{0};
     // Where the host's table comes from. Set with mount tracking by
     // fanotify (MountTracker::table: the tracked table, an immutable
@@ -327,9 +328,8 @@ private:
     // Plans the heals of the container copies of each live source
     // superblock as if it had died (planned_ahead_), for those whose inputs
     // changed since: its targets' mounts, the containers the namespace
-    // cache lists for it, the strategy. `in` and `plan` are those of a
-    // converged step.
-    void plan_ahead(const PlanInput& in, const Plan& plan);
+    // cache lists for it, the strategy. `in` is a converged step's input.
+    void plan_ahead(const PlanInput& in);
     // Arms the heals planned ahead for the superblocks fusectl now says are
     // dead. Returns true when it armed any.
     bool arm_planned_ahead();

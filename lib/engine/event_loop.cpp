@@ -693,7 +693,7 @@ int Daemon::run() {
     // (scale_bench); 50 ms covers that with room for a loaded node, and
     // delays the "mount broken" lines of a death no supervisor answers by
     // no more than that (the outage itself is logged at once).
-    settings.restart_grace = std::chrono::milliseconds(50);
+    if (features_.fusectl) settings.restart_grace = std::chrono::milliseconds(50);
     if (features_.statmount)
         settings.source_lookup = {[openat2 = features_.openat2](const std::string& path) {
                                        return identify_mount_at_path(path, openat2);
@@ -720,7 +720,9 @@ int Daemon::run() {
     spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} "
                  "mount tracking={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), detection(),
-                 features_.statmount ? "statmount (heals armed while a source is down)"
+                 features_.statmount && features_.fusectl
+                     ? "statmount (heals armed while a source is down, and planned ahead of a death)"
+                 : features_.statmount ? "statmount (heals armed while a source is down)"
                                      : "mountinfo (the whole table read per event)",
                  tracker_ ? "fanotify (" + std::to_string(tracker_->size()) + " mounts tracked, unrelated events dropped)"
                           : std::string("mountinfo (the whole table read per event)"),
