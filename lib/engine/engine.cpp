@@ -123,6 +123,16 @@ void Engine::emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v,
     observer_(e);
 }
 
+void Engine::begin_outage(Track& tr, Clock::time_point now) {
+    tr.in_outage = true;
+    tr.outage_reported = false;
+    tr.outage_start = now;
+    tr.heal_us = 0;
+    tr.ns_healed = 0;
+    tr.failures = 0;
+    tr.reported = false;
+}
+
 void Engine::back_off(Track& tr, Clock::time_point now) {
     ++tr.failures;
     tr.retry_at = now + backoff_for(tr.failures);
@@ -224,13 +234,9 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
         tr.fstype = t->mount->fstype;
         const bool dead = v.state == TargetState::Broken || v.state == TargetState::Healing ||
                           v.state == TargetState::Skipped;
-        if (dead && !tr.in_outage) {
-            tr.in_outage = true;
-            tr.outage_start = now;
-            tr.heal_us = 0;
-            tr.ns_healed = 0;
-            tr.failures = 0;
-            tr.reported = false;
+        if (dead && !tr.in_outage) begin_outage(tr, now);
+        if (dead && !tr.outage_reported) {
+            tr.outage_reported = true;
             emit(HealEvent::Kind::Broken, tr, &v, v.reason, now);
         }
         // A source back as something that cannot serve the target (another
@@ -246,10 +252,13 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
             emit(HealEvent::Kind::Unresponsive, tr, &v, "probe timed out after " +
                  std::to_string(config_.probe_timeout.count() / 1000) + " ms", now);
         if (v.state == TargetState::Healthy && tr.in_outage) {
-            // Alive again without us (e.g. kubelet remounted it).
+            // Alive again without us (e.g. kubelet remounted it). An outage
+            // no step saw (begun when planned heals were armed) ends quietly.
             tr.in_outage = false;
-            tr.last_outage_us = micros(now - tr.outage_start);
-            emit(HealEvent::Kind::Recovered, tr, &v, "alive again without a heal", now);
+            if (tr.outage_reported) {
+                tr.last_outage_us = micros(now - tr.outage_start);
+                emit(HealEvent::Kind::Recovered, tr, &v, "alive again without a heal", now);
+            }
         }
         tr.state = v.state;
         if (v.state == TargetState::Healthy) release_text(tr.reason);
@@ -1131,7 +1140,15 @@ bool Engine::arm_planned_ahead() {
         }
         spdlog::debug("armed {} heals of copies in containers planned ahead of this death (connection {})",
                       it->second.copies.size(), connection_id(it->first));
-        append_armed_heals(armed_, unpack_planned(it->second, it->first));
+        ArmedHeals planned = unpack_planned(it->second, it->first);
+        // The outage begins now for the targets whose copies these heals
+        // serve: their heals count from here, and the copies they heal
+        // before the next full step are counted in their "mount healed"
+        // lines. That step reports the outage (Broken) as usual.
+        const auto now = Clock::now();
+        for (const HealAction& a : planned.actions)
+            if (Track& tr = track(a.target); !tr.in_outage) begin_outage(tr, now);
+        append_armed_heals(armed_, std::move(planned));
         it = planned_ahead_.erase(it);
         any = true;
     }

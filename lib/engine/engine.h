@@ -239,6 +239,9 @@ private:
         // ctx was looked up for a verdict (context_for); false only for a
         // track an action made first, whose events carry an empty context.
         bool ctx_known = false;
+        // The outage was reported (Broken). An outage begun when heals
+        // planned ahead were armed is reported by the next full step.
+        bool outage_reported = false;
         std::string reported_reason;
         std::string reason;         // the last verdict's reason (why broken, skipped...)
         std::string fstype;
@@ -271,6 +274,8 @@ private:
     void emit(HealEvent::Kind kind, const Track& tr, const TargetVerdict* v, std::string reason,
               Clock::time_point now, Clock::time_point trigger = {});
     void back_off(Track& tr, Clock::time_point now);
+    // Starts `tr`'s outage at `now`, not reported yet.
+    static void begin_outage(Track& tr, Clock::time_point now);
     void learn(const Classification& c, const MountTable& host, const LivenessMap& liveness);
     // Returns the liveness of the targets' and the sources' superblocks.
     LivenessMap check_liveness(const MountTable& host, const Classification& c);
