@@ -1023,11 +1023,11 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     }
     release_pins(pins_to_release);
     if (converged && heal_namespaces && settings_.source_lookup && settings_.restart_grace.count() > 0)
-        plan_ahead(in);
+        plan_ahead(in, sum);
     return sum;
 }
 
-void Engine::plan_ahead(const PlanInput& in) {
+void Engine::plan_ahead(const PlanInput& in, ReconcileSummary& sum) {
     // What the heals of one superblock's copies depend on, hashed: its
     // targets' topmost mounts (by id: a target mounted again is a new
     // mount), and the namespaces the cache lists as holding it. Unchanged
@@ -1045,10 +1045,12 @@ void Engine::plan_ahead(const PlanInput& in) {
         it->second = mix(mix(it->second, static_cast<std::uint64_t>(t.mount->mount_id)),
                          static_cast<std::uint64_t>(t.mount->parent_id));
     }
+    // Summed, not chained: a walk lists the namespaces in /proc's order,
+    // which need not repeat, and the same set must give the same inputs.
     for (const KnownNamespace& known : known_namespaces_)
         for (dev_t d : devices_of(known))
             if (auto it = inputs.find(d); it != inputs.end())
-                it->second = mix(mix(it->second, known.ns_inode), static_cast<std::uint64_t>(known.pid));
+                it->second += mix(mix(14695981039346656037ULL, known.ns_inode), static_cast<std::uint64_t>(known.pid));
     std::erase_if(planned_ahead_, [&](const auto& p) { return !inputs.count(p.first); });
     for (const auto& [device, hash] : inputs) {
         if (auto it = planned_ahead_.find(device); it != planned_ahead_.end() && it->second.inputs == hash) continue;
@@ -1068,6 +1070,7 @@ void Engine::plan_ahead(const PlanInput& in) {
                       planned.sources.empty() ? std::string("its source") : planned.sources.front().source_path,
                       micros(Clock::now() - t0));
         planned_ahead_[device] = std::move(planned);
+        ++sum.planned_ahead;
     }
 }
 

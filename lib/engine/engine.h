@@ -98,6 +98,7 @@ struct ReconcileSummary {
     bool table_error = false; // the host mountinfo could not be read
     int armed_actions = 0;    // of `actions`: fired from heals armed before the event
     int namespace_walks = 0;  // walks of /proc for containers' namespaces in this step
+    int planned_ahead = 0;    // source superblocks whose heals were planned ahead of a death in this step
 };
 
 // Looks up the mount at a source path without reading the mount table, in
@@ -334,7 +335,8 @@ private:
     // superblock as if it had died (planned_ahead_), for those whose inputs
     // changed since: its targets' mounts, the containers the namespace
     // cache lists for it, the strategy. `in` is a converged step's input.
-    void plan_ahead(const PlanInput& in);
+    // Counts the superblocks planned for in `sum`.
+    void plan_ahead(const PlanInput& in, ReconcileSummary& sum);
     // Arms the heals planned ahead for the superblocks fusectl now says are
     // dead. Returns true when it armed any.
     bool arm_planned_ahead();

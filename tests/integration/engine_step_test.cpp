@@ -352,6 +352,33 @@ TEST_P(PlannedAheadStep, ASourceBackWithinTheGraceIsHealedFromThePlannedHeals) {
     EXPECT_EQ(planned.begin()->second, 2u);
 }
 
+// Planned again only when what the plan depends on changed: not at every
+// step, nor at a walk that finds the same containers; at a walk that finds
+// one more.
+TEST_P(PlannedAheadStep, IsPlannedAgainOnlyWhenItsTargetsOrContainersChange) {
+    start_pod();
+    EXPECT_EQ(engine->planned_ahead().begin()->second, 1u);
+    EXPECT_EQ(engine->reconcile(Clock::now()).planned_ahead, 0);
+    // Each step below walks /proc: the safety scan's interval has passed.
+    config.safety_scan_interval = std::chrono::milliseconds(50);
+    engine->set_config(config, strategy);  // drops what was planned: the rules may have changed
+    auto walk_after_interval = [&] {
+        std::this_thread::sleep_for(60ms);
+        return engine->reconcile(Clock::now());
+    };
+    auto walk = walk_after_interval();
+    EXPECT_EQ(walk.namespace_walks, 1);
+    EXPECT_EQ(walk.planned_ahead, 1);
+    auto same = walk_after_interval();
+    EXPECT_EQ(same.namespace_walks, 1);
+    EXPECT_EQ(same.planned_ahead, 0) << "the same containers were planned for again";
+    late.start(vol, ContainerPropagation::Slave, "generation");
+    auto more = walk_after_interval();
+    EXPECT_EQ(more.namespace_walks, 1);
+    EXPECT_EQ(more.planned_ahead, 1);
+    EXPECT_EQ(engine->planned_ahead().begin()->second, 2u);
+}
+
 // A container that exits after its copy's heal was planned: the planned
 // action finds its process gone, which is the table moving (nothing to
 // heal there), not a failed heal that would hold the target back.
