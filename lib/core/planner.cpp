@@ -438,10 +438,14 @@ ArmedHeals copies_in_containers(const ArmedHeals& armed, dev_t device) {
         if (a.in_host() || a.expected_device != device) continue;
         auto [s, new_source] = source_at.emplace(armed.action_source[k], out.sources.size());
         if (new_source) out.sources.push_back(armed.sources[armed.action_source[k]]);
-        auto [v, new_verdict] = verdict_at.emplace(armed.action_verdict[k], out.verdicts.size());
-        if (new_verdict) out.verdicts.push_back(armed.verdicts[armed.action_verdict[k]]);
         out.actions.push_back(a);
         out.action_source.push_back(s->second);
+        if (armed.action_verdict[k] == ArmedHeals::kNoVerdict) {
+            out.action_verdict.push_back(ArmedHeals::kNoVerdict);
+            continue;
+        }
+        auto [v, new_verdict] = verdict_at.emplace(armed.action_verdict[k], out.verdicts.size());
+        if (new_verdict) out.verdicts.push_back(armed.verdicts[armed.action_verdict[k]]);
         out.action_verdict.push_back(v->second);
     }
     return out;

@@ -153,9 +153,11 @@ LivenessMap LivenessProber::check(const std::vector<std::pair<dev_t, std::string
 
 Liveness LivenessProber::fusectl_state(dev_t device) const {
     if (!features_.fusectl) return Liveness::Unknown;
-    FusectlReading r = read_fusectl(features_.fusectl_dir, device);
-    if (!r.present) return Liveness::Unknown;
-    return r.aborted ? Liveness::Dead : Liveness::Alive;
+    // max_background alone tells an aborted connection (one read; `waiting`,
+    // which read_fusectl also reads, is only for the hung-daemon check).
+    const std::optional<bool> aborted = fusectl_aborted(features_.fusectl_dir, device);
+    if (!aborted) return Liveness::Unknown;
+    return *aborted ? Liveness::Dead : Liveness::Alive;
 }
 
 LivenessProber::Probe LivenessProber::start_probe(const std::string& path) {

@@ -1356,6 +1356,16 @@ TEST(ArmedHealsParts, CopiesInContainersOfOneSuperblockAndAppending) {
     EXPECT_EQ(a.action_verdict, (std::vector<std::size_t>{0, 0}));
     EXPECT_TRUE(copies_in_containers(armed, 3).empty());
 
+    // A heal with no verdict (planned ahead of a death) keeps having none,
+    // and takes no other action's verdict along.
+    ArmedHeals unjudged = armed;
+    unjudged.action_verdict = {1, 0, ArmedHeals::kNoVerdict, 0};
+    const ArmedHeals u = copies_in_containers(unjudged, 1);
+    ASSERT_EQ(u.actions.size(), 2u);
+    EXPECT_EQ(u.action_verdict, (std::vector<std::size_t>{ArmedHeals::kNoVerdict, 0}));
+    ASSERT_EQ(u.verdicts.size(), 1u);
+    EXPECT_EQ(u.verdicts[0].target, "/t/a");
+
     ArmedHeals into = copies_in_containers(armed, 2);
     ArmedHeals more = a;
     more.action_verdict[1] = ArmedHeals::kNoVerdict;
