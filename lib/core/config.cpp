@@ -31,13 +31,15 @@ constexpr std::array<const char*, 5> kLogLevelNames{"trace", "debug", "info", "w
 // Bounds of the [heal] durations: "0s" turns an interval off.
 constexpr std::chrono::microseconds kNoInterval{0};
 constexpr std::chrono::microseconds kOneSecond{1'000'000};
+constexpr std::chrono::microseconds kMaxRestartGrace{5'000'000};  // [heal] restart_grace
 
 // Every table and key a config file may hold. Anything else is rejected: a
 // misspelt key silently left at its default is worse than a refusal to start.
 const std::map<std::string_view, std::vector<std::string_view>> kLayout = {
     {"kubelet", {"root_dir"}},
     {"match", {"fs_types", "source_prefixes"}},
-    {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after"}},
+    {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after",
+              "restart_grace"}},
     {"state", {"dir"}},
     {"log", {"level"}},
     {"metrics", {"listen", "textfile"}},
@@ -242,6 +244,16 @@ Config build(const toml::table& root) {
         // that is merely slow would be killed by a hiccup.
         if (c.abort_hung_after != kNoInterval && c.abort_hung_after < kOneSecond) {
             v->must("be at least 1s, or \"0s\" to disable it, got " + quoted(format_duration(c.abort_hung_after)));
+        }
+    }
+    if (const auto v = lookup(root, "heal", "restart_grace")) {
+        c.restart_grace = v->duration("50ms");
+        // Every other event's full step waits out the grace too: longer
+        // than this, a death no supervisor answers would hold up the node's
+        // other heals noticeably.
+        if (c.restart_grace > kMaxRestartGrace) {
+            v->must("be at most " + format_duration(kMaxRestartGrace) + ", or \"0s\" to disable it, got " +
+                    quoted(format_duration(c.restart_grace)));
         }
     }
 

@@ -44,6 +44,14 @@ struct Config {
     // daemon has answered no request for that long and whose mounts do not
     // answer a probe (see core/hung_abort.h).
     std::chrono::microseconds abort_hung_after{0};
+    // [heal] restart_grace, "0s" = off: how long, after fusectl says a
+    // source's connection died, the heals planned ahead for its copies in
+    // containers wait for a new source before the full step runs (see
+    // EngineSettings::plan_ahead). A supervisor that restarts the FUSE
+    // daemon at once mounts the source 3-6 ms after the kill (scale_bench);
+    // 50 ms covers that on a loaded node. Meanwhile the death's "mount
+    // broken" lines and status, and other events' full steps, wait.
+    std::chrono::microseconds restart_grace = std::chrono::milliseconds(50);
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
     MetricsConfig metrics;                                           // [metrics]

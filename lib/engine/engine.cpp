@@ -75,6 +75,10 @@ void Engine::set_config(const Config& config, Strategy strategy) {
 
 OriginMap Engine::origins() const { return origins_; }
 
+std::chrono::microseconds Engine::restart_grace() const {
+    return settings_.plan_ahead ? config_.restart_grace : std::chrono::microseconds(0);
+}
+
 Engine::PackedContext Engine::pack(const TargetContext& c) {
     return PackedContext({c.target, c.pod_uid, c.volume, c.driver, c.volume_handle});
 }
@@ -724,8 +728,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // awaited source paths costs microseconds, reading the table does not.
     // Whatever they did, the full read and plan below follow and finish the
     // job (and arm again if something still waits).
-    if (settings_.restart_grace.count() > 0 && !planned_ahead_.empty() && arm_planned_ahead())
-        restart_wait_until_ = last_reconcile_start_ + settings_.restart_grace;
+    if (restart_grace().count() > 0 && !planned_ahead_.empty() && arm_planned_ahead())
+        restart_wait_until_ = last_reconcile_start_ + restart_grace();
     if (!armed_.empty()) {
         const BatchOutcome fired = fire_armed_heals(trigger, ready_sources, sum);
         if (fired.executed == 0 && last_reconcile_start_ < restart_wait_until_) {
@@ -1022,7 +1026,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
     }
     release_pins(pins_to_release);
-    if (converged && heal_namespaces && settings_.source_lookup && settings_.restart_grace.count() > 0)
+    if (converged && heal_namespaces && settings_.source_lookup && restart_grace().count() > 0)
         plan_ahead(in, sum);
     return sum;
 }

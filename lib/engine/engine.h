@@ -129,17 +129,18 @@ struct EngineSettings {
     // armed heals start before the table is read (see ArmedHeals). Unset,
     // every event reads and plans the whole table first.
     SourceLookup source_lookup;
-    // Above 0 (with source_lookup and container heals on): the heals of
-    // every live source's copies in containers are planned ahead, while
-    // nothing is broken, and armed the moment fusectl says that source's
-    // connection died; for up to this long after, each step only checks
-    // whether the source is back and fires them, instead of planning the
-    // whole table (an outage's own step, 10-15 ms at 2,000 targets, kept a
-    // supervisor's restart ~3 ms after the kill waiting for its end). Its
-    // "mount broken" lines and status come at most this much later; the
-    // death watch logs the outage at once. 0: nothing planned ahead (set
-    // it only with fusectl in use: without it no death is seen this way).
-    std::chrono::milliseconds restart_grace{0};
+    // True (with source_lookup, container heals on and Config's
+    // restart_grace above 0): the heals of every live source's copies in
+    // containers are planned ahead, while nothing is broken, and armed the
+    // moment fusectl says that source's connection died; for up to
+    // restart_grace after, each step only checks whether the source is back
+    // and fires them, instead of planning the whole table (an outage's own
+    // step, 10-15 ms at 2,000 targets, kept a supervisor's restart ~3 ms
+    // after the kill waiting for its end). Its "mount broken" lines and
+    // status come at most that much later; the death watch logs the outage
+    // at once. Set it only with fusectl in use: without it no death is seen
+    // this way.
+    bool plan_ahead = false;
     // Where the host's table comes from. Set with mount tracking by
     // fanotify (MountTracker::table: the tracked table, an immutable
     // snapshot shared with the tracker, with every event queued before the
@@ -434,6 +435,10 @@ private:
     // that fails is reported without its source path).
     static ArmedHeals unpack_planned(const PlannedAhead& p, dev_t device);
     std::map<dev_t, PlannedAhead> planned_ahead_;
+    // Returns how long a death's planned heals wait for their source: the
+    // config's restart_grace, 0 (nothing planned ahead) without
+    // settings_.plan_ahead.
+    std::chrono::microseconds restart_grace() const;
     // Set when heals planned ahead were armed for a death: until then steps
     // only fire armed heals whose source is back.
     Clock::time_point restart_wait_until_{};

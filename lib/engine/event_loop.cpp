@@ -12,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/duration.h"
 #include "core/listen_address.h"
 #include "engine/logging.h"
 #include "engine/mount_query.h"
@@ -688,12 +689,9 @@ int Daemon::run() {
     pods_ = std::make_unique<PodIndex>(config_.match.root_dir);
     pods_->rescan();
     EngineSettings settings{"/proc/self/mountinfo", "/proc", features_.open_tree, {}};
-    // A supervisor that starts the FUSE daemon again at once (a respawn
-    // loop in its container) mounts the source 3-6 ms after the kill
-    // (scale_bench); 50 ms covers that with room for a loaded node, and
-    // delays the "mount broken" lines of a death no supervisor answers by
-    // no more than that (the outage itself is logged at once).
-    if (features_.fusectl) settings.restart_grace = std::chrono::milliseconds(50);
+    // Heals planned ahead of a death wait [heal] restart_grace for a
+    // supervisor's restart; only fusectl tells the engine of the death.
+    settings.plan_ahead = features_.fusectl;
     if (features_.statmount)
         settings.source_lookup = {[openat2 = features_.openat2](const std::string& path) {
                                        return identify_mount_at_path(path, openat2);
@@ -720,10 +718,11 @@ int Daemon::run() {
     spdlog::info("fuse-healer {} starting: root_dir={} strategy={} death detection={} source check={} "
                  "mount tracking={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), detection(),
-                 features_.statmount && features_.fusectl
-                     ? "statmount (heals armed while a source is down, and planned ahead of a death)"
-                 : features_.statmount ? "statmount (heals armed while a source is down)"
-                                     : "mountinfo (the whole table read per event)",
+                 !features_.statmount ? std::string("mountinfo (the whole table read per event)")
+                 : features_.fusectl && config_.restart_grace.count() > 0
+                     ? "statmount (heals armed while a source is down, and planned ahead of a death: restart_grace=" +
+                           format_duration(config_.restart_grace) + ")"
+                     : std::string("statmount (heals armed while a source is down)"),
                  tracker_ ? "fanotify (" + std::to_string(tracker_->size()) + " mounts tracked, unrelated events dropped)"
                           : std::string("mountinfo (the whole table read per event)"),
                  features_.describe());

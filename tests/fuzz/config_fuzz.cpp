@@ -60,6 +60,7 @@ std::string to_toml(const fh::Config& c) {
            "\nsafety_scan_interval = " + toml_string(fh::format_duration(c.safety_scan_interval)) +
            "\nprobe_timeout = " + toml_string(fh::format_duration(c.probe_timeout)) +
            "\nabort_hung_after = " + toml_string(fh::format_duration(c.abort_hung_after)) +
+           "\nrestart_grace = " + toml_string(fh::format_duration(c.restart_grace)) +
            "\n[state]\ndir = " + toml_string(c.state_dir) +
            "\n[log]\nlevel = " + toml_string(fh::to_string(c.log_level)) +
            "\n[metrics]\nlisten = " + toml_string(c.metrics.listen) +
@@ -72,7 +73,7 @@ bool same(const fh::Config& a, const fh::Config& b) {
            a.match.source_prefixes == b.match.source_prefixes && a.strategy == b.strategy &&
            a.read_write == b.read_write && a.namespaces == b.namespaces &&
            a.safety_scan_interval == b.safety_scan_interval && a.probe_timeout == b.probe_timeout &&
-           a.abort_hung_after == b.abort_hung_after && a.state_dir == b.state_dir && a.log_level == b.log_level &&
+           a.abort_hung_after == b.abort_hung_after && a.restart_grace == b.restart_grace && a.state_dir == b.state_dir && a.log_level == b.log_level &&
            a.metrics.listen == b.metrics.listen && a.metrics.textfile == b.metrics.textfile &&
            a.control_socket == b.control_socket;
 }
@@ -100,6 +101,7 @@ void check_constraints(const fh::Config& c, const std::string& text) {
     FH_FUZZ_CHECK(c.safety_scan_interval == 0us || c.safety_scan_interval >= 1s, "safety_scan_interval" + in);
     FH_FUZZ_CHECK(c.probe_timeout > 0us, "probe_timeout" + in);
     FH_FUZZ_CHECK(c.abort_hung_after == 0us || c.abort_hung_after >= 1s, "abort_hung_after" + in);
+    FH_FUZZ_CHECK(c.restart_grace <= 5s, "restart_grace" + in);
     FH_FUZZ_CHECK(canonical_path(c.state_dir), "state dir " + show(c.state_dir) + in);
     if (!c.metrics.listen.empty())
         FH_FUZZ_CHECK(fh::parse_listen_address(c.metrics.listen).ok(), "listen " + show(c.metrics.listen) + in);

@@ -77,6 +77,30 @@ TEST_F(DaemonCli, ReloadKeepsTheOldConfigWhenTheNewOneIsInvalid) {
     EXPECT_NE(d.log().find("received SIGTERM, stopping"), std::string::npos);
 }
 
+// [heal] restart_grace: the start-up line names it, and "0s" turns heals
+// planned ahead of a death off (this kernel has statmount and fusectl).
+TEST_F(DaemonCli, RestartGraceIsNamedAtStartUpAndZeroTurnsPlanningAheadOff) {
+    {
+        Daemon d{sb};
+        d.start("[heal]\nrestart_grace = \"120ms\"\n");
+        ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+        if (d.log().find("source check=mountinfo") != std::string::npos) GTEST_SKIP() << "no statmount here";
+        if (d.log().find("fusectl=yes") == std::string::npos) GTEST_SKIP() << "no fusectl here";
+        EXPECT_NE(d.log().find("source check=statmount (heals armed while a source is down, and planned ahead of a "
+                               "death: restart_grace=120ms) mount tracking="),
+                  std::string::npos)
+            << d.log();
+        EXPECT_EQ(d.terminate(), 0) << d.log();
+    }
+    Daemon d{sb};
+    d.start("[heal]\nrestart_grace = \"0s\"\n");
+    ASSERT_TRUE(d.wait_for_log("ready")) << d.log();
+    EXPECT_NE(d.log().find("source check=statmount (heals armed while a source is down) mount tracking="),
+              std::string::npos)
+        << d.log();
+    EXPECT_EQ(d.log().find("planned ahead"), std::string::npos) << d.log();
+}
+
 // A datagram socket standing in for systemd's notify socket.
 class NotifySocket {
 public:
@@ -169,6 +193,11 @@ TEST_P(KernelFallbacks, HealsThroughTheFallbackPath) {
     for (const auto& f : v.disabled) EXPECT_NE(d.log().find(f + "=no(disabled)"), std::string::npos) << d.log();
     const bool statmount = std::find(v.disabled.begin(), v.disabled.end(), "statmount") == v.disabled.end();
     EXPECT_NE(d.log().find(std::string("source check=") + (statmount ? "statmount" : "mountinfo")), std::string::npos)
+        << d.log();
+    // Heals planned ahead of a death need both statmount and fusectl (which
+    // tells of the death); the default [heal] restart_grace is named.
+    const bool fusectl = std::find(v.disabled.begin(), v.disabled.end(), "fusectl") == v.disabled.end();
+    EXPECT_EQ(d.log().find("planned ahead of a death: restart_grace=50ms)") != std::string::npos, statmount && fusectl)
         << d.log();
     // Mount tracking by fanotify needs statmount; this kernel has both.
     const bool fanotify =

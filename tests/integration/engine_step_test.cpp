@@ -37,7 +37,10 @@ protected:
         if (armed() && !features.statmount) GTEST_SKIP() << "statmount is not usable on this kernel";
         if (GetParam().tracked && !features.fanotify_mount) GTEST_SKIP() << "no fanotify mount events on this kernel";
         EngineSettings settings;
-        settings.restart_grace = restart_grace();
+        // The daemon's wiring with fusectl in use (plan_ahead), when the
+        // fixture wants heals planned ahead.
+        settings.plan_ahead = restart_grace().count() > 0;
+        config.restart_grace = restart_grace();
         if (armed())
             settings.source_lookup = {
                 [this](const std::string& path) { return identify_mount_at_path(path, features.openat2); },
@@ -63,7 +66,7 @@ protected:
     }
 
     bool armed() const { return GetParam().armed; }
-    // EngineSettings::restart_grace: 0 (nothing planned ahead of a death)
+    // [heal] restart_grace: 0 (nothing planned ahead of a death)
     // but in the fixture that tests it.
     virtual std::chrono::milliseconds restart_grace() const { return std::chrono::milliseconds(0); }
 
@@ -296,11 +299,11 @@ TEST_P(NamespaceCacheStep, IsWalkedAgainOnlyAfterTheSafetyScanInterval) {
     EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 0);
 }
 
-// Heals planned ahead of a death (EngineSettings::restart_grace): while
-// everything is healthy the engine plans the heals of each source's copies
-// in containers; when fusectl says the source's connection died, the next
-// step arms them and, for the grace, only waits for the source, so that a
-// supervisor's restart is served at its mount event instead of after a full
+// Heals planned ahead of a death (EngineSettings::plan_ahead, [heal]
+// restart_grace): while everything is healthy the engine plans the heals of
+// each source's copies in containers; when fusectl says the source's
+// connection died, the next step arms them and, for the grace, only waits
+// for the source, so that a supervisor's restart is served at its mount event instead of after a full
 // step (scale_bench: first copy p50 12-15 ms -> ~1.4 ms after the mount).
 class PlannedAheadStep : public NamespaceCacheStep {
 protected:

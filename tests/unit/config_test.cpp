@@ -45,6 +45,7 @@ void expect_same_settings(const Config& actual, const Config& expected) {
     EXPECT_EQ(actual.safety_scan_interval, expected.safety_scan_interval);
     EXPECT_EQ(actual.probe_timeout, expected.probe_timeout);
     EXPECT_EQ(actual.abort_hung_after, expected.abort_hung_after);
+    EXPECT_EQ(actual.restart_grace, expected.restart_grace);
     EXPECT_EQ(actual.state_dir, expected.state_dir);
     EXPECT_EQ(actual.log_level, expected.log_level);
     EXPECT_EQ(actual.metrics.listen, expected.metrics.listen);
@@ -82,6 +83,7 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_EQ(c.safety_scan_interval, 30s);
     EXPECT_EQ(c.probe_timeout, 2s);
     EXPECT_EQ(c.abort_hung_after, 0s);
+    EXPECT_EQ(c.restart_grace, 50ms);
     EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Info);
     EXPECT_EQ(c.metrics.listen, "127.0.0.1:9766");
@@ -111,6 +113,7 @@ namespaces = false
 safety_scan_interval = "5m"
 probe_timeout = "500ms"
 abort_hung_after = "5m"
+restart_grace = "200ms"
 [state]
 dir = "/run/fuse-healer/"
 [log]
@@ -125,6 +128,7 @@ level = "debug"
     EXPECT_EQ(c.safety_scan_interval, 5min);
     EXPECT_EQ(c.probe_timeout, 500ms);
     EXPECT_EQ(c.abort_hung_after, 5min);
+    EXPECT_EQ(c.restart_grace, 200ms);
     EXPECT_EQ(c.state_dir, "/run/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Debug);
 }
@@ -146,6 +150,12 @@ TEST(Config, AbortHungAfterZeroDisablesAndOneSecondIsTheMinimum) {
     EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"0s\"\n").abort_hung_after, 0s);
     EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"1s\"\n").abort_hung_after, 1s);
     EXPECT_EQ(parsed("[heal]\nabort_hung_after = \"2h\"\n").abort_hung_after, 2h);
+}
+
+TEST(Config, RestartGraceZeroDisablesAndFiveSecondsIsTheMaximum) {
+    EXPECT_EQ(parsed("[heal]\nrestart_grace = \"0s\"\n").restart_grace, 0s);
+    EXPECT_EQ(parsed("[heal]\nrestart_grace = \"1us\"\n").restart_grace, 1us);
+    EXPECT_EQ(parsed("[heal]\nrestart_grace = \"5000ms\"\n").restart_grace, 5s);
 }
 
 TEST(Config, EveryStrategyAndLevelNameRoundTrips) {
@@ -183,7 +193,9 @@ TEST(Config, ShippedFileSetsEveryKey) {
     const std::vector<std::pair<std::string, std::vector<std::string>>> layout = {
         {"kubelet", {"root_dir"}},
         {"match", {"fs_types", "source_prefixes"}},
-        {"heal", {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after"}},
+        {"heal",
+         {"strategy", "read_write", "namespaces", "safety_scan_interval", "probe_timeout", "abort_hung_after",
+          "restart_grace"}},
         {"state", {"dir"}},
         {"log", {"level"}},
         {"metrics", {"listen", "textfile"}},
@@ -309,6 +321,10 @@ const ErrorCase kErrorCases[] = {
     {"AbortHungAfterWithoutUnit", "[heal]\nabort_hung_after = \"300\"\n",
      "test.toml:2:20: [heal] abort_hung_after must be a whole number followed by one of us, ms, s, m, h, such as "
      "\"5m\", got \"300\""},
+    {"LongRestartGrace", "[heal]\nrestart_grace = \"5001ms\"\n",
+     "test.toml:2:17: [heal] restart_grace must be at most 5s, or \"0s\" to disable it, got \"5001ms\""},
+    {"RestartGraceNotAString", "[heal]\nrestart_grace = 50\n",
+     "test.toml:2:17: [heal] restart_grace: expected a duration string such as \"50ms\", got integer"},
     {"SubSecondSafetyScan", "[heal]\nsafety_scan_interval = \"999ms\"\n",
      "test.toml:2:24: [heal] safety_scan_interval must be at least 1s, "
      "or \"0s\" to disable it, got \"999ms\""},
