@@ -453,11 +453,16 @@ MountTracker::Entries::iterator MountTracker::drop_locked(Entries::iterator it) 
 
 namespace {
 // Removes `id` from `key`'s group, and the group once empty.
-void erase_member(std::unordered_map<int, std::unordered_set<std::uint64_t>>& groups, int key, std::uint64_t id) {
+void erase_member(std::unordered_map<int, std::vector<std::uint64_t>>& groups, int key, std::uint64_t id) {
     auto g = groups.find(key);
     if (g == groups.end()) return;
-    g->second.erase(id);
-    if (g->second.empty()) groups.erase(g);
+    std::vector<std::uint64_t>& members = g->second;
+    // From the end: the member detached is most often a recent one.
+    auto m = std::find(members.rbegin(), members.rend(), id);
+    if (m == members.rend()) return;
+    *m = members.back();
+    members.pop_back();
+    if (members.empty()) groups.erase(g);
 }
 } // namespace
 
@@ -466,8 +471,8 @@ void MountTracker::index_locked(std::uint64_t id, const Tracked& e) {
     count_fuse_path_locked(e, +1);
     by_old_id_[e.mount_id] = id;
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
-    if (e.propagation.master_group != 0) slaves_[e.propagation.master_group].insert(id);
-    if (e.parent_id != e.mount_id) children_[e.parent_id].insert(id);
+    if (e.propagation.master_group != 0) slaves_[e.propagation.master_group].push_back(id);
+    if (e.parent_id != e.mount_id) children_[e.parent_id].push_back(id);
 }
 
 void MountTracker::unindex_locked(std::uint64_t id, const Tracked& e) {
