@@ -51,7 +51,11 @@ struct Config {
     // daemon at once mounts the source 3-6 ms after the kill (scale_bench);
     // 50 ms covers that on a loaded node. Meanwhile the death's "mount
     // broken" lines and status, and other events' full steps, wait.
-    std::chrono::microseconds restart_grace = std::chrono::milliseconds(50);
+    // Off by default: under a crash loop (a FUSE daemon restarted every
+    // 0.1 s) it can leave containers' copies on a dead superblock
+    // (docs/RELIABILITY.md, session 13; tests/fault, crash loop phase, ~40 %
+    // of ASan runs with "50ms", none in 8 with "0s").
+    std::chrono::microseconds restart_grace{0};
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
     MetricsConfig metrics;                                           // [metrics]

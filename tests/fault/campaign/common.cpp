@@ -11,7 +11,12 @@
 
 namespace fh::campaign {
 
-std::string daemon_toml(const std::string& extra) { return extra; }
+std::string daemon_toml(const std::string& extra) {
+    // FH_CAMPAIGN_EXTRA_TOML: config lines added to every daemon's file, for
+    // a diagnosis (e.g. "[heal]\nrestart_grace = \"0s\"").
+    const char* more = std::getenv("FH_CAMPAIGN_EXTRA_TOML");
+    return more && *more ? extra + "\n" + more + "\n" : extra;
+}
 
 std::vector<std::string> daemon_args() {
     // FH_CAMPAIGN_LOG_LEVEL=debug for a diagnosis; info is what a node runs.
