@@ -53,8 +53,8 @@ struct Config {
     // broken" lines and status, and other events' full steps, wait.
     // Off by default: under a crash loop (a FUSE daemon restarted every
     // 0.1 s) it can leave containers' copies on a dead superblock
-    // (docs/RELIABILITY.md, session 13; tests/fault, crash loop phase, ~40 %
-    // of ASan runs with "50ms", none in 8 with "0s").
+    // (docs/RELIABILITY.md, session 13; tests/fault, crash loop phase: 4 of
+    // 13 ASan runs with "50ms", none of 8 with "0s").
     std::chrono::microseconds restart_grace{0};
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
