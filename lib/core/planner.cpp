@@ -91,7 +91,7 @@ public:
                 if (require(h.device) != Liveness::Dead) continue;
                 plan_namespace_copies(h.target, MountEntry{.device = h.device, .root = h.root, .fstype = h.fstype,
                                                            .source = h.source},
-                                      h.clone_path, src->device);
+                                      h.clone_path, src->device, &h.copies_made);
             }
         attribute_copies_to_pods();
         plan_.need_liveness.assign(need_.begin(), need_.end());
@@ -211,15 +211,27 @@ private:
 
     // Appends actions for every topmost mount in the other namespaces that
     // is a copy of `stale` (same device and root, a deleted marker aside, and
-    // same fstype and mount source), each claimed once.
+    // same fstype and mount source), each claimed once. With `made` not
+    // empty, only the copies it lists, whatever their mount source; those
+    // made slaves are healed as slaves whatever they show now.
     void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone,
-                               dev_t source_device) {
+                               dev_t source_device, const std::vector<CopyMade>* made = nullptr) {
+        if (made && made->empty()) made = nullptr;
         auto it = ns_copies_.find({stale.device, root_without_deleted_marker(stale.root)});
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
-            if (e->fstype != stale.fstype || e->source != stale.source) continue;
+            if (e->fstype != stale.fstype || (!made && e->source != stale.source)) continue;
+            const CopyMade* ours = nullptr;
+            if (made) {
+                auto m = std::find_if(made->begin(), made->end(), [&](const CopyMade& c) {
+                    return c.ns_inode == ns->ns_inode && c.mountpoint == e->mountpoint;
+                });
+                if (m == made->end()) continue;
+                ours = &*m;
+            }
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
             add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone, source_device);
+            if (ours && ours->slave) plan_.actions.back().propagation = PropagationMode::Slave;
             if (!ns->pod_uid.empty())
                 pod_copies_.push_back(
                     PodCopy{plan_.actions.size() - 1, e->device, root_without_deleted_marker(e->root), &ns->pod_uid});
@@ -227,8 +239,9 @@ private:
         // Every target of the same (device, root) is a bind of the same
         // directory of the same superblock: its copies are all claimed now.
         // Dropping them keeps planning linear when a thousand pods bind one
-        // dataset.
-        ns_copies_.erase(it);
+        // dataset. (Not so for a list of copies made: other targets' lists
+        // name the others.)
+        if (!made) ns_copies_.erase(it);
     }
 
     // Appends the action that heals the dead topmost mount `top` of `table`.

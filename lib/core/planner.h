@@ -126,6 +126,15 @@ struct TargetVerdict {
 // A host target healed earlier whose dead superblock may still be held by
 // containers that the namespace scan of that heal did not see (e.g. started
 // during the outage). Its copies are healed from the same clone path.
+// A copy the daemon made in a container: where it is (namespace inode,
+// mountpoint there), and whether it was made a slave of its source's peer
+// group.
+struct CopyMade {
+    std::uint64_t ns_inode = 0;
+    std::string mountpoint;
+    bool slave = false;
+};
+
 struct HealedTarget {
     std::string target;
     dev_t device = 0;        // the dead superblock
@@ -134,6 +143,13 @@ struct HealedTarget {
     std::string source;      // mount is gone, the device number can be reused
     std::string source_path; // where it was healed from: copies are healed only
     std::string clone_path;  // while a live mount of `fstype` is still there
+    // When not empty, only these copies of `device` are healed: copies the
+    // daemon made, ahead of the host mount, from a source that died before
+    // the host mount was healed (Engine::copies_ahead_). Their mount source
+    // need not be `source` (bindfs names each generation's mount after its
+    // own directory). Those made slaves are healed as slaves again: their
+    // master group died with that source, which left them private.
+    std::vector<CopyMade> copies_made;
 };
 
 struct PlanInput {

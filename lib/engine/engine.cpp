@@ -259,6 +259,7 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
             // Alive again without us (e.g. kubelet remounted it). An outage
             // no step saw (begun when planned heals were armed) ends quietly.
             tr.in_outage = false;
+            if (auto ahead = copies_ahead_.find(t->path); ahead != copies_ahead_.end()) copies_ahead_.erase(ahead);
             if (tr.outage_reported) {
                 tr.last_outage_us = micros(now - tr.outage_start);
                 emit(HealEvent::Kind::Recovered, tr, &v, "alive again without a heal", now);
@@ -275,6 +276,7 @@ void Engine::note_verdicts(const Plan& plan, const Classification& c, Clock::tim
                              "healed", it->first);
             else
                 spdlog::debug("target {} is gone (unmounted), forgetting it", it->first);
+            if (auto ahead = copies_ahead_.find(it->first); ahead != copies_ahead_.end()) copies_ahead_.erase(ahead);
             it = tracks_.erase(it);
         } else {
             ++it;
@@ -375,6 +377,18 @@ void Engine::forget_healed_copy(std::uint64_t ns_inode, dev_t device) {
         const auto first = known_devices_.begin() + known.first_device;
         known.device_count = static_cast<std::uint32_t>(std::remove(first, first + known.device_count, device) - first);
     }
+}
+
+void Engine::note_copy_ahead(const HealAction& a) {
+    auto it = copies_ahead_.find(a.target);
+    if (it == copies_ahead_.end()) it = copies_ahead_.emplace(a.target, std::vector<CopiesAhead>{}).first;
+    auto& list = it->second;
+    auto c = std::find_if(list.begin(), list.end(), [&](const CopiesAhead& x) { return x.device == a.source_device; });
+    if (c == list.end()) {
+        list.push_back(CopiesAhead{a.source_device, {}});
+        c = list.end() - 1;
+    }
+    c->copies.push_back(CopyMade{a.ns_inode, a.mountpoint, a.propagation == PropagationMode::Slave});
 }
 
 void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness) {
@@ -505,13 +519,28 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         if (!a.in_host()) {
             ++tr.ns_healed;
             forget_healed_copy(a.ns_inode, a.expected_device);
+            if (tr.in_outage && a.source_device != 0) note_copy_ahead(a);
             return true;
         }
         if (a.kind == ActionKind::UnmountDeadLayer) return true;
         if (pin.valid()) {
             healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
-                                           v->origin.source, v->origin.source_path, a.clone_path});
+                                           v->origin.source, v->origin.source_path, a.clone_path, {}});
             healed_pins_.push_back(std::move(pin));
+        }
+        if (auto ahead = copies_ahead_.find(a.target); ahead != copies_ahead_.end()) {
+            // Copies healed ahead onto a superblock this heal did not use:
+            // it died before this host mount was healed. Looked for by the
+            // walk after this heal, and healed from the same source. (Its
+            // device number stays its own while any of them holds it.)
+            for (CopiesAhead& c : ahead->second) {
+                if (c.device == a.source_device || !v) continue;
+                spdlog::debug("copies of {} in containers were healed onto connection {}, which died before the "
+                              "host mount was healed: looking for them again", a.target, connection_id(c.device));
+                healed_.push_back(HealedTarget{a.target, c.device, v->origin.root, v->origin.fstype, v->origin.source,
+                                               v->origin.source_path, a.clone_path, std::move(c.copies)});
+            }
+            copies_ahead_.erase(ahead);
         }
         ++sum.healed;
         ++tr.heals;
@@ -716,11 +745,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     bool views_loaded = false;  // `namespaces` is current for this step
     std::set<dev_t> views_devices;  // the devices `namespaces` was read for
     bool walked = false;        // a full /proc walk ran in this step
+    std::set<dev_t> walked_for;  // the devices this step's walks looked for
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
     if (!heal_namespaces) {  // turned off by a reload: nothing looks for copies any more
         healed_.clear();
+        copies_ahead_.clear();
         release_pins(healed_pins_);
     }
 
@@ -860,6 +891,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 namespaces = scan_all_namespaces(dead_devices, superblocks_of_targets(), sum);
                 walked_after_death_.insert(dead_devices.begin(), dead_devices.end());
                 walked_after_death_.insert(unwalked.begin(), unwalked.end());
+                walked_for.insert(dead_devices.begin(), dead_devices.end());
                 views_loaded = walked = true;
                 views_devices = dead_devices;
                 continue;
@@ -908,13 +940,17 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
         if (batch.out_of_budget) break;
         if (batch.executed > 0 || batch.table_moved) continue;
-        if (!healed_.empty() && heal_namespaces && !walked) {
-            // Heals done from remembered namespaces: walk /proc once more for
-            // containers started during the outage that still hold a copy.
+        // Heals done from remembered namespaces: walk /proc once more for
+        // containers started during the outage that still hold a copy. Also
+        // after this step's walk, when a heal handed over copies that walk
+        // did not look for (copies_ahead_).
+        if (heal_namespaces && std::any_of(healed_.begin(), healed_.end(),
+                                           [&](const HealedTarget& h) { return !walked_for.count(h.device); })) {
             std::set<dev_t> devs;
             for (const auto& h : healed_) devs.insert(h.device);
             namespaces = scan_all_namespaces(devs, superblocks_of_targets(), sum);
             walked_after_death_.insert(devs.begin(), devs.end());
+            walked_for.insert(devs.begin(), devs.end());
             walked = true;
             views_devices = devs;
             if (!namespaces.empty()) {
@@ -930,7 +966,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // only once the step's status is out (below), since closing the last
     // reference to a dead superblock can wait for its teardown.
     std::vector<sys::UniqueFd> pins_to_release;
-    if (walked) {
+    if (walked && std::all_of(healed_.begin(), healed_.end(),
+                              [&](const HealedTarget& h) { return walked_for.count(h.device) > 0; })) {
         healed_.clear();
         pins_to_release = std::move(healed_pins_);
         healed_pins_.clear();

@@ -399,6 +399,23 @@ private:
     // cache and ends, so a source back meanwhile is not kept waiting).
     bool walk_due_ = false;
     std::vector<HealedTarget> healed_;  // host targets healed since the last walk
+    // Copies in containers healed onto a new superblock while their
+    // target's host mount was still dead: armed heals run the copies the
+    // namespace cache knows at once, and the host mount after a walk of
+    // /proc. By target (the one each copy's heal was counted for). In a
+    // crash loop the new source can die in between, and the host mount is
+    // then healed onto the next one: no host mount holds these copies'
+    // superblock, so nothing would look for them. That heal hands them to
+    // healed_, whose walk and plan heal them again (see settle in
+    // run_batch). Dropped when the target leaves its outage otherwise.
+    struct CopiesAhead {
+        dev_t device = 0;               // the superblock they were put on
+        std::vector<CopyMade> copies;   // where they are
+    };
+    std::map<std::string, std::vector<CopiesAhead>, std::less<>> copies_ahead_;
+    // Records that `a`, a copy in a container, was healed while its target
+    // was in an outage.
+    void note_copy_ahead(const HealAction& a);
     // One O_PATH fd per healed_ entry, on its stale mount (see
     // Executor::pin_superblock): while copies of a dead superblock are
     // looked for by device number, that number must stay its own.

@@ -56,6 +56,19 @@ protected:
             tracker = std::move(*t);
             settings.host_table = [this] { return tracker->table(); };
         }
+        if (hooks_table_reads()) {
+            // Runs before_table_read (once) where a step reads the host's
+            // table: after the heals armed earlier have fired, before the
+            // step's full read and plan.
+            auto read = settings.host_table;  // the tracker's; none: /proc/self/mountinfo, whole
+            settings.host_table = [this, read]() -> Result<std::shared_ptr<const MountTable>> {
+                if (auto hook = std::exchange(before_table_read, nullptr)) hook();
+                if (read) return read();
+                auto t = read_mountinfo("/proc/self/mountinfo");
+                if (!t) return t.error();
+                return std::make_shared<const MountTable>(std::move(*t));
+            };
+        }
         strategy = *resolve_strategy(config.strategy, features);
         prober = std::make_unique<LivenessProber>(features, config.probe_timeout, [] {});
         executor = std::make_unique<Executor>(features, config.match.root_dir);
@@ -69,6 +82,9 @@ protected:
     // [heal] restart_grace: 0 (nothing planned ahead of a death)
     // but in the fixture that tests it.
     virtual std::chrono::milliseconds restart_grace() const { return std::chrono::milliseconds(0); }
+    // Whether the fixture wants before_table_read called.
+    virtual bool hooks_table_reads() const { return false; }
+    std::function<void()> before_table_read;
 
     std::vector<HealEvent::Kind> kinds() const {
         std::vector<HealEvent::Kind> k;
@@ -193,12 +209,13 @@ protected:
     }
     // Both containers read the new generation, each through a slave of the
     // new source's peer group.
-    void expect_both_healed_as_slaves() {
-        EXPECT_EQ(read_file(vol + "/generation"), "2\n");
+    void expect_both_healed_as_slaves(int generation = 2) {
+        const std::string content = std::to_string(generation) + "\n";
+        EXPECT_EQ(read_file(vol + "/generation"), content);
         const int group = topmost_at(fuse.source())->shared_group();
         ASSERT_NE(group, 0) << "the source is not shared: the test cannot tell a slave copy";
         for (Container* c : {&early, &late}) {
-            EXPECT_TRUE(container_reads(*c, "2\n", 1000ms));
+            EXPECT_TRUE(container_reads(*c, content, 1000ms)) << (c == &early ? "early: " : "late: ") << c->last()->state;
             auto data = topmost_at("/data", c->mountinfo_path());
             ASSERT_TRUE(data);
             EXPECT_EQ(data->master_group(), group) << (c == &late ? "late: " : "early: ") << data->raw;
@@ -380,6 +397,60 @@ TEST_P(PlannedAheadStep, IsPlannedAgainOnlyWhenItsTargetsOrContainersChange) {
     EXPECT_EQ(more.namespace_walks, 1);
     EXPECT_EQ(more.planned_ahead, 1);
     EXPECT_EQ(engine->planned_ahead().begin()->second, 2u);
+}
+
+// A crash loop: the copy in a container the cache knows is healed from the
+// armed heals onto generation 2, which dies before the step's walk lets the
+// host mount be healed; the host mount is then healed onto generation 3. No
+// host mount holds generation 2, so only that heal can hand the copy on to
+// be healed again, as the slave it was made. Found by the fault campaign's
+// 0.1 s crash loop: the copies stayed on the dead superblock, turned private
+// (their master died with generation 2's source), and no step looked again.
+class CrashLoopStep : public NamespaceCacheStep {
+protected:
+    bool hooks_table_reads() const override { return true; }
+    // Takes the step that heals: generation 2 dies and 3 is mounted when
+    // the step reads the table, after the early copy's armed heal.
+    ReconcileSummary heal_while_the_source_dies_again() {
+        fuse.supervisor_restart(2);
+        before_table_read = [&] {
+            EXPECT_TRUE(container_reads(early, "2\n", 1000ms)) << "the armed heal did not run first";
+            second = fuse.mount().device;
+            fuse.supervisor_restart(3);
+        };
+        auto heal = engine->reconcile(Clock::now());
+        EXPECT_FALSE(second.empty()) << "the step did not read the host's table";
+        EXPECT_EQ(heal.healed, 1);
+        EXPECT_EQ(heal.failures, 0);
+        // The early copy twice (onto 2, then 3), the late copy and the host mount.
+        EXPECT_EQ(heal.actions, 4);
+        expect_both_healed_as_slaves(3);
+        return heal;
+    }
+    std::string second;  // generation 2's superblock, "major:minor"
+};
+
+TEST_P(CrashLoopStep, CopiesHealedOntoASourceThatDiesBeforeTheHostMountAreHealedAgain) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");  // not in the cache: the walk finds it
+    die();
+    EXPECT_EQ(heal_while_the_source_dies_again().armed_actions, 1);  // the early copy; the host waits for the walk
+}
+
+// The same with heals planned ahead of the death ([heal] restart_grace),
+// where the campaign found it: their copies go before any step has walked.
+class PlannedAheadCrashLoopStep : public CrashLoopStep {
+protected:
+    std::chrono::milliseconds restart_grace() const override { return std::chrono::milliseconds(60000); }
+};
+
+TEST_P(PlannedAheadCrashLoopStep, CopiesHealedOntoASourceThatDiesBeforeTheHostMountAreHealedAgain) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");
+    ASSERT_EQ(engine->planned_ahead().size(), 1u);
+    fuse.kill9();
+    EXPECT_EQ(engine->reconcile(Clock::now()).actions, 0);  // arms the planned heals and waits
+    EXPECT_EQ(heal_while_the_source_dies_again().armed_actions, 1);
 }
 
 // A container that exits after its copy's heal was planned: the planned
@@ -623,6 +694,11 @@ INSTANTIATE_TEST_SUITE_P(SourceCheck, NamespaceCacheStep,
 INSTANTIATE_TEST_SUITE_P(SourceCheck, PlannedAheadStep, ::testing::Values(StepVariant{true, false}, StepVariant{true, true}),
                          step_variant_name);
 INSTANTIATE_TEST_SUITE_P(SourceCheck, PlannedAheadShortGraceStep,
+                         ::testing::Values(StepVariant{true, false}, StepVariant{true, true}), step_variant_name);
+// Armed heals, planned ahead or not, need the source check.
+INSTANTIATE_TEST_SUITE_P(SourceCheck, CrashLoopStep, ::testing::Values(StepVariant{true, false}, StepVariant{true, true}),
+                         step_variant_name);
+INSTANTIATE_TEST_SUITE_P(SourceCheck, PlannedAheadCrashLoopStep,
                          ::testing::Values(StepVariant{true, false}, StepVariant{true, true}), step_variant_name);
 
 // The executor attaches a clone only when it comes from the superblock the

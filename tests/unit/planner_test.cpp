@@ -1130,6 +1130,39 @@ TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
     EXPECT_TRUE(recycled.plan().actions.empty());
 }
 
+// Copies the daemon made, ahead of their host mount, from a source that
+// died before the host mount was healed (Engine::copies_ahead_): only those
+// are healed, whatever their mount source says (bindfs names each
+// generation's mount after its directory). Their source's peer group died
+// with it, so they show no master now: those made slaves are healed as
+// slaves again, a copy made private stays private.
+TEST(PlannerNamespaces, CopiesMadeAheadAreHealedAsTheyWereMade) {
+    HealedTarget h{VOL_U1, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC, {}};
+    h.copies_made = {CopyMade{NS_INODE, "/data", true}, CopyMade{NS_INODE + 1, "/data", false}};
+    World w(table({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"},
+                   {.id = 140, .minor_no = NEW, .mp = VOL_U1, .optional = "shared:9"}}));
+    w.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Dead}};
+    w.with_namespaces = true;
+    w.healed = {h};
+    w.namespaces.push_back(container({{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""}}));
+    w.namespaces.push_back(container({{.id = 610, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""}},
+                                     NS_PID + 1, NS_INODE + 1));
+    // Not one the daemon made: another container's copy of the same superblock.
+    w.namespaces.push_back(container({{.id = 710, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""}},
+                                     NS_PID + 2, NS_INODE + 2));
+    Plan p = w.plan();
+    ASSERT_EQ(p.actions.size(), 2u);
+    EXPECT_EQ(p.actions[0].ns_inode, NS_INODE);
+    EXPECT_EQ(p.actions[0].propagation, PropagationMode::Slave);
+    EXPECT_EQ(p.actions[1].ns_inode, NS_INODE + 1);
+    EXPECT_EQ(p.actions[1].propagation, PropagationMode::Private);
+
+    // Another mount source: the copies made are healed all the same.
+    h.source = "/run/bindfs-gen7";
+    w.healed = {h};
+    EXPECT_EQ(w.plan().actions.size(), 2u);
+}
+
 // --- heals armed while the source is down --------------------------------------
 
 // Every field of an action, for comparing plans.
