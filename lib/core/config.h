@@ -51,11 +51,9 @@ struct Config {
     // daemon at once mounts the source 3-6 ms after the kill (scale_bench);
     // 50 ms covers that on a loaded node. Meanwhile the death's "mount
     // broken" lines and status, and other events' full steps, wait.
-    // Off by default: under a crash loop (a FUSE daemon restarted every
-    // 0.1 s) it can leave containers' copies on a dead superblock
-    // (docs/RELIABILITY.md, session 13; tests/fault, crash loop phase: 4 of
-    // 13 ASan runs with "50ms", none of 8 with "0s").
-    std::chrono::microseconds restart_grace{0};
+    // (Off by default in session 13 for a crash-loop bug, mended in session
+    // 14 by Engine::copies_ahead_; docs/RELIABILITY.md.)
+    std::chrono::microseconds restart_grace{50'000};
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level
     MetricsConfig metrics;                                           // [metrics]

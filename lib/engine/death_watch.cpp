@@ -37,6 +37,8 @@ bool has_exited(int pidfd) {
 
 } // namespace
 
+std::string death_line_key(const std::string& source) { return "death " + source; }
+
 struct DeathWatch::Watch {
     uv_poll_t poll{};
     sys::UniqueFd pidfd;
@@ -118,8 +120,10 @@ void DeathWatch::report_unserved_deaths(const std::set<dev_t>& candidates, const
         // Alive when the engine last looked, dead now, and no server left to
         // watch: nothing else would tell (a kill changes no mount).
         it->second.liveness = Liveness::Dead;  // told once
-        spdlog::info("FUSE connection {} (source {}) died {}; checking its targets now", device_text(dev),
-                     first_source(info), when);
+        if (!settings_.death_line_limiter ||
+            settings_.death_line_limiter->admit(death_line_key(first_source(info)), Clock::now()))
+            spdlog::info("FUSE connection {} (source {}) died {}; checking its targets now", device_text(dev),
+                         first_source(info), when);
         died_unwatched.push_back(dev);
     }
     // After every on_alive call: the observer may start a reconcile.

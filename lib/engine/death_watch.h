@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "core/repeat_limiter.h"
 #include "engine/engine.h"
 #include "engine/server_scan.h"
 
@@ -65,7 +66,17 @@ struct DeathWatchSettings {
     std::string proc_root = "/proc";
     std::string fusectl_dir;  // where fusectl is mounted (the death is confirmed there)
     int self_pid = 0;         // skipped by the walk
+    // When set (loop thread only), each line about a death without a
+    // watched server is written only if admitted with the key
+    // death_line_key(source): the daemon shares the limiter with its
+    // "FUSE server died" lines, so a crash loop writes a few lines per
+    // source per window, whichever way each death was seen.
+    RepeatLimiter* death_line_limiter = nullptr;
 };
+
+// Returns the key of the death lines about the connection of `source` (its
+// first source mountpoint) in DeathWatchSettings::death_line_limiter.
+std::string death_line_key(const std::string& source);
 
 class DeathWatch {
 public:

@@ -479,6 +479,22 @@ void Daemon::on_heal_event(const HealEvent& event) {
 }
 
 void Daemon::log_suppressed_heal_events() {
+    if (RepeatLimiter::Suppressed deaths = death_log_limiter_.take_suppressed(Clock::now()); !deaths.empty()) {
+        // Keys are "death <source>" (death_line_key).
+        std::string sources;
+        std::size_t named = 0;
+        for (const auto& [key, n] : deaths.by_key) {
+            if (named++ == 3) {
+                sources += ",...";
+                break;
+            }
+            sources += (sources.empty() ? "" : ",") + escape_control_cell(key.substr(key.find(' ') + 1));
+        }
+        spdlog::warn("FUSE death lines not logged: {} repeats about {} sources since the last such line (more than {} "
+                     "deaths of one source's connections within {} s: a FUSE daemon in a crash loop?) source={}; "
+                     "fuse_healer_server_deaths_total counts every death a watched server's exit told",
+                     deaths.lines, deaths.by_key.size(), kHealLogBurst, kHealLogWindow.count(), sources);
+    }
     RepeatLimiter::Suppressed s;
     {
         std::lock_guard<std::mutex> lock(heal_log_mu_);
@@ -615,6 +631,7 @@ void Daemon::start_death_watch() {
     DeathWatchSettings settings;
     settings.fusectl_dir = features_.fusectl_dir;
     settings.self_pid = static_cast<int>(::getpid());
+    settings.death_line_limiter = &death_log_limiter_;
     death_watch_ = std::make_unique<DeathWatch>(
         &loop_, std::move(settings), [this](const ServerDeath& d) { on_server_death(d); },
         [this](const ServerScan& scan, std::chrono::microseconds took) { on_server_scan(scan, took); },
@@ -622,7 +639,8 @@ void Daemon::start_death_watch() {
 }
 
 void Daemon::on_server_death(const ServerDeath& death) {
-    log_server_death(death);
+    if (death_log_limiter_.admit(death_line_key(death.sources.empty() ? "-" : death.sources.front()), Clock::now()))
+        log_server_death(death);
     metrics_.record_server_death(static_cast<double>(death.detection_latency_us) / 1e6);
     // The engine marks the targets broken as usual, and arms their heals.
     request_reconcile(death.woke);

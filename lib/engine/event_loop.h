@@ -125,7 +125,8 @@ private:
     // heal_log_limiter_).
     void on_heal_event(const HealEvent& event);
     // Logs one line summing up the heal-event lines the limiter held back
-    // since the last call, if any (loop thread: its timer, and the stop).
+    // since the last call, if any, and one for the death lines (loop
+    // thread: its timer, and the stop).
     void log_suppressed_heal_events();
     // Starts, moves or stops the metrics HTTP server and textfile writer to
     // match `wanted` (at start and on reload); failures are logged, not fatal.
@@ -219,6 +220,11 @@ private:
     static constexpr std::chrono::seconds kHealLogWindow{60};
     std::mutex heal_log_mu_;
     RepeatLimiter heal_log_limiter_{kHealLogBurst, kHealLogWindow};  // under heal_log_mu_
+    // Lines about FUSE deaths ("FUSE server died", and the death watch's
+    // "died before its server could be watched"): the same limit, per
+    // source (death_line_key), for the same reason: a crash loop is one
+    // such line per crash. Loop thread only (both are logged there).
+    RepeatLimiter death_log_limiter_{kHealLogBurst, kHealLogWindow};
 
     // Fed by the heal worker (heal events, reconciles, target states) and
     // the loop (mount events); rendered by the server's and the textfile

@@ -346,6 +346,39 @@ TEST(DeathWatch, AConnectionThatDiedBeforeTheWalkIsReportedUnwatched) {
     EXPECT_EQ(rec.scans.size(), 1u);
 }
 
+// Deaths of one source's connections in a crash loop: each is reported to
+// the engine, but its log line only while the shared limiter admits it
+// (the daemon limits "FUSE server died" lines with the same one).
+TEST(DeathWatch, UnwatchedDeathLinesAreLimitedPerSource) {
+    FakeProc proc;
+    FakeFusectl ctl;
+    Loop loop;
+    Recorder rec;
+    RepeatLimiter limiter(1, std::chrono::seconds(60));
+    DeathWatchSettings s;
+    s.proc_root = proc.root();
+    s.fusectl_dir = ctl.dir();
+    s.self_pid = ::getpid();
+    s.death_line_limiter = &limiter;
+    DeathWatch watch(
+        loop.get(), s, [&rec](const ServerDeath& d) { rec.deaths.push_back(d); },
+        [&rec](const ServerScan& scan, std::chrono::microseconds) { rec.scans.push_back(scan); },
+        [&rec](const std::vector<dev_t>& c) { rec.unwatched.push_back(c); });
+    // Three generations at one source, each dead before a walk saw its server.
+    for (std::uint32_t id : {71u, 72u, 73u}) {
+        ctl.set(id, true);
+        FuseConnectionInfo c = connection(id);
+        c.sources = {"/runtime/ds/fuse"};
+        const std::size_t scans = rec.scans.size();
+        watch.set_connections({c});
+        ASSERT_TRUE(loop.run_until([&] { return rec.scans.size() == scans + 1 && !watch.scanning(); }));
+    }
+    ASSERT_EQ(rec.unwatched.size(), 3u) << "a death whose line was held back was not reported to the engine";
+    const RepeatLimiter::Suppressed held = limiter.take_suppressed(RepeatLimiter::Clock::now());
+    EXPECT_EQ(held.lines, 2u);
+    EXPECT_EQ(held.by_key.count(death_line_key("/runtime/ds/fuse")), 1u);
+}
+
 // A server killed while the walk runs: the walk meets it with its files
 // already closed (no server) but its connection not yet aborted; the
 // connection is read again shortly after the walk and reported then (found

@@ -83,7 +83,7 @@ TEST(Config, BuiltInDefaults) {
     EXPECT_EQ(c.safety_scan_interval, 30s);
     EXPECT_EQ(c.probe_timeout, 2s);
     EXPECT_EQ(c.abort_hung_after, 0s);
-    EXPECT_EQ(c.restart_grace, 0s);
+    EXPECT_EQ(c.restart_grace, 50ms);
     EXPECT_EQ(c.state_dir, "/var/lib/fuse-healer");
     EXPECT_EQ(c.log_level, LogLevel::Info);
     EXPECT_EQ(c.metrics.listen, "127.0.0.1:9766");
