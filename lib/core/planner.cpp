@@ -223,9 +223,11 @@ private:
             if (e->fstype != stale.fstype || (!made && e->source != stale.source)) continue;
             const CopyMade* ours = nullptr;
             if (made) {
-                auto m = std::find_if(made->begin(), made->end(), [&](const CopyMade& c) {
-                    return c.ns_inode == ns->ns_inode && c.mountpoint == e->mountpoint;
-                });
+                // (Structured bindings are not captured by lambdas before C++20's clang.)
+                auto m = std::find_if(made->begin(), made->end(),
+                                      [ns_inode = ns->ns_inode, &mountpoint = e->mountpoint](const CopyMade& c) {
+                                          return c.ns_inode == ns_inode && c.mountpoint == mountpoint;
+                                      });
                 if (m == made->end()) continue;
                 ours = &*m;
             }
