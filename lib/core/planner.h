@@ -127,10 +127,11 @@ struct TargetVerdict {
 // containers that the namespace scan of that heal did not see (e.g. started
 // during the outage). Its copies are healed from the same clone path.
 // A copy the daemon made in a container: where it is (namespace inode,
-// mountpoint there), and whether it was made a slave of its source's peer
-// group.
+// mountpoint there; pid: the process the heal entered it through), and
+// whether it was made a slave of its source's peer group.
 struct CopyMade {
     std::uint64_t ns_inode = 0;
+    int pid = 0;
     std::string mountpoint;
     bool slave = false;
 };
@@ -145,7 +146,7 @@ struct HealedTarget {
     std::string clone_path;  // while a live mount of `fstype` is still there
     // When not empty, only these copies of `device` are healed: copies the
     // daemon made, ahead of the host mount, from a source that died before
-    // the host mount was healed (Engine::copies_ahead_). Their mount source
+    // the host mount was healed (Engine::stranded_). Their mount source
     // need not be `source` (bindfs names each generation's mount after its
     // own directory). Those made slaves are healed as slaves again: their
     // master group died with that source, which left them private.

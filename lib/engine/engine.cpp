@@ -388,7 +388,46 @@ void Engine::note_copy_ahead(const HealAction& a) {
         list.push_back(CopiesAhead{a.source_device, {}});
         c = list.end() - 1;
     }
-    c->copies.push_back(CopyMade{a.ns_inode, a.mountpoint, a.propagation == PropagationMode::Slave});
+    c->copies.push_back(CopyMade{a.ns_inode, a.ns_pid, a.mountpoint, a.propagation == PropagationMode::Slave});
+}
+
+void Engine::load_stranded_views(std::vector<NamespaceView>& namespaces) const {
+    std::set<std::uint64_t> have;
+    for (const NamespaceView& ns : namespaces) have.insert(ns.ns_inode);
+    for (const HealedTarget& h : stranded_)
+        for (const CopyMade& c : h.copies_made) {
+            if (!have.insert(c.ns_inode).second) continue;
+            auto id = sys::mount_ns_id(settings_.proc_root, c.pid);
+            if (!id || id->second != c.ns_inode) continue;  // gone, or the pid was reused
+            auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(c.pid) + "/mountinfo");
+            if (!table) continue;
+            namespaces.push_back(NamespaceView{c.pid, c.ns_inode, std::move(*table),
+                                               read_pod_uid(settings_.proc_root, c.pid)});
+        }
+}
+
+void Engine::prune_stranded(const std::vector<NamespaceView>& namespaces) {
+    for (HealedTarget& h : stranded_) {
+        if (prober_.fusectl_state(h.device) == Liveness::Alive) {  // its number was handed on
+            h.copies_made.clear();
+            continue;
+        }
+        std::erase_if(h.copies_made, [&](const CopyMade& c) {
+            auto ns = std::find_if(namespaces.begin(), namespaces.end(),
+                                   [&](const NamespaceView& v) { return v.ns_inode == c.ns_inode; });
+            if (ns == namespaces.end()) return true;  // its process is gone
+            const MountEntry* top = ns->table.topmost_at(c.mountpoint);
+            return !top || top->device != h.device;
+        });
+    }
+    std::erase_if(stranded_, [](const HealedTarget& h) { return h.copies_made.empty(); });
+}
+
+const std::vector<HealedTarget>* Engine::healed_for_plan(std::vector<HealedTarget>& storage) const {
+    if (stranded_.empty()) return &healed_;
+    storage = healed_;
+    storage.insert(storage.end(), stranded_.begin(), stranded_.end());
+    return &storage;
 }
 
 void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces, LivenessMap& liveness) {
@@ -400,9 +439,15 @@ void Engine::check_healed_liveness(const std::vector<NamespaceView>& namespaces,
     // tells at once. Without it, the host mounts are gone, so one copy is
     // probed through its process's root (/proc/<pid>/root/<mountpoint>),
     // with the same statx probe and timeout as any other.
+    // The same for the superblocks of stranded copies (stranded_).
     std::vector<std::pair<dev_t, std::string>> probe;
-    for (const HealedTarget& h : healed_) {
-        if (liveness.count(h.device)) continue;
+    std::vector<const HealedTarget*> all;
+    for (const HealedTarget& h : healed_) all.push_back(&h);
+    for (const HealedTarget& h : stranded_) all.push_back(&h);
+    std::set<dev_t> asked;
+    for (const HealedTarget* hp : all) {
+        const HealedTarget& h = *hp;
+        if (liveness.count(h.device) || !asked.insert(h.device).second) continue;
         if (Liveness l = prober_.fusectl_state(h.device); l != Liveness::Unknown) {
             liveness[h.device] = l;
             continue;
@@ -520,6 +565,11 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
             ++tr.ns_healed;
             forget_healed_copy(a.ns_inode, a.expected_device);
             if (tr.in_outage && a.source_device != 0) note_copy_ahead(a);
+            for (HealedTarget& h : stranded_)
+                if (h.device == a.expected_device)
+                    std::erase_if(h.copies_made, [&](const CopyMade& c) {
+                        return c.ns_inode == a.ns_inode && c.mountpoint == a.mountpoint;
+                    });
             return true;
         }
         if (a.kind == ActionKind::UnmountDeadLayer) return true;
@@ -530,15 +580,17 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         }
         if (auto ahead = copies_ahead_.find(a.target); ahead != copies_ahead_.end()) {
             // Copies healed ahead onto a superblock this heal did not use:
-            // it died before this host mount was healed. Looked for by the
-            // walk after this heal, and healed from the same source. (Its
-            // device number stays its own while any of them holds it.)
+            // it died before this host mount was healed. Healed again from
+            // the same source (stranded_). (Its device number stays its own
+            // while any of them holds it.)
             for (CopiesAhead& c : ahead->second) {
                 if (c.device == a.source_device || !v) continue;
-                spdlog::debug("copies of {} in containers were healed onto connection {}, which died before the "
-                              "host mount was healed: looking for them again", a.target, connection_id(c.device));
-                healed_.push_back(HealedTarget{a.target, c.device, v->origin.root, v->origin.fstype, v->origin.source,
-                                               v->origin.source_path, a.clone_path, std::move(c.copies)});
+                spdlog::debug("{} copies of {} in containers were healed onto connection {}, which died before the "
+                              "host mount was healed: healing them again", c.copies.size(), a.target,
+                              connection_id(c.device));
+                stranded_.push_back(HealedTarget{a.target, c.device, v->origin.root, v->origin.fstype,
+                                                 v->origin.source, v->origin.source_path, a.clone_path,
+                                                 std::move(c.copies)});
             }
             copies_ahead_.erase(ahead);
         }
@@ -745,13 +797,14 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     bool views_loaded = false;  // `namespaces` is current for this step
     std::set<dev_t> views_devices;  // the devices `namespaces` was read for
     bool walked = false;        // a full /proc walk ran in this step
-    std::set<dev_t> walked_for;  // the devices this step's walks looked for
+    std::vector<HealedTarget> healed_storage;  // see healed_for_plan
     std::set<std::string> ready_sources;  // clone paths that answered a probe in this step
     int budget = -1;
     const bool heal_namespaces = config_.namespaces && settings_.namespace_heals_supported;
     if (!heal_namespaces) {  // turned off by a reload: nothing looks for copies any more
         healed_.clear();
         copies_ahead_.clear();
+        stranded_.clear();
         release_pins(healed_pins_);
     }
 
@@ -836,7 +889,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             }
         }
 
-        if (heal_namespaces && !healed_.empty()) check_healed_liveness(namespaces, liveness);
+        if (heal_namespaces && !stranded_.empty()) load_stranded_views(namespaces);
+        if (heal_namespaces && (!healed_.empty() || !stranded_.empty())) check_healed_liveness(namespaces, liveness);
         in = PlanInput{};
         in.rules = &config_.match;
         in.host = &*host;
@@ -844,7 +898,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.liveness = &liveness;
         in.origins = &origins_;
         in.namespaces = &namespaces;
-        in.healed = &healed_;
+        in.healed = healed_for_plan(healed_storage);
         in.strategy = strategy_.load();
         in.read_write = config_.read_write;
         in.heal_namespaces = heal_namespaces;
@@ -891,7 +945,6 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 namespaces = scan_all_namespaces(dead_devices, superblocks_of_targets(), sum);
                 walked_after_death_.insert(dead_devices.begin(), dead_devices.end());
                 walked_after_death_.insert(unwalked.begin(), unwalked.end());
-                walked_for.insert(dead_devices.begin(), dead_devices.end());
                 views_loaded = walked = true;
                 views_devices = dead_devices;
                 continue;
@@ -940,17 +993,13 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
         if (batch.out_of_budget) break;
         if (batch.executed > 0 || batch.table_moved) continue;
-        // Heals done from remembered namespaces: walk /proc once more for
-        // containers started during the outage that still hold a copy. Also
-        // after this step's walk, when a heal handed over copies that walk
-        // did not look for (copies_ahead_).
-        if (heal_namespaces && std::any_of(healed_.begin(), healed_.end(),
-                                           [&](const HealedTarget& h) { return !walked_for.count(h.device); })) {
+        if (!healed_.empty() && heal_namespaces && !walked) {
+            // Heals done from remembered namespaces: walk /proc once more for
+            // containers started during the outage that still hold a copy.
             std::set<dev_t> devs;
             for (const auto& h : healed_) devs.insert(h.device);
             namespaces = scan_all_namespaces(devs, superblocks_of_targets(), sum);
             walked_after_death_.insert(devs.begin(), devs.end());
-            walked_for.insert(devs.begin(), devs.end());
             walked = true;
             views_devices = devs;
             if (!namespaces.empty()) {
@@ -966,8 +1015,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // only once the step's status is out (below), since closing the last
     // reference to a dead superblock can wait for its teardown.
     std::vector<sys::UniqueFd> pins_to_release;
-    if (walked && std::all_of(healed_.begin(), healed_.end(),
-                              [&](const HealedTarget& h) { return walked_for.count(h.device) > 0; })) {
+    if (walked) {
         healed_.clear();
         pins_to_release = std::move(healed_pins_);
         healed_pins_.clear();
@@ -991,6 +1039,9 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
                 namespaces = known ? reread_known_namespaces(awaited)
                                    : scan_all_namespaces(awaited, superblocks_of_targets(), sum);
         }
+        // Stranded copies go with their targets' armed heals when those
+        // are dead again (arm_heals keeps the copies of targets it heals).
+        if (heal_namespaces && !stranded_.empty()) load_stranded_views(namespaces);
         armed_ = arm_heals(in, plan);
         if (!armed_.empty())
             spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
@@ -1034,6 +1085,11 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
     // once (a table that cannot be read is retried on events and the
     // safety timer, as before).
     std::erase_if(walked_after_death_, [&](dev_t d) { return !dead.count(d) && !dead_of_healed.count(d); });
+    if (!stranded_.empty()) {
+        std::vector<NamespaceView> views;
+        load_stranded_views(views);
+        prune_stranded(views);
+    }
     deaths_seen_ = dead;
     walk_due_ = !sum.table_error &&
                 std::any_of(dead.begin(), dead.end(), [&](dev_t d) { return !walked_after_death_.count(d); });

@@ -405,9 +405,9 @@ private:
     // /proc. By target (the one each copy's heal was counted for). In a
     // crash loop the new source can die in between, and the host mount is
     // then healed onto the next one: no host mount holds these copies'
-    // superblock, so nothing would look for them. That heal hands them to
-    // healed_, whose walk and plan heal them again (see settle in
-    // run_batch). Dropped when the target leaves its outage otherwise.
+    // superblock, so no walk would look for them. That heal moves them to
+    // stranded_ (see settle in run_batch). Dropped when the target leaves
+    // its outage otherwise.
     struct CopiesAhead {
         dev_t device = 0;               // the superblock they were put on
         std::vector<CopyMade> copies;   // where they are
@@ -416,6 +416,25 @@ private:
     // Records that `a`, a copy in a container, was healed while its target
     // was in an outage.
     void note_copy_ahead(const HealAction& a);
+    // Copies left on a dead superblock that no host mount holds (from
+    // copies_ahead_), as healed targets whose copies_made say where they
+    // are: every step reads those namespaces (no walk: the pid and the
+    // namespace are known) and plans their heals with healed_'s, from the
+    // host target's source, until each copy is healed, gone, or no longer
+    // on a dead superblock. Kept across steps: the source can be dead
+    // again at the step after the host heal (a crash loop), and the copies
+    // are healed from the one after.
+    std::vector<HealedTarget> stranded_;
+    // Appends to `namespaces` the views of stranded_ copies' namespaces it
+    // lacks (a process gone, or a pid now in another namespace, is left out).
+    void load_stranded_views(std::vector<NamespaceView>& namespaces) const;
+    // Drops from stranded_ the copies that `namespaces` (loaded with
+    // load_stranded_views) no longer shows on their dead superblock, and
+    // the entries whose superblock fusectl no longer says is dead.
+    void prune_stranded(const std::vector<NamespaceView>& namespaces);
+    // Returns healed_, plus stranded_ when there are any (the planner's
+    // `healed`), in `storage` when both.
+    const std::vector<HealedTarget>* healed_for_plan(std::vector<HealedTarget>& storage) const;
     // One O_PATH fd per healed_ entry, on its stale mount (see
     // Executor::pin_superblock): while copies of a dead superblock are
     // looked for by device number, that number must stay its own.

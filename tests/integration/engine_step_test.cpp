@@ -437,6 +437,31 @@ TEST_P(CrashLoopStep, CopiesHealedOntoASourceThatDiesBeforeTheHostMountAreHealed
     EXPECT_EQ(heal_while_the_source_dies_again().armed_actions, 1);  // the early copy; the host waits for the walk
 }
 
+// As above, and generation 3 dies too, right after the host mount was
+// healed onto it: the copy left on generation 2 cannot be healed in that
+// step, and is healed from generation 4, steps later, as the slave it was
+// made (found by the campaign: the copies were forgotten after one try).
+TEST_P(CrashLoopStep, CopiesStrandedWhileTheSourceIsDeadAgainAreHealedFromTheNextOne) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");
+    die();
+    fuse.supervisor_restart(2);
+    before_table_read = [&] {
+        second = fuse.mount().device;
+        fuse.supervisor_restart(3);
+        before_table_read = [&] { fuse.kill9(); };  // at the read after the host mount's heal
+    };
+    auto heal = engine->reconcile(Clock::now());
+    EXPECT_EQ(heal.healed, 1);
+    EXPECT_FALSE(container_reads(early, "2\n", 100ms)) << "generation 2 is dead: the test did not kill it";
+    while (engine->next_retry() && *engine->next_retry() <= Clock::now()) engine->reconcile(Clock::now());
+    fuse.supervisor_restart(4);
+    auto again = engine->reconcile(Clock::now());
+    EXPECT_EQ(again.failures, 0);
+    EXPECT_EQ(again.healed, 1);
+    expect_both_healed_as_slaves(4);
+}
+
 // The same with heals planned ahead of the death ([heal] restart_grace),
 // where the campaign found it: their copies go before any step has walked.
 class PlannedAheadCrashLoopStep : public CrashLoopStep {

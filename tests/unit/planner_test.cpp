@@ -1138,7 +1138,7 @@ TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
 // slaves again, a copy made private stays private.
 TEST(PlannerNamespaces, CopiesMadeAheadAreHealedAsTheyWereMade) {
     HealedTarget h{VOL_U1, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC, {}};
-    h.copies_made = {CopyMade{NS_INODE, "/data", true}, CopyMade{NS_INODE + 1, "/data", false}};
+    h.copies_made = {CopyMade{NS_INODE, NS_PID, "/data", true}, CopyMade{NS_INODE + 1, NS_PID + 1, "/data", false}};
     World w(table({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"},
                    {.id = 140, .minor_no = NEW, .mp = VOL_U1, .optional = "shared:9"}}));
     w.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Dead}};
