@@ -52,7 +52,7 @@ struct Config {
     // 50 ms covers that on a loaded node. Meanwhile the death's "mount
     // broken" lines and status, and other events' full steps, wait.
     // (Off by default in session 13 for a crash-loop bug, mended in session
-    // 14 by Engine::copies_ahead_; docs/RELIABILITY.md.)
+    // 14: Engine::copies_ahead_ and stranded_; docs/RELIABILITY.md.)
     std::chrono::microseconds restart_grace{50'000};
     std::string state_dir = "/var/lib/fuse-healer";                  // [state] dir
     LogLevel log_level = LogLevel::Info;                             // [log] level

@@ -123,9 +123,6 @@ struct TargetVerdict {
     bool source_refused = false;
 };
 
-// A host target healed earlier whose dead superblock may still be held by
-// containers that the namespace scan of that heal did not see (e.g. started
-// during the outage). Its copies are healed from the same clone path.
 // A copy the daemon made in a container: where it is (namespace inode,
 // mountpoint there; pid: the process the heal entered it through), and
 // whether it was made a slave of its source's peer group.
@@ -136,6 +133,9 @@ struct CopyMade {
     bool slave = false;
 };
 
+// A host target healed earlier whose dead superblock may still be held by
+// containers that the namespace scan of that heal did not see (e.g. started
+// during the outage). Its copies are healed from the same clone path.
 struct HealedTarget {
     std::string target;
     dev_t device = 0;        // the dead superblock
