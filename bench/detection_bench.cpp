@@ -8,8 +8,9 @@
 // this process creates (fh::test::enter_private_mount_namespace), in a tmpfs
 // sandbox; nothing reaches the machine's mount table.
 //
-// Detection: one fh_testfs source at <sandbox>/runtime/ds/fuse, one pod
-// volume bound from it, fuse-healerd with --log-level info and
+// Detection: fh_testfs sources at <sandbox>/runtime/ds<i>/fuse, one pod
+// volume bound from each (one source per 5 kills: the daemon logs at most 5
+// deaths of one source a minute), fuse-healerd with --log-level info and
 // safety_scan_interval = "0s" (the pidfd is the only way it can learn of the
 // death). A cycle:
 //   1. wait until the daemon logs "watching FUSE server fh_testfs (pid P)";
@@ -50,6 +51,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "bench_util.h"
@@ -166,28 +168,41 @@ void print_stats(const char* what, Stats s) {
                 s.pct(99), s.pct(100), s.v.size());
 }
 
+// The daemon logs at most kDeathLinesPerSource deaths of one source a
+// minute (a crash loop's lines are summed up): the kills rotate over enough
+// sources that none dies more often than that within the run.
+constexpr int kDeathLinesPerSource = 5;
+
 void run_detection(const Options& o) {
     ft::Sandbox sb;
-    ft::FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
-    fuse.start(1);
-    const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
-    ft::csi_bind(fuse.source(), "", vol, true);
+    const int kills = o.warmup + o.cycles;
+    const int sources = (kills + kDeathLinesPerSource - 1) / kDeathLinesPerSource;
+    std::vector<std::unique_ptr<ft::FuseDaemon>> fuse;
+    std::vector<std::string> vols;
+    for (int i = 0; i < sources; ++i) {
+        fuse.push_back(std::make_unique<ft::FuseDaemon>(sb, sb.runtime() + "/ds" + std::to_string(i) + "/fuse"));
+        fuse.back()->start(1);
+        vols.push_back(sb.make_pod_volume("pod-" + std::to_string(i), "pvc-1"));
+        ft::csi_bind(fuse.back()->source(), "", vols.back(), true);
+    }
     ft::Daemon d{sb, o.daemon.empty() ? ft::daemon_path() : o.daemon};
     d.start("[heal]\nsafety_scan_interval = \"0s\"\n", {"--log-level", std::getenv("FH_BENCH_LOG_LEVEL") ? std::getenv("FH_BENCH_LOG_LEVEL") : "info"});
     if (!d.wait_for_log("ready: watching", 10s)) throw std::runtime_error("fuse-healerd did not start:\n" + d.log());
     if (d.log().find("death detection=pidfd") == std::string::npos)
         throw std::runtime_error("fuse-healerd does not use the pidfd death watch here:\n" + d.log());
     Stats kill_to_log, kill_to_wake, wake_to_log;
-    for (int cycle = 0; cycle < o.warmup + o.cycles; ++cycle) {
-        const pid_t pid = fuse.pid();
+    for (int cycle = 0; cycle < kills; ++cycle) {
+        ft::FuseDaemon& f = *fuse[cycle % sources];
+        const std::string& vol = vols[cycle % sources];
+        const pid_t pid = f.pid();
         const std::string watching = "watching FUSE server fh_testfs (pid " + std::to_string(pid) + ")";
         if (!d.wait_for_log(watching, 10s)) throw std::runtime_error("not watched: " + watching + "\n" + d.log());
         // Let the reconcile and the walk of the last restart settle.
         std::this_thread::sleep_for(50ms);
         const std::size_t mark = d.log().size();
-        const std::string died = "FUSE server died: connection=" + fuse.mount().device + " pid=" + std::to_string(pid) + " ";
+        const std::string died = "FUSE server died: connection=" + f.mount().device + " pid=" + std::to_string(pid) + " ";
         const std::int64_t t0 = realtime_usec();
-        fuse.kill9();
+        f.kill9();
         if (!d.wait_for_log(died, 10s, mark))
             throw std::runtime_error("no death logged for pid " + std::to_string(pid) + ":\n" + d.log().substr(mark > 4000 ? mark - 4000 : 0));
         const std::string line = last_line_with(d.log(), died, mark);
@@ -196,12 +211,14 @@ void run_detection(const Options& o) {
             kill_to_wake.v.push_back(static_cast<double>(outage_start_usec(line) - t0));
             wake_to_log.v.push_back(static_cast<double>(field_value(line, "detection_latency_us")));
         }
-        fuse.supervisor_restart(cycle + 2);
-        if (!ft::wait_until([&] { return ft::read_file(vol + "/generation") == std::to_string(cycle + 2) + "\n"; }, 10s))
+        const int generation = f.generation() + 1;
+        f.supervisor_restart(generation);
+        if (!ft::wait_until([&] { return ft::read_file(vol + "/generation") == std::to_string(generation) + "\n"; }, 10s))
             throw std::runtime_error("not healed after the restart:\n" + d.log());
     }
-    std::printf("detection latency, kill -9 of the FUSE daemon -> \"FUSE server died\" logged (%d cycles, %d warm-up):\n",
-                o.cycles, o.warmup);
+    std::printf("detection latency, kill -9 of a FUSE daemon -> \"FUSE server died\" logged (%d cycles, %d warm-up, "
+                "over %d sources):\n",
+                o.cycles, o.warmup, sources);
     print_stats("kill -> log line (log timestamp)", kill_to_log);
     print_stats("kill -> loop wake-up (outage_start)", kill_to_wake);
     print_stats("wake-up -> log (detection_latency_us)", wake_to_log);

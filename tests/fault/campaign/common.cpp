@@ -50,7 +50,8 @@ void LogWatch::take(const std::vector<std::string>& lines) {
             ++server_died;
             continue;
         }
-        if (l.find(" heal event lines not logged: ") != std::string::npos) {
+        if (l.find(" heal event lines not logged: ") != std::string::npos ||
+            l.find(" FUSE death lines not logged: ") != std::string::npos) {
             ++rate_limit_summaries;
             continue;
         }

@@ -26,7 +26,7 @@ struct LogWatch {
     std::map<std::string, int> broken;  // "mount broken" lines by target
     std::map<std::string, int> other;   // other warnings and errors, normalized
     int server_died = 0;
-    int rate_limit_summaries = 0;       // "heal event lines not logged" (the daemon's rate limit of repeats)
+    int rate_limit_summaries = 0;       // "heal event lines not logged", "FUSE death lines not logged" (the daemon's rate limits of repeats)
     std::int64_t max_since_event_us = 0;
     std::string slowest_heal;           // the "mount healed" line with the largest since_event_us
 
