@@ -75,8 +75,12 @@ void Engine::set_config(const Config& config, Strategy strategy) {
 
 OriginMap Engine::origins() const { return origins_; }
 
+bool Engine::plans_ahead() const {
+    return settings_.plan_ahead && settings_.source_lookup && config_.restart_grace.count() > 0;
+}
+
 std::chrono::microseconds Engine::restart_grace() const {
-    return settings_.plan_ahead ? config_.restart_grace : std::chrono::microseconds(0);
+    return plans_ahead() ? config_.restart_grace : std::chrono::microseconds(0);
 }
 
 Engine::PackedContext Engine::pack(const TargetContext& c) {
@@ -1119,8 +1123,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
     }
     release_pins(pins_to_release);
-    if (converged && heal_namespaces && settings_.source_lookup && restart_grace().count() > 0)
-        plan_ahead(in, sum);
+    if (converged && heal_namespaces && plans_ahead()) plan_ahead(in, sum);
     return sum;
 }
 

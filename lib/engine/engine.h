@@ -168,6 +168,11 @@ public:
 
     // Returns a snapshot of every tracked target (thread-safe).
     std::vector<TargetStatus> status() const;
+    // Returns whether heals are planned ahead of a death: fusectl is in use
+    // (EngineSettings::plan_ahead), the source check too (source_lookup),
+    // and [heal] restart_grace is above 0 (as of the last set_config; the
+    // thread that calls reconcile(), or before it runs).
+    bool plans_ahead() const;
     // Returns how many actions are planned ahead of a death, by the source
     // superblock whose death would arm them (see restart_grace). Between
     // steps only (the thread that calls reconcile()).
@@ -472,8 +477,7 @@ private:
     static ArmedHeals unpack_planned(const PlannedAhead& p, dev_t device);
     std::map<dev_t, PlannedAhead> planned_ahead_;
     // Returns how long a death's planned heals wait for their source: the
-    // config's restart_grace, 0 (nothing planned ahead) without
-    // settings_.plan_ahead.
+    // config's restart_grace, 0 when nothing is planned ahead (plans_ahead).
     std::chrono::microseconds restart_grace() const;
     // Set when heals planned ahead were armed for a death: until then steps
     // only fire armed heals whose source is back.

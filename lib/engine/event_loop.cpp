@@ -737,7 +737,7 @@ int Daemon::run() {
                  "mount tracking={} kernel: {}",
                  FUSE_HEALER_VERSION, config_.match.root_dir, to_string(strategy_), detection(),
                  !features_.statmount ? std::string("mountinfo (the whole table read per event)")
-                 : features_.fusectl && config_.restart_grace.count() > 0
+                 : engine_->plans_ahead()
                      ? "statmount (heals armed while a source is down, and planned ahead of a death: restart_grace=" +
                            format_duration(config_.restart_grace) + ")"
                      : std::string("statmount (heals armed while a source is down)"),
