@@ -55,6 +55,12 @@ const char* to_string(TargetState s) {
     return "?";
 }
 
+SlaveCopy slave_copy_key(std::uint64_t ns_inode, std::string_view mountpoint) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : mountpoint) h = (h ^ c) * 1099511628211ULL;
+    return SlaveCopy{ns_inode, h};
+}
+
 PropagationMode propagation_mode_of(const Propagation& p) {
     if (p.is_shared()) return PropagationMode::Shared;
     if (p.is_slave()) return PropagationMode::Slave;
@@ -212,8 +218,7 @@ private:
     // Appends actions for every topmost mount in the other namespaces that
     // is a copy of `stale` (same device and root, a deleted marker aside, and
     // same fstype and mount source), each claimed once. With `made` not
-    // empty, only the copies it lists, whatever their mount source; those
-    // made slaves are healed as slaves whatever they show now.
+    // empty, only the copies it lists, whatever their mount source.
     void plan_namespace_copies(const std::string& target, const MountEntry& stale, const std::string& clone,
                                dev_t source_device, const std::vector<CopyMade>* made = nullptr) {
         if (made && made->empty()) made = nullptr;
@@ -221,19 +226,14 @@ private:
         if (it == ns_copies_.end()) return;
         for (const auto& [ns, e] : it->second) {
             if (e->fstype != stale.fstype || (!made && e->source != stale.source)) continue;
-            const CopyMade* ours = nullptr;
-            if (made) {
-                // (Structured bindings are not captured by lambdas before C++20's clang.)
-                auto m = std::find_if(made->begin(), made->end(),
-                                      [ns_inode = ns->ns_inode, &mountpoint = e->mountpoint](const CopyMade& c) {
-                                          return c.ns_inode == ns_inode && c.mountpoint == mountpoint;
-                                      });
-                if (m == made->end()) continue;
-                ours = &*m;
-            }
+            // (Structured bindings are not captured by lambdas before C++20's clang.)
+            if (made && std::none_of(made->begin(), made->end(),
+                                     [ns_inode = ns->ns_inode, &mountpoint = e->mountpoint](const CopyMade& c) {
+                                         return c.ns_inode == ns_inode && c.mountpoint == mountpoint;
+                                     }))
+                continue;
             if (!claimed_.insert({ns->ns_inode, e->mountpoint}).second) continue;
             add_action(target, ns->pid, ns->ns_inode, ns->table, *e, clone, source_device);
-            if (ours && ours->slave) plan_.actions.back().propagation = PropagationMode::Slave;
             if (!ns->pod_uid.empty())
                 pod_copies_.push_back(
                     PodCopy{plan_.actions.size() - 1, e->device, root_without_deleted_marker(e->root), &ns->pod_uid});
@@ -260,6 +260,12 @@ private:
         a.source_device = source_device;
         a.flags = top.flags;
         a.propagation = propagation_mode_of(top.propagation);
+        // A copy made a slave that shows private lost its master group (see
+        // SlaveCopy), not its owner's choice: a slave again.
+        if (pid != 0 && a.propagation == PropagationMode::Private && in_.slave_copies &&
+            std::binary_search(in_.slave_copies->begin(), in_.slave_copies->end(),
+                               slave_copy_key(ns_inode, top.mountpoint)))
+            a.propagation = PropagationMode::Slave;
         // Any strategy first sheds extra dead layers (left by a stacking
         // healer or by us on an old kernel): both layers are dead, so the
         // pod sees ENOTCONN before and after, never an empty directory.

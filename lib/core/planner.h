@@ -7,9 +7,11 @@
 
 #include <sys/types.h>
 
+#include <compare>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/model.h"
@@ -124,14 +126,31 @@ struct TargetVerdict {
 };
 
 // A copy the daemon made in a container: where it is (namespace inode,
-// mountpoint there; pid: the process the heal entered it through), and
-// whether it was made a slave of its source's peer group.
+// mountpoint there; pid: the process the heal entered it through).
 struct CopyMade {
     std::uint64_t ns_inode = 0;
     int pid = 0;
     std::string mountpoint;
-    bool slave = false;
 };
+
+// A container copy the daemon made a slave of its source's peer group: by
+// its namespace's inode and a hash of its mountpoint there (16 bytes, not a
+// path: a node has thousands). The kernel turns a slave private when the
+// last member of its master group goes, and in a crash loop that can come
+// before the copy's next heal: a source that dies before its host mounts
+// were healed onto it was the group's only member, and a host heal that
+// runs before its copies (a copy the step did not know yet, a re-plan)
+// empties the old group. The copy then shows private; these keys make its
+// next heal a slave again (PlanInput::slave_copies).
+struct SlaveCopy {
+    std::uint64_t ns_inode = 0;
+    std::uint64_t mountpoint_hash = 0;
+    auto operator<=>(const SlaveCopy&) const = default;
+};
+
+// Returns the key of the copy at `mountpoint` in namespace `ns_inode`
+// (FNV-1a of the mountpoint: the same in every run, for the tests).
+SlaveCopy slave_copy_key(std::uint64_t ns_inode, std::string_view mountpoint);
 
 // A host target healed earlier whose dead superblock may still be held by
 // containers that the namespace scan of that heal did not see (e.g. started
@@ -148,8 +167,9 @@ struct HealedTarget {
     // daemon made, ahead of the host mount, from a source that died before
     // the host mount was healed (Engine::stranded_). Their mount source
     // need not be `source` (bindfs names each generation's mount after its
-    // own directory). Those made slaves are healed as slaves again: their
-    // master group died with that source, which left them private.
+    // own directory). (Those made slaves are healed as slaves again,
+    // through PlanInput::slave_copies: their master group died with that
+    // source, which left them private.)
     std::vector<CopyMade> copies_made;
 };
 
@@ -161,6 +181,9 @@ struct PlanInput {
     const OriginMap* origins = nullptr;       // learned earlier (persisted)
     const std::vector<NamespaceView>* namespaces = nullptr;  // may be null
     const std::vector<HealedTarget>* healed = nullptr;       // may be null; their devices need liveness too
+    // Copies made slaves earlier, sorted; a dead copy among them that shows
+    // private is healed as a slave (see SlaveCopy). May be null.
+    const std::vector<SlaveCopy>* slave_copies = nullptr;
     Strategy strategy = Strategy::Replace;
     bool read_write = false;       // [heal] read_write
     bool heal_namespaces = true;   // [heal] namespaces

@@ -337,6 +337,10 @@ std::vector<NamespaceView> Engine::scan_all_namespaces(const std::set<dev_t>& de
         if (auto pod = pod_of.find({h.pid, h.ns_inode}); pod != pod_of.end()) set_pod_uid(k, pod->second);
         known_namespaces_.push_back(k);
     }
+    // A namespace no process shows any more is gone, and its copies with it.
+    std::erase_if(slave_copies_, [&](const SlaveCopy& k) {
+        return !std::binary_search(scan.namespace_inodes.begin(), scan.namespace_inodes.end(), k.ns_inode);
+    });
     last_walk_ = Clock::now();
     ++sum.namespace_walks;
     return std::move(scan.namespaces);
@@ -348,9 +352,7 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
     for (KnownNamespace& known : known_namespaces_) {
         const auto held = devices_of(known);
         if (std::none_of(held.begin(), held.end(), [&](dev_t d) { return devices.count(d) > 0; })) continue;
-        auto id = sys::mount_ns_id(settings_.proc_root, known.pid);
-        if (!id || id->second != known.ns_inode) continue;  // gone, or the pid was reused
-        auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(known.pid) + "/mountinfo");
+        auto table = read_namespace_table(known.pid, known.ns_inode);
         if (!table) continue;
         bool wanted = false;
         for (const auto& e : table->entries()) wanted = wanted || devices.count(e.device);
@@ -362,6 +364,14 @@ std::vector<NamespaceView> Engine::reread_known_namespaces(const std::set<dev_t>
     spdlog::trace("re-read {} of {} known namespaces for {} superblocks ({} us)", out.size(), known_namespaces_.size(),
                   devices.size(), micros(Clock::now() - t0));
     return out;
+}
+
+std::optional<MountTable> Engine::read_namespace_table(int pid, std::uint64_t ns_inode) const {
+    auto id = sys::mount_ns_id(settings_.proc_root, pid);
+    if (!id || id->second != ns_inode) return std::nullopt;  // gone, or the pid was reused
+    auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(pid) + "/mountinfo");
+    if (!table) return std::nullopt;
+    return std::move(*table);
 }
 
 std::span<const dev_t> Engine::devices_of(const KnownNamespace& k) const {
@@ -392,7 +402,16 @@ void Engine::note_copy_ahead(const HealAction& a) {
         list.push_back(CopiesAhead{a.source_device, {}});
         c = list.end() - 1;
     }
-    c->copies.push_back(CopyMade{a.ns_inode, a.ns_pid, a.mountpoint, a.propagation == PropagationMode::Slave});
+    c->copies.push_back(CopyMade{a.ns_inode, a.ns_pid, a.mountpoint});
+}
+
+void Engine::note_copy_propagation(const HealAction& a) {
+    if (a.kind == ActionKind::UnmountDeadLayer) return;  // what it uncovers is not ours
+    const SlaveCopy key = slave_copy_key(a.ns_inode, a.mountpoint);
+    auto it = std::lower_bound(slave_copies_.begin(), slave_copies_.end(), key);
+    const bool listed = it != slave_copies_.end() && *it == key;
+    if (a.propagation == PropagationMode::Slave && !listed) slave_copies_.insert(it, key);
+    if (a.propagation != PropagationMode::Slave && listed) slave_copies_.erase(it);
 }
 
 void Engine::load_stranded_views(std::vector<NamespaceView>& namespaces) const {
@@ -401,9 +420,7 @@ void Engine::load_stranded_views(std::vector<NamespaceView>& namespaces) const {
     for (const HealedTarget& h : stranded_)
         for (const CopyMade& c : h.copies_made) {
             if (!have.insert(c.ns_inode).second) continue;
-            auto id = sys::mount_ns_id(settings_.proc_root, c.pid);
-            if (!id || id->second != c.ns_inode) continue;  // gone, or the pid was reused
-            auto table = read_mountinfo(settings_.proc_root + "/" + std::to_string(c.pid) + "/mountinfo");
+            auto table = read_namespace_table(c.pid, c.ns_inode);
             if (!table) continue;
             namespaces.push_back(NamespaceView{c.pid, c.ns_inode, std::move(*table),
                                                read_pod_uid(settings_.proc_root, c.pid)});
@@ -551,9 +568,10 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         ++out.executed;
         ++sum.actions;
         tr.heal_us += micros(took);
-        spdlog::debug("{} {} at {}{} ({} us): {}", to_string(a.kind), a.target, a.mountpoint,
-                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid), micros(took),
-                      s ? "ok" : s.error().message());
+        spdlog::debug("{} {} at {}{} (connection {} -> {}, {}, {} us): {}", to_string(a.kind), a.target, a.mountpoint,
+                      a.in_host() ? "" : " in ns of pid " + std::to_string(a.ns_pid),
+                      connection_id(a.expected_device), connection_id(a.source_device), to_string(a.propagation),
+                      micros(took), s ? "ok" : s.error().message());
         if (!s) {
             if (s.error().err == ESTALE) {  // the table moved under us: read it and plan again
                 out.table_moved = true;
@@ -568,6 +586,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         if (!a.in_host()) {
             ++tr.ns_healed;
             forget_healed_copy(a.ns_inode, a.expected_device);
+            note_copy_propagation(a);
             if (tr.in_outage && a.source_device != 0) note_copy_ahead(a);
             for (HealedTarget& h : stranded_)
                 if (h.device == a.expected_device)
@@ -809,6 +828,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         healed_.clear();
         copies_ahead_.clear();
         stranded_.clear();
+        slave_copies_.clear();
         release_pins(healed_pins_);
     }
 
@@ -903,6 +923,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         in.origins = &origins_;
         in.namespaces = &namespaces;
         in.healed = healed_for_plan(healed_storage);
+        in.slave_copies = &slave_copies_;
         in.strategy = strategy_.load();
         in.read_write = config_.read_write;
         in.heal_namespaces = heal_namespaces;
@@ -981,13 +1002,14 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         }
         BatchOutcome batch = run_batch(actions, verdicts, trigger, ready_sources, budget, sum);
         host_stale = batch.host_changed || batch.table_moved;
-        // Re-read the namespaces we changed; drop those whose process is gone.
+        // Re-read the namespaces we changed; drop those whose process is gone
+        // (or whose pid now names another namespace).
         for (auto it = namespaces.begin(); it != namespaces.end();) {
             if (!batch.changed_namespaces.count(it->ns_inode)) {
                 ++it;
                 continue;
             }
-            auto t = read_mountinfo(settings_.proc_root + "/" + std::to_string(it->pid) + "/mountinfo");
+            auto t = read_namespace_table(it->pid, it->ns_inode);
             if (t) {
                 it->table = std::move(*t);
                 ++it;

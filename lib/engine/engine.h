@@ -304,6 +304,10 @@ private:
     // last walk and still do, re-read (much cheaper than a walk of /proc,
     // so it is what the outage and heal paths use).
     std::vector<NamespaceView> reread_known_namespaces(const std::set<dev_t>& devices);
+    // Returns the mount table of namespace `ns_inode` read through `pid`,
+    // or nothing when that pid has exited, now lives in another namespace
+    // (reused), or its mountinfo cannot be read.
+    std::optional<MountTable> read_namespace_table(int pid, std::uint64_t ns_inode) const;
     // Notes that the copy of `device` in namespace `ns_inode` was healed: the
     // cache no longer lists that namespace as holding it, so the steps that
     // follow do not read it again for nothing (200 reads, 10 ms, before the
@@ -421,6 +425,14 @@ private:
     // Records that `a`, a copy in a container, was healed while its target
     // was in an outage.
     void note_copy_ahead(const HealAction& a);
+    // The copies in containers this daemon made slaves, sorted (see
+    // SlaveCopy): the planner heals them as slaves again once their master
+    // group is gone. A copy healed otherwise leaves the list; so do the
+    // copies of namespaces that a walk of /proc no longer finds.
+    std::vector<SlaveCopy> slave_copies_;
+    // Records in slave_copies_ the propagation that `a`, an action in a
+    // container carried out, gave its copy.
+    void note_copy_propagation(const HealAction& a);
     // Copies left on a dead superblock that no host mount holds (from
     // copies_ahead_), as healed targets whose copies_made say where they
     // are: every step reads those namespaces (no walk: the pid and the

@@ -41,6 +41,7 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
         if (!text) continue;
         seen.insert(*ns);
         ++out.distinct_namespaces;
+        out.namespace_inodes.push_back(ns->second);
         // Most namespaces hold none of the devices: they are only scanned
         // for the device field, not parsed (libmount's parse of a table
         // costs more than the kernel's printing of it).
@@ -55,6 +56,7 @@ NamespaceScan scan_namespaces(const std::string& proc_root, int self_pid, const 
                                                read_pod_uid(proc_root, static_cast<int>(pid))});
     }
     ::closedir(dir);
+    std::sort(out.namespace_inodes.begin(), out.namespace_inodes.end());
     return out;
 }
 

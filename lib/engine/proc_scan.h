@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@ struct NamespaceScan {
     std::vector<NamespaceHolding> holdings; // those holding a wanted or a remembered device
     int processes = 0;                      // processes looked at
     int distinct_namespaces = 0;            // namespaces read (one mountinfo each)
+    std::vector<std::uint64_t> namespace_inodes;  // the inodes of those, sorted
 };
 
 // Returns the namespaces under `proc_root` (normally "/proc") holding a mount

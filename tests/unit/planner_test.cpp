@@ -88,6 +88,7 @@ struct World {
     OriginMap origins;
     std::vector<NamespaceView> namespaces;
     std::vector<HealedTarget> healed;
+    std::vector<SlaveCopy> slave_copies;  // sorted
     bool with_namespaces = false;
     Strategy strategy = Strategy::Replace;
     bool read_write = false;
@@ -115,6 +116,7 @@ struct World {
         in.origins = &origins;
         in.namespaces = with_namespaces ? &namespaces : nullptr;
         in.healed = &healed;
+        in.slave_copies = &slave_copies;
         in.strategy = strategy;
         in.read_write = read_write;
         in.heal_namespaces = heal_namespaces;
@@ -484,6 +486,35 @@ TEST(PlannerNamespaces, PrivateCopyStaysPrivate) {
     Plan p = w.plan();
     ASSERT_EQ(summary(p), (std::vector<std::string>{"replace@/data[4242]", "replace@" + VOL_U1}));
     EXPECT_EQ(p.actions[0].propagation, PropagationMode::Private);
+}
+
+// A copy the daemon made a slave whose master group died before this heal
+// (SlaveCopy) shows private: it is healed as a slave again. Only that copy:
+// the same mountpoint in another namespace, or another mountpoint in the
+// same one, stays as it shows; and the host mount keeps its own.
+TEST(PlannerNamespaces, CopyMadeASlaveThatLostItsMasterIsHealedAsASlave) {
+    World w(restarted_source());
+    w.liveness = {{dev(OLD), Liveness::Dead}, {dev(NEW), Liveness::Alive}};
+    w.with_namespaces = true;
+    w.namespaces.push_back(container({
+        {.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""},
+        {.id = 511, .parent = 500, .minor_no = OLD, .mp = "/data2", .optional = ""},
+    }));
+    w.namespaces.push_back(container({{.id = 610, .parent = 600, .minor_no = OLD, .mp = "/data", .optional = ""}},
+                                     NS_PID + 1, NS_INODE + 1));
+    w.slave_copies = {slave_copy_key(NS_INODE, "/data")};
+    Plan p = w.plan();
+    ASSERT_EQ(summary(p), (std::vector<std::string>{"replace@/data[4242]", "replace@/data2[4242]",
+                                                    "replace@/data[4243]", "replace@" + VOL_U1}));
+    EXPECT_EQ(p.actions[0].propagation, PropagationMode::Slave);
+    EXPECT_EQ(p.actions[1].propagation, PropagationMode::Private);
+    EXPECT_EQ(p.actions[2].propagation, PropagationMode::Private);
+    EXPECT_EQ(p.actions[3].propagation, propagation_mode_of(w.host.find_id(98)->propagation));
+
+    // Keys are exact: not a prefix, not another namespace's.
+    EXPECT_NE(slave_copy_key(NS_INODE, "/data"), slave_copy_key(NS_INODE, "/data2"));
+    EXPECT_NE(slave_copy_key(NS_INODE, "/data"), slave_copy_key(NS_INODE + 1, "/data"));
+    EXPECT_EQ(slave_copy_key(NS_INODE, "/data"), slave_copy_key(NS_INODE, std::string("/da") + "ta"));
 }
 
 TEST(PlannerNamespaces, CopyWithAnotherRootIsNotMatched) {
@@ -1134,16 +1165,17 @@ TEST(PlannerNamespaces, CopiesOfHealedTargetsOnlyWhileTheirSourceServes) {
 // died before the host mount was healed (Engine::copies_ahead_): only those
 // are healed, whatever their mount source says (bindfs names each
 // generation's mount after its directory). Their source's peer group died
-// with it, so they show no master now: those made slaves are healed as
-// slaves again, a copy made private stays private.
+// with it, so they show no master now: those made slaves (slave_copies)
+// are healed as slaves again, a copy made private stays private.
 TEST(PlannerNamespaces, CopiesMadeAheadAreHealedAsTheyWereMade) {
     HealedTarget h{VOL_U1, dev(OLD), "/", FSTYPE, "fh_testfs", SRC, SRC, {}};
-    h.copies_made = {CopyMade{NS_INODE, NS_PID, "/data", true}, CopyMade{NS_INODE + 1, NS_PID + 1, "/data", false}};
+    h.copies_made = {CopyMade{NS_INODE, NS_PID, "/data"}, CopyMade{NS_INODE + 1, NS_PID + 1, "/data"}};
     World w(table({{.id = 130, .parent = 20, .minor_no = NEW, .mp = SRC, .optional = "shared:9"},
                    {.id = 140, .minor_no = NEW, .mp = VOL_U1, .optional = "shared:9"}}));
     w.liveness = {{dev(NEW), Liveness::Alive}, {dev(OLD), Liveness::Dead}};
     w.with_namespaces = true;
     w.healed = {h};
+    w.slave_copies = {slave_copy_key(NS_INODE, "/data")};
     w.namespaces.push_back(container({{.id = 510, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""}}));
     w.namespaces.push_back(container({{.id = 610, .parent = 500, .minor_no = OLD, .mp = "/data", .optional = ""}},
                                      NS_PID + 1, NS_INODE + 1));
