@@ -1046,11 +1046,56 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         pins_to_release = std::move(healed_pins_);
         healed_pins_.clear();
     }
-    if (converged && settings_.source_lookup) {
-        const auto t0 = Clock::now();
-        std::set<dev_t> awaited;
+    // The superblocks whose source the armed heals will wait for.
+    std::set<dev_t> awaited;
+    if (converged && settings_.source_lookup)
         for (const auto& v : plan.verdicts)
             if (v.state == TargetState::Broken && v.has_origin) awaited.insert(v.device);
+    // Dead superblocks still held by a target; and those of healed targets,
+    // whose copies the walk after a heal looks for (it runs whenever
+    // healed_ is not empty, so no walk is asked for them here).
+    std::set<dev_t> dead, dead_of_healed;
+    if (heal_namespaces && host) {
+        for (const auto& v : plan.verdicts)
+            if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead.insert(v.device);
+        for (const HealedTarget& h : healed_) dead_of_healed.insert(h.device);
+    }
+    bool views_of_awaited = false;  // `namespaces` holds every namespace holding an awaited superblock, now
+    if (converged && heal_namespaces && healed_.empty()) {
+        // Refresh the namespace cache now, not when a FUSE daemon dies, if
+        // it misses a superblock (a new dataset, or the daemon's first step)
+        // or is older than the safety scan's interval (containers started
+        // since; that timer also bounds how stale a safety reconcile lets
+        // anything else get). Not while heals wait for the walk after them
+        // (healed_), which refreshes it too. The dead superblocks of an
+        // outage are among those looked for, so a refresh during one keeps
+        // its containers known, and counts as their walk after the death:
+        // so it comes before the heals are armed, which must carry what it
+        // finds. (Armed before it, from the cache, they missed a copy the
+        // cache did not list, and this walk let the host mounts go without
+        // waiting for another: healed first, they emptied the copy's dead
+        // master group, which left it private; the crash-loop campaign.)
+        const std::set<dev_t> superblocks = superblocks_of_targets();
+        const auto interval = config_.safety_scan_interval;
+        const bool missing = !std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
+                                            superblocks.begin(), superblocks.end());
+        // A tenth of slack: the safety timer that brings this step runs
+        // every interval, and the walk that started the count came a little
+        // after one such step (its own step's end): without the slack every
+        // other safety scan would find the cache just under the interval old.
+        const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval - interval / 10;
+        if (!superblocks.empty() && (missing || old)) {
+            auto views = scan_all_namespaces(awaited, superblocks, sum);
+            for (dev_t d : superblocks)
+                if (dead.count(d)) walked_after_death_.insert(d);
+            if (!awaited.empty()) {
+                namespaces = std::move(views);
+                views_of_awaited = true;
+            }
+        }
+    }
+    if (converged && settings_.source_lookup) {
+        const auto t0 = Clock::now();
         if (heal_namespaces && !awaited.empty()) {
             // The armed heals must carry the container copies of exactly the
             // awaited superblocks (a final walk above may have looked for
@@ -1060,7 +1105,8 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
             // Read in this step for exactly these devices, and nothing acted
             // since the plan that used them: current, not read again (at
             // 1,000 containers, 80 ms saved when a death is first seen).
-            const bool current = views_loaded && views_devices == awaited && sum.actions == 0;
+            const bool current =
+                views_of_awaited || (views_loaded && views_devices == awaited && sum.actions == 0);
             if (!current)
                 namespaces = known ? reread_known_namespaces(awaited)
                                    : scan_all_namespaces(awaited, superblocks_of_targets(), sum);
@@ -1072,39 +1118,6 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         if (!armed_.empty())
             spdlog::debug("armed {} actions for {} awaited sources ({} us)", armed_.actions.size(),
                           armed_.sources.size(), micros(Clock::now() - t0));
-    }
-    // Dead superblocks still held by a target; and those of healed targets,
-    // whose copies the walk after a heal looks for (it runs whenever
-    // healed_ is not empty, so no walk is asked for them here).
-    std::set<dev_t> dead, dead_of_healed;
-    if (heal_namespaces && host) {
-        for (const auto& v : plan.verdicts)
-            if (v.state == TargetState::Broken || v.state == TargetState::Healing) dead.insert(v.device);
-        for (const HealedTarget& h : healed_) dead_of_healed.insert(h.device);
-    }
-    if (converged && heal_namespaces && healed_.empty()) {
-        // Refresh the namespace cache now, not when a FUSE daemon dies, if
-        // it misses a superblock (a new dataset, or the daemon's first step)
-        // or is older than the safety scan's interval (containers started
-        // since; that timer also bounds how stale a safety reconcile lets
-        // anything else get). Not while heals wait for the walk after them
-        // (healed_), which refreshes it too. The dead superblocks of an
-        // outage are among those looked for, so a refresh during one keeps
-        // its containers known, and counts as their walk after the death.
-        const std::set<dev_t> superblocks = superblocks_of_targets();
-        const auto interval = config_.safety_scan_interval;
-        const bool missing = !std::includes(known_namespaces_devices_.begin(), known_namespaces_devices_.end(),
-                                            superblocks.begin(), superblocks.end());
-        // A tenth of slack: the safety timer that brings this step runs
-        // every interval, and the walk that started the count came a little
-        // after one such step (its own step's end): without the slack every
-        // other safety scan would find the cache just under the interval old.
-        const bool old = interval.count() > 0 && Clock::now() - last_walk_ >= interval - interval / 10;
-        if (!superblocks.empty() && (missing || old)) {
-            scan_all_namespaces({}, superblocks, sum);
-            for (dev_t d : superblocks)
-                if (dead.count(d)) walked_after_death_.insert(d);
-        }
     }
     // The others are done with. No walk is asked for after a step that
     // could not read the table: the next one would fail the same way, at

@@ -243,6 +243,35 @@ TEST_P(NamespaceCacheStep, SourceBackBeforeTheWalkHealsTheLateContainerBeforeThe
     expect_both_healed_as_slaves();
 }
 
+// The safety scan's walk at the end of the step that sees the death (the
+// cache is older than its interval) counts as the walk after the death, so
+// the host mount is healed at once when the source is back: the heals armed
+// in that step must carry what the walk found, here a container started
+// after the cache's walk. (Armed from the cache before that walk, they
+// healed the host mount ahead of the late copy, which emptied the dead peer
+// group and left the copy private, healed so after the next walk. Found by
+// the crash-loop campaign, where the missed copies were ones healed after a
+// step's walk.)
+TEST_P(NamespaceCacheStep, TheSafetyWalkInTheStepOfTheDeathArmsTheLateContainerToo) {
+    start_pod();
+    late.start(vol, ContainerPropagation::Slave, "generation");  // not in the cache
+    config.safety_scan_interval = std::chrono::milliseconds(50);
+    engine->set_config(config, strategy);
+    std::this_thread::sleep_for(60ms);  // the cache is older than the interval
+    fuse.kill9();
+    auto outage = engine->reconcile(Clock::now());
+    EXPECT_EQ(outage.namespace_walks, 1);  // the safety scan's
+    EXPECT_EQ(kinds(), std::vector<HealEvent::Kind>{HealEvent::Kind::Broken});
+    fuse.supervisor_restart(2);
+    auto heal = engine->reconcile(Clock::now());
+    EXPECT_EQ(heal.healed, 1);
+    EXPECT_EQ(heal.failures, 0);
+    if (armed()) {
+        EXPECT_EQ(heal.armed_actions, 3) << "the armed heals did not carry both copies and the host mount";
+    }
+    expect_both_healed_as_slaves();
+}
+
 TEST_P(NamespaceCacheStep, TheStepAfterTheDeathWalksAndArmsTheLateContainerToo) {
     start_pod();
     late.start(vol, ContainerPropagation::Slave, "generation");
