@@ -260,6 +260,7 @@ private:
         a.source_device = source_device;
         a.flags = top.flags;
         a.propagation = propagation_mode_of(top.propagation);
+        if (pid == 0) a.stale_peer_group = top.propagation.shared_group;
         // A copy made a slave that shows private lost its master group (see
         // SlaveCopy), not its owner's choice: a slave again.
         if (pid != 0 && a.propagation == PropagationMode::Private && in_.slave_copies &&

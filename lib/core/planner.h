@@ -93,6 +93,11 @@ struct HealAction {
     // it propagates any more. Containers that relied on that propagation get
     // their own action in their namespace.
     bool make_private_first = false;
+    // Host actions: the peer group of the stale top when it is shared, else
+    // 0. The engine keeps one member of it until the walk after the heal
+    // (Executor::pin_superblock), so that copies in containers that are
+    // slaves of it keep their master, and their propagation, until healed.
+    int stale_peer_group = 0;
 
     bool in_host() const { return ns_pid == 0; }
 };

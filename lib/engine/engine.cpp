@@ -600,6 +600,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
             healed_.push_back(HealedTarget{a.target, a.expected_device, v->origin.root, v->origin.fstype,
                                            v->origin.source, v->origin.source_path, a.clone_path, {}});
             healed_pins_.push_back(std::move(pin));
+            if (a.stale_peer_group != 0) pinned_peer_groups_.insert(a.stale_peer_group);
         }
         if (auto ahead = copies_ahead_.find(a.target); ahead != copies_ahead_.end()) {
             // Copies healed ahead onto a superblock this heal did not use:
@@ -682,7 +683,9 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
         const bool keep_healed = v && a.kind != ActionKind::UnmountDeadLayer && config_.namespaces &&
                                  settings_.namespace_heals_supported;
         if (keep_healed) {
-            auto p = executor_.pin_superblock(a);
+            // One member per peer group is enough to keep it.
+            const bool keep_group = a.stale_peer_group != 0 && !pinned_peer_groups_.count(a.stale_peer_group);
+            auto p = executor_.pin_superblock(a, keep_group);
             if (p) pin = std::move(*p);
             else spdlog::debug("failed to pin the dead filesystem at {}, ignoring (its copies in containers "
                                "started later are not looked for): {}", a.mountpoint, p.error().message());
@@ -830,6 +833,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         stranded_.clear();
         slave_copies_.clear();
         release_pins(healed_pins_);
+        pinned_peer_groups_.clear();
     }
 
     // Heals armed while their source was down go first: checking the
@@ -1045,6 +1049,7 @@ ReconcileSummary Engine::reconcile(Clock::time_point trigger) {
         healed_.clear();
         pins_to_release = std::move(healed_pins_);
         healed_pins_.clear();
+        pinned_peer_groups_.clear();
     }
     // The superblocks whose source the armed heals will wait for.
     std::set<dev_t> awaited;

@@ -452,10 +452,14 @@ private:
     // Returns healed_, plus stranded_ when there are any (the planner's
     // `healed`), in `storage` when both.
     const std::vector<HealedTarget>* healed_for_plan(std::vector<HealedTarget>& storage) const;
-    // One O_PATH fd per healed_ entry, on its stale mount (see
+    // One fd per healed_ entry, on its stale mount (see
     // Executor::pin_superblock): while copies of a dead superblock are
-    // looked for by device number, that number must stay its own.
+    // looked for by device number, that number must stay its own. For the
+    // first of each shared peer group, a clone of the stale mount that
+    // keeps the group (pinned_peer_groups_), so its slaves in containers
+    // stay slaves until the walk after the heal finds and heals them.
     std::vector<sys::UniqueFd> healed_pins_;
+    std::set<int> pinned_peer_groups_;
     ArmedHeals armed_;                  // heals waiting for their source (empty without source_lookup)
     // Heals planned ahead of a death, by source superblock (see
     // restart_grace), held compactly: a node's 2,000 copies as HealActions

@@ -4,6 +4,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/model.h"
 #include "engine/liveness.h"
 #include "engine/mount_query.h"
@@ -63,7 +65,7 @@ Status check_source(int fd, const HealAction& a) {
 Executor::Executor(KernelFeatures features, std::string root_dir)
     : features_(std::move(features)), root_dir_(std::move(root_dir)) {}
 
-Result<sys::UniqueFd> Executor::pin_superblock(const HealAction& a) const {
+Result<sys::UniqueFd> Executor::pin_superblock(const HealAction& a, bool keep_peer_group) const {
     if (!a.in_host()) return Error{"pin", a.mountpoint, EINVAL, "not a mount of the daemon's namespace"};
     if (!path_is_within(a.mountpoint, root_dir_) || a.mountpoint == root_dir_)
         return Error{"refuse", a.mountpoint, EPERM, "outside " + root_dir_};
@@ -75,6 +77,14 @@ Result<sys::UniqueFd> Executor::pin_superblock(const HealAction& a) const {
     if (!dev) return dev.error();
     if (*dev != a.expected_device)
         return Error{"pin", a.mountpoint, ESTALE, "no longer the dead filesystem the heal was planned for"};
+    if (keep_peer_group && features_.open_tree) {
+        // Cloning a mount asks its filesystem nothing: safe on a dead (or
+        // hung) FUSE connection.
+        auto clone = sys::open_tree_clone_fd(fd->get(), a.mountpoint);
+        if (clone) return std::move(*clone);
+        spdlog::debug("failed to clone the stale mount at {} to keep its peer group, ignoring (pinned without): {}",
+                      a.mountpoint, clone.error().message());
+    }
     return std::move(*fd);
 }
 

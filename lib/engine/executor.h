@@ -51,7 +51,16 @@ public:
     // its device number, alive after the stale mount is detached: the
     // kernel cannot hand the number to another filesystem while the engine
     // still looks for copies of the dead one by that number.
-    Result<sys::UniqueFd> pin_superblock(const HealAction& action) const;
+    // With `keep_peer_group` (and open_tree, Linux 5.2), the fd is a
+    // detached clone of that mount instead, which pins the superblock the
+    // same way and is one more member of the stale mount's peer group: the
+    // group, and with it the master of every slave copy in containers,
+    // outlives the heal of its last host mount until the fd is closed. (A
+    // container started after the walk that comes before the host heal
+    // holds such a slave; without the clone the heal emptied the group and
+    // the kernel turned that copy private before the walk after the heal
+    // found it.) Without open_tree, or if the clone fails, the O_PATH fd.
+    Result<sys::UniqueFd> pin_superblock(const HealAction& action, bool keep_peer_group = false) const;
 
     void set_root_dir(std::string root_dir) { root_dir_ = std::move(root_dir); }
 

@@ -19,6 +19,12 @@ Result<UniqueFd> open_tree_clone(const std::string& path) {
     return UniqueFd(fd);
 }
 
+Result<UniqueFd> open_tree_clone_fd(int fd, const std::string& what_path) {
+    int clone = static_cast<int>(::syscall(SYS_open_tree, fd, "", kOpenTreeClone | kOpenTreeCloexec | AT_EMPTY_PATH));
+    if (clone < 0) return errno_error("open_tree", what_path);
+    return UniqueFd(clone);
+}
+
 Status mount_setattr_fd(int fd, const MountAttr& attr, const std::string& what_path) {
     MountAttr a = attr;
     if (::syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof(a)) != 0)

@@ -92,6 +92,9 @@ private:
 // Returns a detached clone of the mount at `path` (OPEN_TREE_CLONE; the
 // last component is not followed if it is a symlink).
 Result<UniqueFd> open_tree_clone(const std::string& path);
+// Returns a detached clone of the mount `fd` refers to (an O_PATH fd of its
+// root: OPEN_TREE_CLONE with AT_EMPTY_PATH); `what_path` is for errors.
+Result<UniqueFd> open_tree_clone_fd(int fd, const std::string& what_path);
 
 // Applies per-mount flags and propagation to the mount at fd (AT_EMPTY_PATH).
 Status mount_setattr_fd(int fd, const MountAttr& attr, const std::string& what_path);

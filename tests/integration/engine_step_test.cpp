@@ -272,6 +272,25 @@ TEST_P(NamespaceCacheStep, TheSafetyWalkInTheStepOfTheDeathArmsTheLateContainerT
     expect_both_healed_as_slaves();
 }
 
+// A container started during the outage after the walk that lets the host
+// mount be healed: only the walk after the heal finds its slave copy. Its
+// master, the dead peer group, must still exist then (the healer keeps a
+// clone of the stale host mount, a member of the group, until that walk),
+// so it is healed as the slave it is. (Without the clone the host heal
+// emptied the group, and the kernel had turned the copy private before
+// that walk saw it.)
+TEST_P(NamespaceCacheStep, AContainerStartedAfterTheWalkIsHealedAsTheSlaveItIs) {
+    start_pod();
+    die();
+    EXPECT_EQ(engine->reconcile(Clock::now()).namespace_walks, 1);  // what next_retry() asked for
+    late.start(vol, ContainerPropagation::Slave, "generation");    // after that walk: nothing knows it
+    fuse.supervisor_restart(2);
+    auto heal = engine->reconcile(Clock::now());
+    EXPECT_EQ(heal.healed, 1);
+    EXPECT_EQ(heal.failures, 0);
+    expect_both_healed_as_slaves();
+}
+
 TEST_P(NamespaceCacheStep, TheStepAfterTheDeathWalksAndArmsTheLateContainerToo) {
     start_pod();
     late.start(vol, ContainerPropagation::Slave, "generation");
