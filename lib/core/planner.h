@@ -7,7 +7,6 @@
 
 #include <sys/types.h>
 
-#include <compare>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -150,7 +149,13 @@ struct CopyMade {
 struct SlaveCopy {
     std::uint64_t ns_inode = 0;
     std::uint64_t mountpoint_hash = 0;
-    auto operator<=>(const SlaveCopy&) const = default;
+    // (Written out: clang-tidy 14 flags a defaulted operator<=>, modernize-use-nullptr.)
+    friend bool operator==(const SlaveCopy& a, const SlaveCopy& b) {
+        return a.ns_inode == b.ns_inode && a.mountpoint_hash == b.mountpoint_hash;
+    }
+    friend bool operator<(const SlaveCopy& a, const SlaveCopy& b) {
+        return a.ns_inode != b.ns_inode ? a.ns_inode < b.ns_inode : a.mountpoint_hash < b.mountpoint_hash;
+    }
 };
 
 // Returns the key of the copy at `mountpoint` in namespace `ns_inode`
