@@ -11,6 +11,8 @@
 #include <tuple>
 #include <utility>
 
+#include "core/fnv1a.h"
+
 namespace fh {
 
 const char* to_string(Liveness l) {
@@ -56,9 +58,7 @@ const char* to_string(TargetState s) {
 }
 
 SlaveCopy slave_copy_key(std::uint64_t ns_inode, std::string_view mountpoint) {
-    std::uint64_t h = 14695981039346656037ULL;
-    for (unsigned char c : mountpoint) h = (h ^ c) * 1099511628211ULL;
-    return SlaveCopy{ns_inode, h};
+    return SlaveCopy{ns_inode, fnv1a(mountpoint)};
 }
 
 PropagationMode propagation_mode_of(const Propagation& p) {

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/fnv1a.h"
 #include "core/fuse_servers.h"
 #include "core/mount_relevance.h"
 #include "engine/proc_scan.h"
@@ -1174,15 +1175,13 @@ void Engine::plan_ahead(const PlanInput& in, ReconcileSummary& sum) {
     // inputs, unchanged plan: a step that changed nothing of a source costs
     // one pass over the targets. (A plan made stale by a change this misses
     // fails safe: the executor re-checks each mount, ESTALE.)
-    constexpr std::uint64_t kPrime = 1099511628211ULL;
-    auto mix = [](std::uint64_t h, std::uint64_t x) { return (h ^ x) * kPrime; };
     std::map<dev_t, std::uint64_t> inputs;
     for (const Target& t : in.classes->targets) {
         const dev_t d = t.mount->device;
         auto l = in.liveness->find(d);
         if (l == in.liveness->end() || l->second != Liveness::Alive || !known_namespaces_devices_.count(d)) continue;
-        auto [it, added] = inputs.emplace(d, mix(14695981039346656037ULL, static_cast<std::uint64_t>(in.strategy)));
-        it->second = mix(mix(it->second, static_cast<std::uint64_t>(t.mount->mount_id)),
+        auto [it, added] = inputs.emplace(d, fnv1a_mix(kFnv1aOffsetBasis, static_cast<std::uint64_t>(in.strategy)));
+        it->second = fnv1a_mix(fnv1a_mix(it->second, static_cast<std::uint64_t>(t.mount->mount_id)),
                          static_cast<std::uint64_t>(t.mount->parent_id));
     }
     // Summed, not chained: a walk lists the namespaces in /proc's order,
@@ -1190,7 +1189,7 @@ void Engine::plan_ahead(const PlanInput& in, ReconcileSummary& sum) {
     for (const KnownNamespace& known : known_namespaces_)
         for (dev_t d : devices_of(known))
             if (auto it = inputs.find(d); it != inputs.end())
-                it->second += mix(mix(14695981039346656037ULL, known.ns_inode), static_cast<std::uint64_t>(known.pid));
+                it->second += fnv1a_mix(fnv1a_mix(kFnv1aOffsetBasis, known.ns_inode), static_cast<std::uint64_t>(known.pid));
     std::erase_if(planned_ahead_, [&](const auto& p) { return !inputs.count(p.first); });
     for (const auto& [device, hash] : inputs) {
         if (auto it = planned_ahead_.find(device); it != planned_ahead_.end() && it->second.inputs == hash) continue;

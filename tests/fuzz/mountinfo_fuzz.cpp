@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <set>
 
+#include "core/fnv1a.h"
 #include "core/model.h"
 #include "core/mount_relevance.h"
 #include "core/mountinfo.h"
@@ -189,12 +190,6 @@ std::string root_dir_of(const fh::MountTable& t) {
     return "/var/lib/kubelet";
 }
 
-std::uint64_t fnv1a(const std::string& s) {
-    std::uint64_t h = 1469598103934665603ull;
-    for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-    return h;
-}
-
 void model_and_plan(const fh::MountTable& table, const std::string& text) {
     fh::MatchRules rules;
     rules.root_dir = root_dir_of(table);
@@ -205,7 +200,7 @@ void model_and_plan(const fh::MountTable& table, const std::string& text) {
     // other one alive), then assignments drawn from the input.
     std::set<dev_t> target_devices;
     for (const fh::Target& t : c.targets) target_devices.insert(t.mount->device);
-    const std::uint64_t seed = fnv1a(text);
+    const std::uint64_t seed = fh::fnv1a(text);
     for (int round = 0; round < 3; ++round) {
         fh::LivenessMap liveness;
         for (const fh::MountEntry& e : table.entries()) {
