@@ -1212,6 +1212,7 @@ private:
             return c;
         };
 
+        pace_kills(cr.source);
         const std::int64_t cpu0 = process_cpu_ns(pid);
         const MachineCpu machine0 = machine_cpu();
         std::optional<std::uint64_t> old_id;
@@ -1421,6 +1422,32 @@ private:
     std::vector<Target> targets_;
     std::unique_ptr<Containers> containers_;
     std::unique_ptr<CopyProber> prober_;
+    // When each source's FUSE daemon was killed, newest last (pace_kills).
+    std::map<int, std::vector<Clock::time_point>> kills_;
+
+    // Waits, outside any measurement, until source `source` may die again
+    // with its lines logged: the daemon logs at most kDaemonLineBurst
+    // "mount broken" (and "FUSE server died") lines per target (source) in
+    // any kDaemonLineWindow and sums up the rest (Daemon::kHealLogBurst and
+    // kHealLogWindow in engine/event_loop.h). The cycles wait for those
+    // lines, so more than 5 cycles per source a minute (over ~50 cycles
+    // with 10 sources) failed without this.
+    void pace_kills(int source) {
+        static constexpr std::size_t kDaemonLineBurst = 5;
+        static constexpr auto kDaemonLineWindow = std::chrono::seconds(60);
+        auto& times = kills_[source];
+        if (times.size() >= kDaemonLineBurst) {
+            // The burst's oldest kill must leave the window; 0.5 s spare for the
+            // daemon's own clock reading the line later than this one.
+            const auto free_at = times[times.size() - kDaemonLineBurst] + kDaemonLineWindow + 500ms;
+            if (const auto now = Clock::now(); now < free_at) {
+                progress("pacing: %.1f s before source %d dies again (the daemon logs %zu lines per target a minute)",
+                         std::chrono::duration<double>(free_at - now).count(), source, kDaemonLineBurst);
+                std::this_thread::sleep_until(free_at);
+            }
+        }
+        times.push_back(Clock::now());
+    }
     MountWatcher watcher_;
     std::string events_dir_;
     bool collect_ = false;
