@@ -14,6 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/fnv1a.h"
 #include "engine/mount_query.h"
 
 namespace fh {
@@ -58,7 +59,17 @@ bool same_entry(const Tracked& a, const MountEntry& b) {
            a.propagation.master_group == b.propagation.master_group &&
            a.propagation.unbindable == b.propagation.unbindable;
 }
+
+// Returns the by_old_id_ hash of a mountinfo id.
+std::uint64_t old_id_hash(int mount_id) { return fnv1a_mix(kFnv1aOffsetBasis, static_cast<std::uint32_t>(mount_id)); }
 } // namespace
+
+void MountTracker::ids_at_locked(std::string_view path, std::vector<std::uint64_t>& ids) const {
+    by_mountpoint_.for_each(fnv1a(path), [&](Node n) {
+        if (n->second.mountpoint == path) ids.push_back(n->first);
+        return true;
+    });
+}
 
 const std::string* MountTracker::intern_locked(std::string s) {
     auto [it, inserted] = interned_.try_emplace(std::move(s), 0);
@@ -351,9 +362,8 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         // applied anyway; the look-up here costs one hash probe and does not
         // rely on it.
         std::vector<std::uint64_t> covering;
-        auto [lo, hi] = by_mountpoint_.equal_range(gone.mountpoint);
-        for (auto i = lo; i != hi; ++i)
-            if (entries_.at(i->second).parent_id == gone.mount_id) covering.push_back(i->second);
+        ids_at_locked(gone.mountpoint, covering);
+        std::erase_if(covering, [&](std::uint64_t c) { return entries_.at(c).parent_id != gone.mount_id; });
         for (std::uint64_t c : covering) refresh_locked(c, out);
         // The last member here of a peer group with slaves: the kernel
         // turns them private or hands them to another master.
@@ -379,9 +389,8 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
     // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
     // propagated under an existing one) now sits on the new one.
     std::vector<std::uint64_t> same_place;
-    auto [lo, hi] = by_mountpoint_.equal_range(now.mountpoint);
-    for (auto i = lo; i != hi; ++i)
-        if (i->second != id) same_place.push_back(i->second);
+    ids_at_locked(now.mountpoint, same_place);
+    std::erase(same_place, id);
     const int mount_id = now.mount_id;
     for (std::uint64_t s : same_place) refresh_locked(s, out);
     // Moved: its submounts' mountpoints moved with it, unreported.
@@ -416,7 +425,7 @@ MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, O
     if (r == MountRelevance::Unrelated) r = mount_relevance(*e, rules_);
     if (moved && !inserted)
         *moved = *moved || it->second.parent_id != e->parent_id || it->second.mountpoint != e->mountpoint;
-    if (!inserted) unindex_locked(id, it->second);
+    if (!inserted) unindex_locked(*it);
     assign_locked(it->second, std::move(*e));
     dirty_ = true;
     if (changed) *changed = true;
@@ -424,14 +433,19 @@ MountTracker::Entries::iterator MountTracker::refresh_locked(std::uint64_t id, O
     // The kernel reuses mountinfo ids: one held by a tracked mount that is
     // not this one means that mount is gone and its detach was missed (a
     // lost event). Dropping it keeps ids unique in the table.
-    auto dup = by_old_id_.find(it->second.mount_id);
-    if (dup != by_old_id_.end() && dup->second != id) {
-        spdlog::debug("mount id {} reused: dropping the stale entry of mount {}", it->second.mount_id, dup->second);
+    const int mount_id = it->second.mount_id;
+    std::uint64_t dup = 0;
+    by_old_id_.for_each(old_id_hash(mount_id), [&](Node n) {
+        if (n->second.mount_id == mount_id && n->first != id) dup = n->first;
+        return dup == 0;
+    });
+    if (dup != 0) {
+        spdlog::debug("mount id {} reused: dropping the stale entry of mount {}", mount_id, dup);
         MountEntry stale;
-        out.add(erase_at_locked(entries_.find(dup->second), &stale), stale.mountpoint);
+        out.add(erase_at_locked(entries_.find(dup), &stale), stale.mountpoint);
         resync_pending_ = true;
     }
-    index_locked(id, it->second);
+    index_locked(*it);
     return it;
 }
 
@@ -444,7 +458,7 @@ MountRelevance MountTracker::erase_at_locked(Entries::iterator it, MountEntry* r
 }
 
 MountTracker::Entries::iterator MountTracker::drop_locked(Entries::iterator it) {
-    unindex_locked(it->first, it->second);
+    unindex_locked(*it);
     release_locked(it->second.fstype);
     release_locked(it->second.source);
     release_locked(it->second.root);
@@ -466,25 +480,21 @@ void erase_member(std::unordered_map<int, std::vector<std::uint64_t>>& groups, i
 }
 } // namespace
 
-void MountTracker::index_locked(std::uint64_t id, const Tracked& e) {
-    by_mountpoint_.emplace(std::string_view(e.mountpoint), id);
+void MountTracker::index_locked(const Entries::value_type& node) {
+    const auto& [id, e] = node;
+    by_mountpoint_.insert(fnv1a(e.mountpoint), &node);
     count_fuse_path_locked(e, +1);
-    by_old_id_[e.mount_id] = id;
+    by_old_id_.insert(old_id_hash(e.mount_id), &node);
     if (e.propagation.shared_group != 0) ++peers_[e.propagation.shared_group];
     if (e.propagation.master_group != 0) slaves_[e.propagation.master_group].push_back(id);
     if (e.parent_id != e.mount_id) children_[e.parent_id].push_back(id);
 }
 
-void MountTracker::unindex_locked(std::uint64_t id, const Tracked& e) {
-    auto [lo, hi] = by_mountpoint_.equal_range(std::string_view(e.mountpoint));
-    for (auto i = lo; i != hi; ++i)
-        if (i->second == id) {
-            by_mountpoint_.erase(i);
-            break;
-        }
+void MountTracker::unindex_locked(const Entries::value_type& node) {
+    const auto& [id, e] = node;
+    by_mountpoint_.erase(fnv1a(e.mountpoint), &node);
     count_fuse_path_locked(e, -1);
-    auto o = by_old_id_.find(e.mount_id);
-    if (o != by_old_id_.end() && o->second == id) by_old_id_.erase(o);
+    by_old_id_.erase(old_id_hash(e.mount_id), &node);
     if (e.propagation.shared_group != 0) {
         auto p = peers_.find(e.propagation.shared_group);
         if (p != peers_.end() && --p->second <= 0) peers_.erase(p);
@@ -589,16 +599,16 @@ Status MountTracker::resync() {
         if (it != entries_.end() && it->first == id) {
             if (!same_entry(it->second, e)) {
                 differs(id);
-                unindex_locked(id, it->second);
+                unindex_locked(*it);
                 assign_locked(it->second, std::move(e));
-                index_locked(id, it->second);
+                index_locked(*it);
             }
             ++it;
             continue;
         }
         differs(id);
         const auto added = entries_.emplace_hint(it, id, make_tracked_locked(std::move(e)));
-        index_locked(id, added->second);
+        index_locked(*added);
     }
     while (it != entries_.end()) {
         differs(it->first);
@@ -661,10 +671,7 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     // most of a step's table, 4-6 ms): the mounts that matter are all at a few known
     // paths. Collected by id, which is mountinfo order.
     std::vector<std::uint64_t> ids;
-    auto add_path = [&](std::string_view path) {
-        auto [lo, hi] = by_mountpoint_.equal_range(path);
-        for (auto it = lo; it != hi; ++it) ids.push_back(it->second);
-    };
+    auto add_path = [&](std::string_view path) { ids_at_locked(path, ids); };
     // A FUSE mount, and any mount sharing its mountpoint.
     for (const auto& [path, count] : fuse_paths_) add_path(path);
     // Any mount at a source path.

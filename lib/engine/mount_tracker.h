@@ -78,6 +78,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/flat_multimap.h"
 #include "core/mount_relevance.h"
 #include "core/mountinfo.h"
 #include "engine/sys.h"
@@ -247,8 +248,12 @@ private:
     // Drops an entry (unindexed, its interned strings released); returns
     // the entry after it.
     Entries::iterator drop_locked(Entries::iterator it);
-    void index_locked(std::uint64_t id, const Tracked& e);
-    void unindex_locked(std::uint64_t id, const Tracked& e);
+    // Adds `node` (an entry of entries_) to the indexes, or takes it out.
+    void index_locked(const Entries::value_type& node);
+    void unindex_locked(const Entries::value_type& node);
+    // Appends to `ids` the unique ids of the entries whose mountpoint is
+    // `path`, in no order.
+    void ids_at_locked(std::string_view path, std::vector<std::uint64_t>& ids) const;
     // Returns the interned copy of `s` (one more field points at it).
     const std::string* intern_locked(std::string s);
     // One field less points at `s`; the last one frees it.
@@ -278,9 +283,16 @@ private:
     // fields point at each (node-based: a key's address is stable).
     std::unordered_map<std::string, std::size_t> interned_;
     Entries entries_;
-    // Indexes of entries_: the views point into the entries' mountpoints.
-    std::unordered_multimap<std::string_view, std::uint64_t> by_mountpoint_;
-    std::unordered_map<int, std::uint64_t> by_old_id_;  // reusable mountinfo id -> unique id
+    // Indexes of entries_, pointing at its nodes (stable until erased; an
+    // entry is taken out of them before it changes or goes). Flat tables:
+    // 16 bytes a mount each, where unordered maps took ~48 and ~32 bytes
+    // and their buckets (~0.45 MiB less at 10,000 mounts). A hash may be
+    // shared by entries of other keys, so each look-up checks the entry.
+    using Node = const Entries::value_type*;
+    FlatHashMultimap<Node> by_mountpoint_;  // fnv1a(mountpoint) -> the entries there
+    // fnv1a_mix of the reusable mountinfo id -> the entries with it (more
+    // than one only while a reuse is being found out, see refresh_locked).
+    FlatHashMultimap<Node> by_old_id_;
     // Mountpoint -> how many FUSE mounts (rules_.fs_types) are tracked
     // there: the snapshot (table()) starts from these paths instead of
     // testing each of a node's thousands of mounts. Rebuilt when fs_types
