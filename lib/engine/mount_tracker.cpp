@@ -64,11 +64,20 @@ bool same_entry(const Tracked& a, const MountEntry& b) {
 std::uint64_t old_id_hash(int mount_id) { return fnv1a_mix(kFnv1aOffsetBasis, static_cast<std::uint32_t>(mount_id)); }
 } // namespace
 
-void MountTracker::ids_at_locked(std::string_view path, std::vector<std::uint64_t>& ids) const {
+void MountTracker::nodes_at_locked(std::string_view path, std::vector<Node>& nodes) const {
     by_mountpoint_.for_each(fnv1a(path), [&](Node n) {
-        if (n->second.mountpoint == path) ids.push_back(n->first);
+        if (n->second.mountpoint == path) nodes.push_back(n);
         return true;
     });
+}
+
+std::vector<std::uint64_t> MountTracker::ids_at_locked(std::string_view path) const {
+    std::vector<Node> nodes;
+    nodes_at_locked(path, nodes);
+    std::vector<std::uint64_t> ids;
+    ids.reserve(nodes.size());
+    for (Node n : nodes) ids.push_back(n->first);
+    return ids;
 }
 
 const std::string* MountTracker::intern_locked(std::string s) {
@@ -361,8 +370,7 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         // reports that as a move of the covering mount (measured), which is
         // applied anyway; the look-up here costs one hash probe and does not
         // rely on it.
-        std::vector<std::uint64_t> covering;
-        ids_at_locked(gone.mountpoint, covering);
+        std::vector<std::uint64_t> covering = ids_at_locked(gone.mountpoint);
         std::erase_if(covering, [&](std::uint64_t c) { return entries_.at(c).parent_id != gone.mount_id; });
         for (std::uint64_t c : covering) refresh_locked(c, out);
         // The last member here of a peer group with slaves: the kernel
@@ -388,8 +396,7 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         young_.push_back(Young{id, SteadyClock::now() + options_.young_window, generation_});
     // Tucked: a mount already at this spot (MOVE_MOUNT_BENEATH, or a mount
     // propagated under an existing one) now sits on the new one.
-    std::vector<std::uint64_t> same_place;
-    ids_at_locked(now.mountpoint, same_place);
+    std::vector<std::uint64_t> same_place = ids_at_locked(now.mountpoint);
     std::erase(same_place, id);
     const int mount_id = now.mount_id;
     for (std::uint64_t s : same_place) refresh_locked(s, out);
@@ -669,9 +676,10 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
     // it is released. Not a test of each of the node's mounts (10,000 in
     // scale_bench: that loop, fnmatch and a hash of each path in it, was
     // most of a step's table, 4-6 ms): the mounts that matter are all at a few known
-    // paths. Collected by id, which is mountinfo order.
-    std::vector<std::uint64_t> ids;
-    auto add_path = [&](std::string_view path) { ids_at_locked(path, ids); };
+    // paths. Collected as the index's pointers to the entries, then put in
+    // unique-id order, which is mountinfo order.
+    std::vector<Node> nodes;
+    auto add_path = [&](std::string_view path) { nodes_at_locked(path, nodes); };
     // A FUSE mount, and any mount sharing its mountpoint.
     for (const auto& [path, count] : fuse_paths_) add_path(path);
     // Any mount at a source path.
@@ -684,19 +692,14 @@ Result<std::shared_ptr<const MountTable>> MountTracker::table() {
         end = root.rfind('/', end - 1);
         if (end == std::string_view::npos) break;
     }
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::sort(nodes.begin(), nodes.end(), [](Node a, Node b) { return a->first < b->first; });
+    nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
     std::vector<MountEntry> copy;
-    copy.reserve(ids.size());
-    // One pass along the map, in order, rather than a lookup per id in a
-    // map of 10,000 nodes. (Still 2-5 ms for 2,011 mounts in scale_bench:
-    // the nodes are cold; see docs/PERFORMANCE.md, session 10.)
-    auto e = entries_.begin();
-    for (std::uint64_t id : ids) {
-        while (e != entries_.end() && e->first < id) ++e;
-        if (e == entries_.end()) break;  // never: the index holds tracked ids only
-        if (e->first == id) copy.push_back(to_entry(e->second));
-    }
+    copy.reserve(nodes.size());
+    // Straight from the index's pointers: a pass along the map to reach
+    // them walked all 10,000 of its cold nodes for 2,011 (2-5 ms in
+    // scale_bench, docs/PERFORMANCE.md, sessions 10 and 16).
+    for (Node n : nodes) copy.push_back(to_entry(n->second));
     dirty_ = false;
     const std::size_t tracked = entries_.size();
     lock.unlock();

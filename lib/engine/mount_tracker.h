@@ -204,6 +204,7 @@ private:
         std::string mountpoint;
     };
     using Entries = std::map<std::uint64_t, Tracked>;  // by unique id: mountinfo order
+    using Node = const Entries::value_type*;            // an entry, as the indexes point at it
     // A group id (a parent's mountinfo id, a master peer group) -> the ids
     // of its members, in no order; each member once (every index_locked is
     // paired with an unindex_locked). Thousands of mounts can share a
@@ -251,9 +252,10 @@ private:
     // Adds `node` (an entry of entries_) to the indexes, or takes it out.
     void index_locked(const Entries::value_type& node);
     void unindex_locked(const Entries::value_type& node);
-    // Appends to `ids` the unique ids of the entries whose mountpoint is
-    // `path`, in no order.
-    void ids_at_locked(std::string_view path, std::vector<std::uint64_t>& ids) const;
+    // Appends to `nodes` the entries whose mountpoint is `path`, in no order.
+    void nodes_at_locked(std::string_view path, std::vector<Node>& nodes) const;
+    // Returns the unique ids of the entries whose mountpoint is `path`, in no order.
+    std::vector<std::uint64_t> ids_at_locked(std::string_view path) const;
     // Returns the interned copy of `s` (one more field points at it).
     const std::string* intern_locked(std::string s);
     // One field less points at `s`; the last one frees it.
@@ -288,7 +290,6 @@ private:
     // 16 bytes a mount each, where unordered maps took ~48 and ~32 bytes
     // and their buckets (~0.45 MiB less at 10,000 mounts). A hash may be
     // shared by entries of other keys, so each look-up checks the entry.
-    using Node = const Entries::value_type*;
     FlatHashMultimap<Node> by_mountpoint_;  // fnv1a(mountpoint) -> the entries there
     // fnv1a_mix of the reusable mountinfo id -> the entries with it (more
     // than one only while a reuse is being found out, see refresh_locked).
