@@ -370,8 +370,11 @@ void MountTracker::apply_event_locked(std::uint64_t id, bool attach, bool detach
         // reports that as a move of the covering mount (measured), which is
         // applied anyway; the look-up here costs one hash probe and does not
         // rely on it.
-        std::vector<std::uint64_t> covering = ids_at_locked(gone.mountpoint);
-        std::erase_if(covering, [&](std::uint64_t c) { return entries_.at(c).parent_id != gone.mount_id; });
+        std::vector<Node> here;
+        nodes_at_locked(gone.mountpoint, here);
+        std::vector<std::uint64_t> covering;  // ids: a refresh may drop an entry
+        for (Node n : here)
+            if (n->second.parent_id == gone.mount_id) covering.push_back(n->first);
         for (std::uint64_t c : covering) refresh_locked(c, out);
         // The last member here of a peer group with slaves: the kernel
         // turns them private or hands them to another master.
