@@ -21,7 +21,7 @@
 
 namespace fh {
 
-// `Value` is trivially copyable, and Value{} (a null pointer, 0) is never
+// `Value` is a pointer or an integer, and a null pointer or 0 is never
 // stored: it marks an empty slot.
 template <class Value>
 class FlatHashMultimap {
@@ -37,7 +37,7 @@ public:
     bool erase(std::uint64_t hash, Value value) {
         if (slots_.empty()) return false;
         for (std::size_t i = home(hash);; i = next(i)) {
-            if (slots_[i].value == Value{}) return false;
+            if (is_empty(slots_[i])) return false;
             if (slots_[i].hash == hash && slots_[i].value == value) {
                 remove_at(i);
                 return true;
@@ -50,7 +50,7 @@ public:
     template <class F>
     void for_each(std::uint64_t hash, F&& f) const {
         if (slots_.empty()) return;
-        for (std::size_t i = home(hash); slots_[i].value != Value{}; i = next(i))
+        for (std::size_t i = home(hash); !is_empty(slots_[i]); i = next(i))
             if (slots_[i].hash == hash && !f(slots_[i].value)) return;
     }
 
@@ -79,6 +79,8 @@ private:
     };
     static constexpr std::size_t kMinSlots = 16;
 
+    static bool is_empty(const Slot& s) { return !s.value; }
+
     // Hashes from FNV-1a differ most in their high bits for short keys that
     // differ at the end (mountpoints numbered .../0001, .../0002), so the
     // home slot is taken from a multiplied hash's top bits (Fibonacci hashing).
@@ -89,7 +91,7 @@ private:
 
     void place(Slot s) {
         std::size_t i = home(s.hash);
-        while (slots_[i].value != Value{}) i = next(i);
+        while (!is_empty(slots_[i])) i = next(i);
         slots_[i] = s;
     }
 
@@ -99,7 +101,7 @@ private:
         shift_ = 64;
         for (std::size_t n = slots; n > 1; n /= 2) --shift_;
         for (const Slot& s : old)
-            if (s.value != Value{}) place(s);
+            if (!is_empty(s)) place(s);
     }
 
     // Empties slot `i`, then moves back each slot of the run after it that
@@ -107,7 +109,7 @@ private:
     // cyclically), so every probe still reaches its pair before an empty slot.
     void remove_at(std::size_t i) {
         std::size_t hole = i;
-        for (std::size_t j = next(i); slots_[j].value != Value{}; j = next(j)) {
+        for (std::size_t j = next(i); !is_empty(slots_[j]); j = next(j)) {
             const std::size_t h = home(slots_[j].hash);
             const bool stays = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j);
             if (stays) continue;
