@@ -66,12 +66,6 @@ public:
     // Returns the number of slots (a power of two, or 0 before the first insert).
     std::size_t capacity() const { return slots_.size(); }
 
-    void clear() {
-        slots_.clear();
-        slots_.shrink_to_fit();
-        size_ = 0;
-    }
-
 private:
     struct Slot {
         std::uint64_t hash = 0;
@@ -81,9 +75,9 @@ private:
 
     static bool is_empty(const Slot& s) { return !s.value; }
 
-    // Hashes from FNV-1a differ most in their high bits for short keys that
-    // differ at the end (mountpoints numbered .../0001, .../0002), so the
-    // home slot is taken from a multiplied hash's top bits (Fibonacci hashing).
+    // The home slot is the top bits of the hash times a 64-bit odd
+    // constant (Fibonacci hashing): a multiply carries every bit of the hash
+    // into the top ones, whatever the caller's hash left in its low bits.
     std::size_t home(std::uint64_t hash) const {
         return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ULL) >> shift_);
     }
