@@ -1439,7 +1439,8 @@ private:
         if (times.size() >= kDaemonLineBurst) {
             // The burst's oldest kill must leave the window; 0.5 s spare for the
             // daemon's own clock reading the line later than this one.
-            const auto free_at = times[times.size() - kDaemonLineBurst] + kDaemonLineWindow + std::chrono::milliseconds(500);
+            const auto free_at =
+                times[times.size() - kDaemonLineBurst] + kDaemonLineWindow + std::chrono::milliseconds(500);
             if (const auto now = Clock::now(); now < free_at) {
                 progress("pacing: %.1f s before source %d dies again (the daemon logs %zu lines per target a minute)",
                          std::chrono::duration<double>(free_at - now).count(), source, kDaemonLineBurst);

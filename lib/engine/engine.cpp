@@ -1182,14 +1182,15 @@ void Engine::plan_ahead(const PlanInput& in, ReconcileSummary& sum) {
         if (l == in.liveness->end() || l->second != Liveness::Alive || !known_namespaces_devices_.count(d)) continue;
         auto [it, added] = inputs.emplace(d, fnv1a_mix(kFnv1aOffsetBasis, static_cast<std::uint64_t>(in.strategy)));
         it->second = fnv1a_mix(fnv1a_mix(it->second, static_cast<std::uint64_t>(t.mount->mount_id)),
-                         static_cast<std::uint64_t>(t.mount->parent_id));
+                               static_cast<std::uint64_t>(t.mount->parent_id));
     }
     // Summed, not chained: a walk lists the namespaces in /proc's order,
     // which need not repeat, and the same set must give the same inputs.
     for (const KnownNamespace& known : known_namespaces_)
         for (dev_t d : devices_of(known))
             if (auto it = inputs.find(d); it != inputs.end())
-                it->second += fnv1a_mix(fnv1a_mix(kFnv1aOffsetBasis, known.ns_inode), static_cast<std::uint64_t>(known.pid));
+                it->second +=
+                    fnv1a_mix(fnv1a_mix(kFnv1aOffsetBasis, known.ns_inode), static_cast<std::uint64_t>(known.pid));
     std::erase_if(planned_ahead_, [&](const auto& p) { return !inputs.count(p.first); });
     for (const auto& [device, hash] : inputs) {
         if (auto it = planned_ahead_.find(device); it != planned_ahead_.end() && it->second.inputs == hash) continue;
