@@ -57,7 +57,8 @@ int run_fuse_healerd(int argc, char** argv) {
     app.add_option("--log-level", level_text, "trace, debug, info, warn or error (overrides [log] level)");
     app.add_option("--disable-kernel-feature", disabled,
                    "force the fallback for a kernel feature: open_tree, mount_setattr, move_mount_beneath, "
-                   "openat2, fusectl, statmount, fanotify_mount or fuse_fdinfo (repeatable; for testing old-kernel paths)");
+                   "openat2, statx_mnt_id, fusectl, statmount, fanotify_mount or fuse_fdinfo (repeatable; for testing "
+                   "old-kernel paths)");
     app.footer("Exit codes: 0 ok, 1 runtime failure, 64 bad command line, 78 bad config file.");
     try {
         app.parse(argc, argv);

@@ -51,6 +51,14 @@ bool probe_openat2() {
     return false;
 }
 
+bool probe_statx_mnt_id() {
+    const int fd = ::open("/", O_PATH | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool ok = sys::fd_mount_id_statx(fd, "/").ok();
+    ::close(fd);
+    return ok;
+}
+
 bool probe_pidfd_open() {
     // Our own pid always exists: a pidfd when the call works, ENOSYS before
     // 5.3, EPERM under a seccomp filter that refuses it.
@@ -67,7 +75,7 @@ bool is_fusectl_mounted(const std::string& dir) {
 
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
-           name == kFeatureOpenat2 || name == kFeatureFusectl || name == kFeatureStatmount ||
+           name == kFeatureOpenat2 || name == kFeatureStatxMntId || name == kFeatureFusectl || name == kFeatureStatmount ||
            name == kFeatureFanotifyMount || name == kFeatureFuseFdinfo;
 }
 
@@ -85,6 +93,7 @@ KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, con
     f.move_mount_beneath =
         f.open_tree && f.mount_setattr && on(kFeatureMoveMountBeneath, probe_move_mount_beneath());
     f.openat2 = on(kFeatureOpenat2, probe_openat2());
+    f.statx_mnt_id = on(kFeatureStatxMntId, probe_statx_mnt_id());
     f.statmount = on(kFeatureStatmount, statmount_is_usable());
     // The tracker looks every mount up with statmount, fs subtypes and
     // sources included: without a usable statmount (or with it disabled)
@@ -121,7 +130,7 @@ std::string KernelFeatures::describe() const {
     };
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
-           item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
+           item(kFeatureStatxMntId, statx_mnt_id) + " " + item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
            item(kFeatureFanotifyMount, fanotify_mount) + " " + item(kFeatureFuseFdinfo, fuse_fdinfo);
 }
 

@@ -13,6 +13,7 @@ inline constexpr const char* kFeatureOpenTree = "open_tree";                  //
 inline constexpr const char* kFeatureMountSetattr = "mount_setattr";          // 5.12
 inline constexpr const char* kFeatureMoveMountBeneath = "move_mount_beneath";  // 6.5
 inline constexpr const char* kFeatureOpenat2 = "openat2";                      // 5.6
+inline constexpr const char* kFeatureStatxMntId = "statx_mnt_id";             // 5.8
 inline constexpr const char* kFeatureFusectl = "fusectl";                      // any, if mountable
 inline constexpr const char* kFeatureStatmount = "statmount";                  // 6.8; subtype+source 6.13
 inline constexpr const char* kFeatureFanotifyMount = "fanotify_mount";         // 6.14 (needs statmount)
@@ -25,6 +26,10 @@ struct KernelFeatures {
     bool mount_setattr = false;
     bool move_mount_beneath = false;
     bool openat2 = false;
+    // statx reports a mount's id (STATX_MNT_ID): each action checks the
+    // mount at its target with one statx instead of reading the fd's
+    // /proc fdinfo file (sys::fd_mount_id_statx).
+    bool statx_mnt_id = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
     bool statmount = false;          // one mount can be queried without reading the table (armed heals)
     // Mount events name the mount they changed (fanotify FAN_REPORT_MNT) and
@@ -46,8 +51,8 @@ struct KernelFeatures {
     std::set<std::string> disabled;  // forced off by the operator
 
     // Returns a one-line summary, e.g.
-    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes
-    // fanotify_mount=yes fuse_fdinfo=yes".
+    // "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes statx_mnt_id=yes fusectl=yes
+    // statmount=yes fanotify_mount=yes fuse_fdinfo=yes".
     std::string describe() const;
 };
 

@@ -98,6 +98,16 @@ Result<int> fd_mount_id(int fd, const std::string& proc_self) {
     return Error{"read mnt_id", path, ENOENT, "no mnt_id line"};
 }
 
+Result<int> fd_mount_id_statx(int fd, const std::string& what_path) {
+    struct statx sx {};
+    if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntId, &sx) != 0)
+        return errno_error("statx", what_path);
+    // A kernel without the field ignores the request bit and leaves it out
+    // of the answer's mask.
+    if (!(sx.stx_mask & kStatxMntId)) return Error{"statx", what_path, ENOSYS, "no STATX_MNT_ID (Linux 5.8)"};
+    return static_cast<int>(sx.stx_mnt_id);
+}
+
 Result<dev_t> fd_device(int fd, const std::string& what_path) {
     struct statx sx {};
     if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &sx) != 0) return errno_error("statx", what_path);

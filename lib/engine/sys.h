@@ -39,6 +39,7 @@ inline constexpr unsigned kOpenTreeCloexec = O_CLOEXEC;   // OPEN_TREE_CLOEXEC
 inline constexpr unsigned kMoveMountFEmptyPath = 0x04;    // MOVE_MOUNT_F_EMPTY_PATH
 inline constexpr unsigned kMoveMountTEmptyPath = 0x40;    // MOVE_MOUNT_T_EMPTY_PATH
 inline constexpr unsigned kMoveMountBeneath = 0x200;      // MOVE_MOUNT_BENEATH, Linux 6.5
+inline constexpr unsigned kStatxMntId = 0x1000;           // STATX_MNT_ID, Linux 5.8
 inline constexpr std::uint64_t kMountAttrRdonly = 0x1;    // MOUNT_ATTR_RDONLY
 inline constexpr std::uint64_t kMountAttrNosuid = 0x2;    // MOUNT_ATTR_NOSUID
 inline constexpr std::uint64_t kMountAttrNodev = 0x4;     // MOUNT_ATTR_NODEV
@@ -114,6 +115,14 @@ Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2);
 // cannot hang on a FUSE mount). `proc_self` is "/proc/self", or "." for a
 // thread whose cwd is the daemon's /proc/self (inside another namespace).
 Result<int> fd_mount_id(int fd, const std::string& proc_self = "/proc/self");
+
+// Returns the same mount id as fd_mount_id, from one statx(STATX_MNT_ID,
+// AT_STATX_DONT_SYNC) of the fd: no file is opened (fd_mount_id opens,
+// reads and closes one, and needs a /proc), and no request reaches a FUSE
+// daemon (the inode cache answers, as for fd_device). Returns an Error with
+// ENOSYS when the kernel does not report the id (before Linux 5.8), and
+// statx's own errno otherwise; `what_path` names the fd in errors.
+Result<int> fd_mount_id_statx(int fd, const std::string& what_path);
 
 // Returns the device number (st_dev: the superblock) of what `fd` refers
 // to, from statx(AT_STATX_DONT_SYNC) with an empty mask: the inode cache

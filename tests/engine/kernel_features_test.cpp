@@ -50,6 +50,18 @@ TEST(KernelFeatures, DisablingOnlyAffectsTheNamedFeatures) {
     EXPECT_FALSE(contains(all.describe(), "(disabled)")) << all.describe();
 }
 
+// Linux 5.8+ (this machine's 6.18 included) reports the mount id in statx;
+// disabling it forces the fdinfo fallback and says so.
+TEST(KernelFeatures, StatxMntIdIsDetectedAndCanBeDisabled) {
+    const KernelFeatures all = detect_kernel_features({}, "/nonexistent", false);
+    EXPECT_TRUE(all.statx_mnt_id) << all.kernel_release;
+    EXPECT_TRUE(contains(all.describe(), "statx_mnt_id=yes")) << all.describe();
+    const KernelFeatures off = detect_kernel_features({"statx_mnt_id"}, "/nonexistent", false);
+    EXPECT_FALSE(off.statx_mnt_id);
+    EXPECT_TRUE(contains(off.describe(), "statx_mnt_id=no(disabled)")) << off.describe();
+    EXPECT_EQ(off.openat2, all.openat2);
+}
+
 TEST(KernelFeatures, FusectlIsOffWhenNotMountedThereAndNotAskedToMount) {
     // A plain directory is not the fuse control filesystem.
     char tmpl[] = "/tmp/fh-engine-kf-XXXXXX";
@@ -104,18 +116,19 @@ TEST(KernelFeatures, DescribeFormat) {
     f.mount_setattr = true;
     f.move_mount_beneath = false;
     f.openat2 = true;
+    f.statx_mnt_id = true;
     f.fusectl = true;
     f.statmount = true;
     f.fanotify_mount = true;
     f.disabled = {"move_mount_beneath"};
     f.fuse_fdinfo = true;
     EXPECT_EQ(f.describe(),
-              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes fusectl=yes statmount=yes "
-              "fanotify_mount=yes fuse_fdinfo=yes");
+              "open_tree=yes mount_setattr=yes move_mount_beneath=no(disabled) openat2=yes statx_mnt_id=yes "
+              "fusectl=yes statmount=yes fanotify_mount=yes fuse_fdinfo=yes");
     KernelFeatures none;
     EXPECT_EQ(none.describe(),
-              "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no fusectl=no statmount=no "
-              "fanotify_mount=no fuse_fdinfo=no");
+              "open_tree=no mount_setattr=no move_mount_beneath=no openat2=no statx_mnt_id=no fusectl=no "
+              "statmount=no fanotify_mount=no fuse_fdinfo=no");
 }
 
 // Mount tracking needs statmount: disabling statmount turns it off too, and
@@ -141,8 +154,8 @@ TEST(KernelFeatures, FanotifyMountNeedsStatmount) {
 
 TEST(KernelFeatures, IsKnownKernelFeature) {
     for (const char* name :
-         {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "fusectl", "statmount", "fanotify_mount",
-          "fuse_fdinfo"})
+         {"open_tree", "mount_setattr", "move_mount_beneath", "openat2", "statx_mnt_id", "fusectl", "statmount",
+          "fanotify_mount", "fuse_fdinfo"})
         EXPECT_TRUE(is_known_kernel_feature(name)) << name;
     for (const char* name : {"", "bogus", "OPENAT2", "openat2 ", "fuse", "move_mount", "statx", "listmount", "fanotify"})
         EXPECT_FALSE(is_known_kernel_feature(name)) << "\"" << name << "\"";

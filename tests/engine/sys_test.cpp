@@ -190,6 +190,35 @@ TEST(FdMountId, MatchesMountinfoForRootProcAndTmp) {
     EXPECT_GE(ids.size(), 2u);
 }
 
+// The statx path (Linux 5.8+) and the fdinfo path give the same id, for
+// different mounts, and for an O_PATH fd of a mountpoint as the executor
+// opens its targets.
+TEST(FdMountId, StatxGivesTheFdinfoId) {
+    TempDir tmp;
+    std::set<int> ids;
+    for (const std::string& p : {std::string("/"), std::string("/proc"), std::string("/sys"), tmp.path()}) {
+        auto fd = sys::open_path_nofollow(p, false);
+        ASSERT_TRUE(fd.ok()) << fd.error().message();
+        auto from_fdinfo = sys::fd_mount_id(fd->get());
+        auto from_statx = sys::fd_mount_id_statx(fd->get(), p);
+        ASSERT_TRUE(from_fdinfo.ok()) << from_fdinfo.error().message();
+        ASSERT_TRUE(from_statx.ok()) << from_statx.error().message();
+        EXPECT_EQ(*from_statx, *from_fdinfo) << p;
+        ids.insert(*from_statx);
+    }
+    EXPECT_GE(ids.size(), 2u) << "/ and /proc are different mounts";
+}
+
+TEST(FdMountId, StatxOfAClosedFdIsAnErrorNamingThePath) {
+    int fd = ::open("/", O_PATH | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    auto r = sys::fd_mount_id_statx(fd, "/some/target");
+    ASSERT_FALSE(r.ok()) << "mount id " << *r << " for a closed fd";
+    EXPECT_EQ(r.error().err, EBADF) << r.error().message();
+    EXPECT_EQ(r.error().path, "/some/target");
+}
+
 TEST(FdMountId, ExplicitProcSelfDirGivesTheSameId) {
     auto fd = sys::open_path_nofollow("/proc", false);
     ASSERT_TRUE(fd.ok()) << fd.error().message();

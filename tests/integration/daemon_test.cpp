@@ -246,6 +246,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"no_fuse_fdinfo", {"fuse_fdinfo"}, "replace", "fusectl", true},
                       Variant{"no_fusectl", {"fusectl"}, "replace", "statx", true},
                       Variant{"no_openat2", {"openat2"}, "replace", "pidfd", true},
+                      Variant{"no_statx_mnt_id", {"statx_mnt_id"}, "replace", "pidfd", true},
                       Variant{"no_statmount", {"statmount"}, "replace", "pidfd", true},
                       Variant{"no_fanotify_mount", {"fanotify_mount"}, "replace", "pidfd", true},
                       Variant{"no_beneath", {"move_mount_beneath"}, "stack", "pidfd", true},

@@ -830,6 +830,56 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     EXPECT_EQ(read_file(vol + "/generation"), "3\n");
 }
 
+// The executor acts only on the mount it was planned for: something mounted
+// on the target after the plan is left alone (ESTALE), and the plan made
+// again heals. The mount id at the target is read with statx (Linux 5.8+)
+// or, with statx_mnt_id disabled, from the fd's fdinfo: both must see it.
+TEST_F(IntegrationTest, ExecutorRefusesATargetWhoseTopmostMountChanged) {
+    for (const std::set<std::string>& disabled : {std::set<std::string>{}, std::set<std::string>{"statx_mnt_id"}}) {
+        SCOPED_TRACE(disabled.empty() ? "statx" : "fdinfo");
+        Sandbox sb;
+        const KernelFeatures features = detect_kernel_features(disabled, "/sys/fs/fuse/connections", false);
+        if (!features.move_mount_beneath) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH";
+        EXPECT_EQ(features.statx_mnt_id, disabled.empty());
+        Executor executor(features, sb.kubelet());
+        FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+        fuse.start(1);
+        const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+        csi_bind(fuse.source(), "", vol, true);
+        fuse.kill9();
+        fuse.supervisor_restart(2);
+        auto table = read_mountinfo(kSelfMountinfo);
+        ASSERT_TRUE(table) << table.error().message();
+        const MountEntry* stale = table->topmost_at(vol);
+        const MountEntry* source = table->topmost_at(fuse.source());
+        ASSERT_TRUE(stale && source);
+        HealAction a;
+        a.kind = ActionKind::Replace;
+        a.target = a.mountpoint = vol;
+        a.expected_mount_id = stale->mount_id;
+        a.expected_device = stale->device;
+        a.clone_path = fuse.source();
+        a.flags.read_only = true;
+        a.source_device = source->device;
+
+        // Someone mounted on the target since the plan.
+        ASSERT_EQ(::mount("tmpfs", vol.c_str(), "tmpfs", 0, nullptr), 0) << errno_name(errno);
+        const int mounts = count_mounts_under(sb.root());
+        Status refused = executor.execute(a);
+        ASSERT_FALSE(refused);
+        EXPECT_EQ(refused.error().err, ESTALE) << refused.error().message();
+        EXPECT_NE(refused.error().message().find("is no longer the topmost mount there"), std::string::npos)
+            << refused.error().message();
+        EXPECT_EQ(count_mounts_under(sb.root()), mounts);
+
+        // Gone again: the plan's mount is on top, and the heal goes ahead.
+        ASSERT_EQ(::umount2(vol.c_str(), MNT_DETACH), 0) << errno_name(errno);
+        Status healed = executor.execute(a);
+        ASSERT_TRUE(healed) << healed.error().message();
+        EXPECT_EQ(read_file(vol + "/generation"), "2\n");
+    }
+}
+
 // A pinned dead superblock keeps its device number after its last mount
 // is detached, so copies of it looked for by number cannot be confused
 // with a new filesystem that got the number (anonymous device numbers are
