@@ -774,6 +774,29 @@ INSTANTIATE_TEST_SUITE_P(SourceCheck, CrashLoopStep, ::testing::Values(StepVaria
 INSTANTIATE_TEST_SUITE_P(SourceCheck, PlannedAheadCrashLoopStep,
                          ::testing::Values(StepVariant{true, false}, StepVariant{true, true}), step_variant_name);
 
+// Binds `fuse` (generation 1) read-only at `vol`, kills it and restarts it
+// as generation 2 the way a supervisor does, and fills `a` with the heal
+// the planner would make: replace the stale mount at `vol` with a clone of
+// the new source. (ASSERTs: call it through ASSERT_NO_FATAL_FAILURE.)
+void plan_replace_after_restart(FuseDaemon& fuse, const std::string& vol, HealAction& a) {
+    fuse.start(1);
+    csi_bind(fuse.source(), "", vol, true);
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    auto table = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* stale = table->topmost_at(vol);
+    const MountEntry* source = table->topmost_at(fuse.source());
+    ASSERT_TRUE(stale && source);
+    a.kind = ActionKind::Replace;
+    a.target = a.mountpoint = vol;
+    a.expected_mount_id = stale->mount_id;
+    a.expected_device = stale->device;
+    a.clone_path = fuse.source();
+    a.flags.read_only = true;
+    a.source_device = source->device;
+}
+
 // The executor attaches a clone only when it comes from the superblock the
 // heal was planned with: a source that died and was lazily unmounted between
 // planning and acting leaves the empty directory under it at the path.
@@ -783,24 +806,9 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     if (!features.move_mount_beneath) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH";
     Executor executor(features, sb.kubelet());
     FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
-    fuse.start(1);
     const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
-    csi_bind(fuse.source(), "", vol, true);
-    fuse.kill9();
-    fuse.supervisor_restart(2);
-    auto table = read_mountinfo(kSelfMountinfo);
-    ASSERT_TRUE(table) << table.error().message();
-    const MountEntry* stale = table->topmost_at(vol);
-    const MountEntry* source = table->topmost_at(fuse.source());
-    ASSERT_TRUE(stale && source);
     HealAction a;
-    a.kind = ActionKind::Replace;
-    a.target = a.mountpoint = vol;
-    a.expected_mount_id = stale->mount_id;
-    a.expected_device = stale->device;
-    a.clone_path = fuse.source();
-    a.flags.read_only = true;
-    a.source_device = source->device;
+    ASSERT_NO_FATAL_FAILURE(plan_replace_after_restart(fuse, vol, a));
 
     // The source died again and was unmounted: the path is an empty directory.
     fuse.kill9();
@@ -817,7 +825,7 @@ TEST_F(IntegrationTest, ExecutorRefusesACloneOfAnotherFilesystem) {
     // Back again: a new superblock, so the old plan is still refused; a plan
     // made with the new one heals.
     fuse.start(3);
-    table = read_mountinfo(kSelfMountinfo);
+    auto table = read_mountinfo(kSelfMountinfo);
     ASSERT_TRUE(table);
     const MountEntry* now = table->topmost_at(fuse.source());
     ASSERT_TRUE(now);
@@ -843,24 +851,9 @@ TEST_F(IntegrationTest, ExecutorRefusesATargetWhoseTopmostMountChanged) {
         EXPECT_EQ(features.statx_mnt_id, disabled.empty());
         Executor executor(features, sb.kubelet());
         FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
-        fuse.start(1);
         const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
-        csi_bind(fuse.source(), "", vol, true);
-        fuse.kill9();
-        fuse.supervisor_restart(2);
-        auto table = read_mountinfo(kSelfMountinfo);
-        ASSERT_TRUE(table) << table.error().message();
-        const MountEntry* stale = table->topmost_at(vol);
-        const MountEntry* source = table->topmost_at(fuse.source());
-        ASSERT_TRUE(stale && source);
         HealAction a;
-        a.kind = ActionKind::Replace;
-        a.target = a.mountpoint = vol;
-        a.expected_mount_id = stale->mount_id;
-        a.expected_device = stale->device;
-        a.clone_path = fuse.source();
-        a.flags.read_only = true;
-        a.source_device = source->device;
+        ASSERT_NO_FATAL_FAILURE(plan_replace_after_restart(fuse, vol, a));
 
         // Someone mounted on the target since the plan.
         ASSERT_EQ(::mount("tmpfs", vol.c_str(), "tmpfs", 0, nullptr), 0) << errno_name(errno);
