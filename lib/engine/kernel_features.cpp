@@ -75,8 +75,8 @@ bool is_fusectl_mounted(const std::string& dir) {
 
 bool is_known_kernel_feature(const std::string& name) {
     return name == kFeatureOpenTree || name == kFeatureMountSetattr || name == kFeatureMoveMountBeneath ||
-           name == kFeatureOpenat2 || name == kFeatureStatxMntId || name == kFeatureFusectl || name == kFeatureStatmount ||
-           name == kFeatureFanotifyMount || name == kFeatureFuseFdinfo;
+           name == kFeatureOpenat2 || name == kFeatureStatxMntId || name == kFeatureFusectl ||
+           name == kFeatureStatmount || name == kFeatureFanotifyMount || name == kFeatureFuseFdinfo;
 }
 
 KernelFeatures detect_kernel_features(const std::set<std::string>& disabled, const std::string& fusectl_dir,
@@ -130,8 +130,9 @@ std::string KernelFeatures::describe() const {
     };
     return item(kFeatureOpenTree, open_tree) + " " + item(kFeatureMountSetattr, mount_setattr) + " " +
            item(kFeatureMoveMountBeneath, move_mount_beneath) + " " + item(kFeatureOpenat2, openat2) + " " +
-           item(kFeatureStatxMntId, statx_mnt_id) + " " + item(kFeatureFusectl, fusectl) + " " + item(kFeatureStatmount, statmount) + " " +
-           item(kFeatureFanotifyMount, fanotify_mount) + " " + item(kFeatureFuseFdinfo, fuse_fdinfo);
+           item(kFeatureStatxMntId, statx_mnt_id) + " " + item(kFeatureFusectl, fusectl) + " " +
+           item(kFeatureStatmount, statmount) + " " + item(kFeatureFanotifyMount, fanotify_mount) + " " +
+           item(kFeatureFuseFdinfo, fuse_fdinfo);
 }
 
 } // namespace fh
