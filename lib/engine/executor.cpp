@@ -200,8 +200,9 @@ Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
     if (!target && target.error().err == ENOENT)
         return Error{"re-check", a.mountpoint, ESTALE, "the path no longer exists (unmounted and removed)"};
     if (!target) return target.error();
-    // One statx where the kernel reports the id (5.8+); before, the fd's
-    // fdinfo file (an open, a read and a close per action).
+    // One statx where the kernel reports the id (5.8+); on older kernels,
+    // or with statx_mnt_id disabled, the fd's fdinfo file (an open, a read
+    // and a close per action).
     auto id = features_.statx_mnt_id ? sys::fd_mount_id_statx(target->get(), a.mountpoint)
                                      : sys::fd_mount_id(target->get(), proc_self(in_host));
     if (!id) return id.error();
