@@ -1,8 +1,12 @@
 #include "engine/executor.h"
 
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <map>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -62,6 +66,13 @@ Status check_source(int fd, const HealAction& a) {
 
 } // namespace
 
+struct Executor::DeadInBatch {
+    std::mutex mu;
+    // By dead superblock: an fd on one of its mounts (a target's stale
+    // mount, detached once healed), held until the batch ends.
+    std::map<dev_t, sys::UniqueFd> pinned;
+};
+
 Executor::Executor(KernelFeatures features, std::string root_dir)
     : features_(std::move(features)), root_dir_(std::move(root_dir)) {}
 
@@ -92,10 +103,9 @@ Status Executor::check_still_dead(const HealAction& a) const {
     // A mount id and a device number can both be reused once the dead
     // superblock's last mount is gone: where fusectl tells, require the
     // connection to still be the aborted one, so a live mount is never
-    // touched. (Checked in the daemon's namespace: a container has no
-    // fusectl of its own.) Only max_background, in one read: this runs
-    // before every action (400 per heal of a source in scale_bench), and
-    // the `waiting` count read_fusectl also reads is for hung daemons.
+    // touched. Only max_background, in one read: this runs before every
+    // host action (200 per heal of a source in scale_bench), and the
+    // `waiting` count read_fusectl also reads is for hung daemons.
     if (features_.fusectl && fusectl_aborted(features_.fusectl_dir, a.expected_device) != true)
         return Error{"re-check", a.mountpoint, ESTALE, "its FUSE connection is no longer the dead one"};
     return {};
@@ -117,7 +127,32 @@ Status Executor::execute(const HealAction& a) {
         if (own_mount_hook_)
             if (auto m = identify_mount_of_fd(clone.get(), a.clone_path)) own_mount_hook_(m->unique_mount_id);
     }
-    return act_at(a, clone.get(), true);
+    return act_at(a, clone.get(), true, nullptr);
+}
+
+Status Executor::check_still_dead_in_batch(const HealAction& a, int target_fd, DeadInBatch& batch) const {
+    if (!features_.fusectl) return {};
+    {
+        std::lock_guard<std::mutex> l(batch.mu);
+        if (batch.pinned.count(a.expected_device)) return {};
+    }
+    // Why once per superblock is enough: `target_fd` is on a mount of the
+    // superblock with this device number (act_at checked), so while it is
+    // open the number cannot pass to another filesystem; and an aborted
+    // connection never comes back. Every later target found with this
+    // number in the batch is then on this same dead superblock, whichever
+    // mount it is. The fd is kept for that: each copy's detach could
+    // otherwise free the superblock and its number. (Two workers may both
+    // read fusectl for one superblock: both see the same connection.)
+    if (fusectl_aborted_at(fusectl_dir_fd_.get(), a.expected_device) != true)
+        return Error{"re-check", a.mountpoint, ESTALE, "its FUSE connection is no longer the dead one"};
+    sys::UniqueFd pin(::fcntl(target_fd, F_DUPFD_CLOEXEC, 0));
+    // Without the dup this action is still safe (its own fd pins the
+    // superblock until it ends); the next one reads fusectl again.
+    if (!pin.valid()) return {};
+    std::lock_guard<std::mutex> l(batch.mu);
+    batch.pinned.emplace(a.expected_device, std::move(pin));
+    return {};
 }
 
 std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const std::vector<const HealAction*>& actions) {
@@ -133,22 +168,31 @@ std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const st
         // The daemon's /proc/self, opened here in its own namespace: inside
         // a container the workers reach their fds through it (proc_self).
         proc_self_fd_.reset(::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    }
-    if (!proc_self_fd_.valid()) {
-        Status e = errno_error("open", "/proc/self");
-        proc_self_fd_ = {};
-        ns_workers_.reset();
-        for (NamespaceOutcome& o : out) o.status = e;
-        return out;
+        Status e = proc_self_fd_.valid() ? Status{} : errno_error("open", "/proc/self");
+        // fusectl too: the workers read it from inside containers, which
+        // have none (check_still_dead_in_batch).
+        if (e && features_.fusectl) {
+            fusectl_dir_fd_.reset(::open(features_.fusectl_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (!fusectl_dir_fd_.valid()) e = errno_error("open", features_.fusectl_dir);
+        }
+        if (!e) {
+            proc_self_fd_ = {};
+            fusectl_dir_fd_ = {};
+            ns_workers_.reset();
+            for (NamespaceOutcome& o : out) o.status = e;
+            return out;
+        }
     }
     const auto called = std::chrono::steady_clock::now();
+    DeadInBatch batch;  // declared before the jobs: its pins close after run_all
     std::vector<NamespaceWorkers::Job> jobs;
     jobs.reserve(actions.size());
     for (std::size_t i = 0; i < actions.size(); ++i) {
-        jobs.emplace_back([this, &a = *actions[i], &o = out[i], called](NamespaceWorkers::Entry& entry) -> Status {
+        jobs.emplace_back([this, &a = *actions[i], &o = out[i], called,
+                           &batch](NamespaceWorkers::Entry& entry) -> Status {
             const auto start = std::chrono::steady_clock::now();
             o.started = start - called;
-            Status s = act_in_namespace(a, entry);
+            Status s = act_in_namespace(a, entry, batch);
             o.took = std::chrono::steady_clock::now() - start;
             return s;
         });
@@ -158,10 +202,10 @@ std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const st
     return out;
 }
 
-Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& entry) {
-    // Each job starts in the daemon's namespace: the host-side steps
-    // (fusectl, the namespace's identity, the clone) come first.
-    if (Status s = check_still_dead(a); !s) return s;
+Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& entry, DeadInBatch& batch) {
+    // Each job starts in the daemon's namespace: the host-side steps (the
+    // namespace's identity, the clone) come first. The connection is checked
+    // in act_at, once the target's mount is known to be on its superblock.
     // The namespace by its inode: the scan saw it as the namespace
     // of pid ns_pid; that pid may have exited since, or been reused
     // by a process of another namespace. The open fd pins whichever
@@ -190,26 +234,47 @@ Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& 
     // This thread has its own fs_struct (see NamespaceWorkers), so
     // the cwd change is invisible to the rest of the daemon.
     if (::fchdir(proc_self_fd_.get()) != 0) return errno_error("fchdir", "/proc/self");
-    return act_at(a, clone.get(), false);
+    return act_at(a, clone.get(), false, &batch);
 }
 
-Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host) {
+Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host, DeadInBatch* batch) {
     auto target = sys::open_path_nofollow(a.mountpoint, features_.openat2);
     // Gone since the plan (kubelet unmounted the target and removed its
     // directory): the table moved, not a failed heal.
     if (!target && target.error().err == ENOENT)
         return Error{"re-check", a.mountpoint, ESTALE, "the path no longer exists (unmounted and removed)"};
     if (!target) return target.error();
-    // One statx where the kernel reports the id (5.8+); on older kernels,
-    // or with statx_mnt_id disabled, the fd's fdinfo file (an open, a read
-    // and a close per action).
-    auto id = features_.statx_mnt_id ? sys::fd_mount_id_statx(target->get(), a.mountpoint)
-                                     : sys::fd_mount_id(target->get(), proc_self(in_host));
-    if (!id) return id.error();
-    if (*id != a.expected_mount_id)
+    // The topmost mount there must be the stale one planned for, on the dead
+    // superblock. Mount ids are reused once a mount is freed, so the id
+    // alone could match a new mount; the device number pins it to the
+    // superblock. One statx tells both where the kernel reports the id
+    // (5.8+); on older kernels, or with statx_mnt_id disabled, statx for the
+    // device and the fd's fdinfo file for the id (an open, a read and a
+    // close more).
+    sys::FdMount found;
+    if (features_.statx_mnt_id) {
+        auto m = sys::fd_mount_statx(target->get(), a.mountpoint);
+        if (!m) return m.error();
+        found = *m;
+    } else {
+        auto dev = sys::fd_device(target->get(), a.mountpoint);
+        if (!dev) return dev.error();
+        auto id = sys::fd_mount_id(target->get(), proc_self(in_host));
+        if (!id) return id.error();
+        found = {*dev, *id};
+    }
+    if (found.mount_id != a.expected_mount_id)
         return Error{"re-check", a.mountpoint, ESTALE,
                      "mount " + std::to_string(a.expected_mount_id) + " is no longer the topmost mount there (found " +
-                         std::to_string(*id) + ")"};
+                         std::to_string(found.mount_id) + ")"};
+    if (found.device != a.expected_device)
+        return Error{"re-check", a.mountpoint, ESTALE,
+                     "mount " + std::to_string(found.mount_id) + " there is no longer on the dead filesystem (device " +
+                         std::to_string(major(found.device)) + ":" + std::to_string(minor(found.device)) +
+                         ", planned " + std::to_string(major(a.expected_device)) + ":" +
+                         std::to_string(minor(a.expected_device)) + ")"};
+    if (batch)
+        if (Status s = check_still_dead_in_batch(a, target->get(), *batch); !s) return s;
     const std::string top = fd_path(target->get(), in_host);
     const std::string where = in_host ? a.mountpoint : a.mountpoint + " (ns pid " + std::to_string(a.ns_pid) + ")";
 

@@ -73,20 +73,32 @@ public:
     }
 
 private:
+    // The dead connections one execute_in_namespaces call has confirmed,
+    // each with a pin on its superblock (defined in executor.cpp).
+    struct DeadInBatch;
+
     // Returns ok while fusectl (when in use) still shows the action's
     // superblock as the aborted connection; ESTALE otherwise.
     Status check_still_dead(const HealAction& action) const;
+    // The same for an action in a container, whose `target_fd` (the mount
+    // at its target) is on the action's dead superblock: fusectl is read
+    // once per superblock per batch, through fusectl_dir_fd_, and `target_fd`
+    // is kept (dup) in `batch` so that the superblock and its device number
+    // outlive the batch's detaches. Returns ok or ESTALE, as check_still_dead.
+    Status check_still_dead_in_batch(const HealAction& action, int target_fd, DeadInBatch& batch) const;
     // One action of execute_in_namespaces, on a worker thread: the host-side
     // steps, then `entry` into the namespace, then act_at there.
-    Status act_in_namespace(const HealAction& action, NamespaceWorkers::Entry& entry);
+    Status act_in_namespace(const HealAction& action, NamespaceWorkers::Entry& entry, DeadInBatch& batch);
     // The steps after the clone exists (clone_fd -1 when there is none), in
-    // the namespace the calling thread is in.
-    Status act_at(const HealAction& action, int clone_fd, bool in_host);
+    // the namespace the calling thread is in. `batch` is null for host
+    // actions (execute() checked the connection before cloning).
+    Status act_at(const HealAction& action, int clone_fd, bool in_host, DeadInBatch* batch);
 
     KernelFeatures features_;
     std::string root_dir_;
     std::unique_ptr<NamespaceWorkers> ns_workers_;  // created on first use
     sys::UniqueFd proc_self_fd_;                    // the daemon's /proc/self, with ns_workers_
+    sys::UniqueFd fusectl_dir_fd_;                  // the daemon's fusectl, with ns_workers_ (when in use)
     std::function<void(std::uint64_t)> own_mount_hook_;
 };
 

@@ -54,7 +54,7 @@ bool probe_openat2() {
 bool probe_statx_mnt_id() {
     const int fd = ::open("/", O_PATH | O_CLOEXEC);
     if (fd < 0) return false;
-    const bool ok = sys::fd_mount_id_statx(fd, "/").ok();
+    const bool ok = sys::fd_mount_statx(fd, "/").ok();
     ::close(fd);
     return ok;
 }

@@ -28,7 +28,7 @@ struct KernelFeatures {
     bool openat2 = false;
     // statx reports a mount's id (STATX_MNT_ID): each action checks the
     // mount at its target with one statx instead of reading the fd's
-    // /proc fdinfo file (sys::fd_mount_id_statx).
+    // /proc fdinfo file (sys::fd_mount_statx).
     bool statx_mnt_id = false;
     bool fusectl = false;            // the fuse control filesystem is mounted and usable
     bool statmount = false;          // one mount can be queried without reading the table (armed heals)

@@ -29,9 +29,11 @@ FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device) {
     return r;
 }
 
-std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device) {
-    const std::string path = fusectl_dir + "/" + std::to_string(connection_id(device)) + "/max_background";
-    sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+namespace {
+
+// Reads max_background from `dir_fd` (AT_FDCWD for an absolute name).
+std::optional<bool> read_aborted_at(int dir_fd, const std::string& name) {
+    sys::UniqueFd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return std::nullopt;
     char buf[32];
     ssize_t n;
@@ -40,6 +42,16 @@ std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device
     if (n <= 0) return std::nullopt;
     buf[n] = '\0';
     return std::strtoul(buf, nullptr, 10) == 4294967295UL;
+}
+
+} // namespace
+
+std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device) {
+    return read_aborted_at(AT_FDCWD, fusectl_dir + "/" + std::to_string(connection_id(device)) + "/max_background");
+}
+
+std::optional<bool> fusectl_aborted_at(int fusectl_dir_fd, dev_t device) {
+    return read_aborted_at(fusectl_dir_fd, std::to_string(connection_id(device)) + "/max_background");
 }
 
 Status abort_fuse_connection(const std::string& fusectl_dir, dev_t device) {

@@ -44,6 +44,10 @@ FusectlReading read_fusectl(const std::string& fusectl_dir, dev_t device);
 // superblock is gone). One open, one read and one close, nothing else: the
 // death watch calls it between a pidfd's wake-up and the outage's log line.
 std::optional<bool> fusectl_aborted(const std::string& fusectl_dir, dev_t device);
+// The same, with fusectl's directory given as an open fd (O_PATH is
+// enough): the name is resolved from it, so a thread inside a container's
+// mount namespace, where no fusectl is mounted, reads the daemon's.
+std::optional<bool> fusectl_aborted_at(int fusectl_dir_fd, dev_t device);
 
 // Aborts the FUSE connection of `device` (writes to <fusectl_dir>/<id>/abort),
 // as `echo 1 > .../abort` would: every request pending or to come fails with

@@ -98,14 +98,14 @@ Result<int> fd_mount_id(int fd, const std::string& proc_self) {
     return Error{"read mnt_id", path, ENOENT, "no mnt_id line"};
 }
 
-Result<int> fd_mount_id_statx(int fd, const std::string& what_path) {
+Result<FdMount> fd_mount_statx(int fd, const std::string& what_path) {
     struct statx sx {};
     if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntId, &sx) != 0)
         return errno_error("statx", what_path);
     // A kernel without the field ignores the request bit and leaves it out
-    // of the answer's mask.
+    // of the answer's mask. (The device is always filled in.)
     if (!(sx.stx_mask & kStatxMntId)) return Error{"statx", what_path, ENOSYS, "no STATX_MNT_ID (Linux 5.8)"};
-    return static_cast<int>(sx.stx_mnt_id);
+    return FdMount{makedev(sx.stx_dev_major, sx.stx_dev_minor), static_cast<int>(sx.stx_mnt_id)};
 }
 
 Result<dev_t> fd_device(int fd, const std::string& what_path) {

@@ -116,13 +116,19 @@ Result<UniqueFd> open_path_nofollow(const std::string& path, bool use_openat2);
 // thread whose cwd is the daemon's /proc/self (inside another namespace).
 Result<int> fd_mount_id(int fd, const std::string& proc_self = "/proc/self");
 
-// Returns the same mount id as fd_mount_id, from one statx(STATX_MNT_ID,
-// AT_STATX_DONT_SYNC) of the fd: no file is opened (fd_mount_id opens,
-// reads and closes one, and needs a /proc), and no request reaches a FUSE
-// daemon (the inode cache answers, as for fd_device). Returns an Error with
-// ENOSYS when the kernel does not report the id (before Linux 5.8), and
-// statx's own errno otherwise; `what_path` names the fd in errors.
-Result<int> fd_mount_id_statx(int fd, const std::string& what_path);
+// The superblock and the mount an fd refers to.
+struct FdMount {
+    dev_t device = 0;  // st_dev
+    int mount_id = 0;  // the mountinfo (32-bit, reusable) id, as fd_mount_id
+};
+// Returns the device number (as fd_device) and the mount id (as
+// fd_mount_id) of what `fd` refers to, from one statx(STATX_MNT_ID,
+// AT_STATX_DONT_SYNC): no file is opened (fd_mount_id opens, reads and
+// closes one, and needs a /proc), and no request reaches a FUSE daemon (the
+// inode cache answers, as for fd_device). Returns an Error with ENOSYS when
+// the kernel does not report the id (before Linux 5.8), and statx's own
+// errno otherwise; `what_path` names the fd in errors.
+Result<FdMount> fd_mount_statx(int fd, const std::string& what_path);
 
 // Returns the device number (st_dev: the superblock) of what `fd` refers
 // to, from statx(AT_STATX_DONT_SYNC) with an empty mask: the inode cache

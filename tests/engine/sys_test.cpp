@@ -190,8 +190,8 @@ TEST(FdMountId, MatchesMountinfoForRootProcAndTmp) {
     EXPECT_GE(ids.size(), 2u);
 }
 
-// The statx path (Linux 5.8+) and the fdinfo path give the same id, for
-// different mounts, and for an O_PATH fd of a mountpoint as the executor
+// The statx path (Linux 5.8+) and the fdinfo path give the same id (and
+// statx fd_device's device), for different mounts, and for an O_PATH fd of a mountpoint as the executor
 // opens its targets.
 TEST(FdMountId, StatxGivesTheFdinfoId) {
     TempDir tmp;
@@ -200,11 +200,14 @@ TEST(FdMountId, StatxGivesTheFdinfoId) {
         auto fd = sys::open_path_nofollow(p, false);
         ASSERT_TRUE(fd.ok()) << fd.error().message();
         auto from_fdinfo = sys::fd_mount_id(fd->get());
-        auto from_statx = sys::fd_mount_id_statx(fd->get(), p);
+        auto from_statx = sys::fd_mount_statx(fd->get(), p);
+        auto device = sys::fd_device(fd->get(), p);
         ASSERT_TRUE(from_fdinfo.ok()) << from_fdinfo.error().message();
         ASSERT_TRUE(from_statx.ok()) << from_statx.error().message();
-        EXPECT_EQ(*from_statx, *from_fdinfo) << p;
-        ids.insert(*from_statx);
+        ASSERT_TRUE(device.ok()) << device.error().message();
+        EXPECT_EQ(from_statx->mount_id, *from_fdinfo) << p;
+        EXPECT_EQ(from_statx->device, *device) << p;
+        ids.insert(from_statx->mount_id);
     }
     EXPECT_GE(ids.size(), 2u) << "/ and /proc are different mounts";
 }
@@ -213,8 +216,8 @@ TEST(FdMountId, StatxOfAClosedFdIsAnErrorNamingThePath) {
     int fd = ::open("/", O_PATH | O_CLOEXEC);
     ASSERT_GE(fd, 0);
     ::close(fd);
-    auto r = sys::fd_mount_id_statx(fd, "/some/target");
-    ASSERT_FALSE(r.ok()) << "mount id " << *r << " for a closed fd";
+    auto r = sys::fd_mount_statx(fd, "/some/target");
+    ASSERT_FALSE(r.ok()) << "mount id " << r->mount_id << " for a closed fd";
     EXPECT_EQ(r.error().err, EBADF) << r.error().message();
     EXPECT_EQ(r.error().path, "/some/target");
 }

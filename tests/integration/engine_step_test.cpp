@@ -873,6 +873,109 @@ TEST_F(IntegrationTest, ExecutorRefusesATargetWhoseTopmostMountChanged) {
     }
 }
 
+// The heal of one copy in a container, planned from the container's table:
+// replace the mount at /data (expected on `expected_device`) with a clone of
+// `fuse`'s source as it is now. (ASSERTs: call through ASSERT_NO_FATAL_FAILURE.)
+void plan_copy_heal(Container& c, const std::string& vol, FuseDaemon& fuse, dev_t expected_device, HealAction& a) {
+    auto table = read_mountinfo(c.mountinfo_path());
+    ASSERT_TRUE(table) << table.error().message();
+    const MountEntry* copy = table->topmost_at("/data");
+    ASSERT_TRUE(copy);
+    auto host = read_mountinfo(kSelfMountinfo);
+    ASSERT_TRUE(host) << host.error().message();
+    const MountEntry* source = host->topmost_at(fuse.source());
+    ASSERT_TRUE(source);
+    struct stat ns {};
+    ASSERT_EQ(::stat(("/proc/" + std::to_string(c.pid()) + "/ns/mnt").c_str(), &ns), 0) << errno_name(errno);
+    a = HealAction{};
+    a.kind = ActionKind::Replace;
+    a.target = vol;
+    a.ns_pid = c.pid();
+    a.ns_inode = ns.st_ino;
+    a.mountpoint = "/data";
+    a.expected_mount_id = copy->mount_id;
+    a.expected_device = expected_device;
+    a.clone_path = fuse.source();
+    a.source_device = source->device;
+    a.flags.read_only = true;
+    a.propagation = PropagationMode::Private;
+}
+
+// In containers, fusectl is read once per dead superblock per batch (the
+// executor pins the superblock meanwhile), so each copy's own check must
+// hold alone: the mount at its target must be the planned one, on the
+// planned dead superblock. A plan made while the connection was alive is
+// refused; in one batch, a copy planned on another dead superblock is
+// refused and the other copy healed. Both ways of reading the mount id.
+TEST_F(IntegrationTest, ExecutorInContainersChecksEachCopysMountAndSuperblock) {
+    for (const std::set<std::string>& disabled : {std::set<std::string>{}, std::set<std::string>{"statx_mnt_id"}}) {
+        SCOPED_TRACE(disabled.empty() ? "statx" : "fdinfo");
+        Sandbox sb;
+        const KernelFeatures features = detect_kernel_features(disabled, "/sys/fs/fuse/connections", false);
+        if (!features.move_mount_beneath || !features.fusectl) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH and fusectl";
+        Executor executor(features, sb.kubelet());
+        FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"}, other{sb, sb.runtime() + "/ds/other"};
+        fuse.start(1);
+        other.start(1);
+        const std::string vol_a = sb.make_pod_volume("pod-a", "pvc-1"), vol_b = sb.make_pod_volume("pod-b", "pvc-1");
+        csi_bind(fuse.source(), "", vol_a, true);
+        csi_bind(fuse.source(), "", vol_b, true);
+        Container ca(sb), cb(sb);
+        ca.start(vol_a, ContainerPropagation::Private, "generation");
+        cb.start(vol_b, ContainerPropagation::Private, "generation");
+        ASSERT_TRUE(container_reads(ca, gen(1)));
+        ASSERT_TRUE(container_reads(cb, gen(1)));
+        auto host = read_mountinfo(kSelfMountinfo);
+        ASSERT_TRUE(host);
+        const dev_t fuse_dev = host->topmost_at(fuse.source())->device;
+        const dev_t other_dev = host->topmost_at(other.source())->device;
+
+        // Planned while the connection is alive: refused, nothing touched.
+        HealAction a, b;
+        ASSERT_NO_FATAL_FAILURE(plan_copy_heal(ca, vol_a, fuse, fuse_dev, a));
+        ASSERT_NO_FATAL_FAILURE(plan_copy_heal(cb, vol_b, fuse, fuse_dev, b));
+        const auto before_a = ca.mountinfo(), before_b = cb.mountinfo();
+        auto alive = executor.execute_in_namespaces({&a, &b});
+        ASSERT_EQ(alive.size(), 2u);
+        for (const auto& o : alive) {
+            ASSERT_FALSE(o.status);
+            EXPECT_EQ(o.status.error().err, ESTALE) << o.status.error().message();
+            EXPECT_NE(o.status.error().message().find("no longer the dead one"), std::string::npos)
+                << o.status.error().message();
+        }
+        EXPECT_EQ(ca.mountinfo(), before_a);
+        EXPECT_EQ(cb.mountinfo(), before_b);
+
+        // Both dead; b's plan names the other dead superblock (its mount id
+        // is right): b is refused, a in the same batch is healed.
+        fuse.kill9();
+        other.kill9();
+        fuse.supervisor_restart(2);
+        ASSERT_NO_FATAL_FAILURE(plan_copy_heal(ca, vol_a, fuse, fuse_dev, a));
+        ASSERT_NO_FATAL_FAILURE(plan_copy_heal(cb, vol_b, fuse, other_dev, b));
+        const auto stale_b = cb.mountinfo();
+        auto mixed = executor.execute_in_namespaces({&a, &b});
+        ASSERT_EQ(mixed.size(), 2u);
+        EXPECT_TRUE(mixed[0].status) << mixed[0].status.error().message();
+        ASSERT_FALSE(mixed[1].status);
+        EXPECT_EQ(mixed[1].status.error().err, ESTALE) << mixed[1].status.error().message();
+        EXPECT_NE(mixed[1].status.error().message().find("no longer on the dead filesystem"), std::string::npos)
+            << mixed[1].status.error().message();
+        EXPECT_TRUE(container_reads(ca, gen(2)));
+        EXPECT_EQ(cb.mountinfo(), stale_b);
+        EXPECT_TRUE(container_broken(cb));
+
+        // Planned right, b is healed too, one mount at /data.
+        ASSERT_NO_FATAL_FAILURE(plan_copy_heal(cb, vol_b, fuse, fuse_dev, b));
+        auto right = executor.execute_in_namespaces({&b});
+        ASSERT_EQ(right.size(), 1u);
+        EXPECT_TRUE(right[0].status) << right[0].status.error().message();
+        EXPECT_TRUE(container_reads(cb, gen(2)));
+        EXPECT_EQ(count_mounts_at("/data", cb.mountinfo_path()), 1);
+        EXPECT_EQ(count_mounts_at("/data", ca.mountinfo_path()), 1);
+    }
+}
+
 // A pinned dead superblock keeps its device number after its last mount
 // is detached, so copies of it looked for by number cannot be confused
 // with a new filesystem that got the number (anonymous device numbers are
