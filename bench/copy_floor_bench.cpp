@@ -13,11 +13,19 @@
 // (namespace_unlock), which needs every CPU to pass a quiescent state: busy
 // CPUs make it slower, so --busy-loops adds spinning processes as other load.
 //
-//   copy_floor_bench [--copies 200] [--threads 1,2,4,8] [--busy-loops 0,2] [--rounds 5]
+// Mode "executor" does the same replacements with the daemon's own
+// Executor::execute_in_namespaces (its 4 namespace workers, and every check
+// it makes per copy), from the HealActions the planner would make: the
+// difference to "floor" at 4 threads is what the executor adds.
 //
-// Must run as root. Everything happens inside a private mount namespace that
-// this process creates, in a tmpfs sandbox; the holders of the container
-// namespaces are children that die with it (PR_SET_PDEATHSIG).
+//   copy_floor_bench [--copies 200] [--threads 1,2,4,8] [--busy-loops 0,2] [--rounds 5]
+//                    [--modes floor,executor]
+//
+// The source is a live fh_testfs mount, the stale mount a bind of a killed
+// one (a dead FUSE connection), as in a heal. Must run as root. Everything
+// happens inside a private mount namespace that this process creates, in a
+// sandbox; the holders of the container namespaces are children that die
+// with it (PR_SET_PDEATHSIG).
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -39,6 +47,10 @@
 #include <linux/mount.h>
 
 #include "bench_util.h"
+#include "core/mountinfo.h"
+#include "core/planner.h"
+#include "engine/executor.h"
+#include "engine/kernel_features.h"
 #include "harness.h"
 
 namespace {
@@ -56,7 +68,7 @@ using Clock = std::chrono::steady_clock;
 [[noreturn]] void usage(const std::string& why) {
     std::fprintf(stderr,
                  "copy_floor_bench: %s\nusage: copy_floor_bench [--copies 200] [--threads 1,2,4,8] "
-                 "[--busy-loops 0,2] [--rounds 5]\n",
+                 "[--busy-loops 0,2] [--rounds 5] [--modes floor,executor]\n",
                  why.c_str());
     std::exit(2);
 }
@@ -75,8 +87,9 @@ std::vector<long> parse_list(const std::string& flag, const std::string& v, long
     return out;
 }
 
-// A child that holds a mount namespace of its own, with the sandbox's stale
-// mount at <sandbox>/t (a copy of the bench's table, as after unshare).
+// A child that holds a mount namespace of its own, with a bind of the
+// sandbox's stale mount at <sandbox>/t (and a copy of the bench's table, as
+// after unshare).
 struct Holder {
     pid_t pid = -1;
     int ns_fd = -1;
@@ -109,6 +122,48 @@ Holder start_holder(const std::string& sandbox) {
 void stop(pid_t pid) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+}
+
+// Returns the actions the planner would make to replace the stale mount in
+// each holder's namespace (in the holders' order).
+std::vector<fh::HealAction> plan_copies(const std::string& sandbox, const std::vector<Holder>& holders,
+                                        dev_t stale_device, dev_t source_device) {
+    const std::string target = sandbox + "/t";
+    std::vector<fh::HealAction> actions(holders.size());
+    for (std::size_t i = 0; i < holders.size(); ++i) {
+        const std::string proc = "/proc/" + std::to_string(holders[i].pid);
+        auto table = fh::read_mountinfo(proc + "/mountinfo");
+        if (!table) fail("failed to read " + proc + "/mountinfo: " + table.error().message());
+        const fh::MountEntry* stale = table->topmost_at(target);
+        if (!stale) fail("no stale mount at " + target + " in " + proc);
+        struct stat ns {};
+        if (::fstat(holders[i].ns_fd, &ns) != 0) fail_errno("fstat " + proc + "/ns/mnt");
+        fh::HealAction& a = actions[i];
+        a.kind = fh::ActionKind::Replace;
+        a.target = a.mountpoint = target;
+        a.ns_pid = holders[i].pid;
+        a.ns_inode = ns.st_ino;
+        a.expected_mount_id = stale->mount_id;
+        a.expected_device = stale_device;
+        a.clone_path = sandbox + "/src";
+        a.source_device = source_device;
+        a.propagation = fh::PropagationMode::Private;
+    }
+    return actions;
+}
+
+// Carries out `actions` with the daemon's executor, in one batch as the
+// engine does; returns each copy's time in ms.
+std::vector<double> replace_all_with_executor(fh::Executor& executor, const std::vector<fh::HealAction>& actions) {
+    std::vector<const fh::HealAction*> batch;
+    for (const fh::HealAction& a : actions) batch.push_back(&a);
+    std::vector<fh::Executor::NamespaceOutcome> outcomes = executor.execute_in_namespaces(batch);
+    std::vector<double> took;
+    for (const auto& o : outcomes) {
+        if (!o.status) fail("a copy failed: " + o.status.error().message());
+        took.push_back(std::chrono::duration<double, std::milli>(o.took).count());
+    }
+    return took;
 }
 
 // Replaces the stale mount in each holder's namespace on `threads` threads;
@@ -152,12 +207,23 @@ std::vector<double> replace_all(const std::string& sandbox, const std::vector<Ho
     return took;
 }
 
+// Returns the device number of the topmost mount at `path` in the bench's
+// namespace (from its table: the dead one cannot be stat()ed).
+dev_t device_of(const std::string& path) {
+    auto table = fh::read_mountinfo(fh::test::kSelfMountinfo);
+    if (!table) fail("failed to read the mount table: " + table.error().message());
+    const fh::MountEntry* m = table->topmost_at(path);
+    if (!m) fail("nothing mounted at " + path);
+    return m->device;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
     fh::bench::set_progress_name("copy_floor_bench");
     long copies = 200, rounds = 5;
     std::vector<long> threads{1, 2, 4, 8}, busy{0, 2};
+    std::vector<std::string> modes{"floor", "executor"};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc) usage(a + " wants a value");
@@ -166,7 +232,17 @@ int main(int argc, char** argv) {
         else if (a == "--rounds") rounds = fh::bench::parse_long(a, v, 1, usage_cb);
         else if (a == "--threads") threads = parse_list(a, v, 1);
         else if (a == "--busy-loops") busy = parse_list(a, v, 0);
-        else usage("unknown flag " + a);
+        else if (a == "--modes") {
+            modes.clear();
+            for (std::size_t start = 0; start <= v.size();) {
+                const std::size_t comma = v.find(',', start);
+                modes.push_back(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+                if (modes.back() != "floor" && modes.back() != "executor")
+                    usage("--modes: \"" + modes.back() + "\" is neither floor nor executor");
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+        } else usage("unknown flag " + a);
     }
     if (::geteuid() != 0) {
         std::fprintf(stderr, "copy_floor_bench: must run as root (it mounts)\n");
@@ -174,55 +250,76 @@ int main(int argc, char** argv) {
     }
     std::string why;
     if (!fh::test::enter_private_mount_namespace(&why)) fail("cannot enter a private mount namespace: " + why);
-    char dir[] = "/tmp/fh-copy-floor-XXXXXX";
-    if (!::mkdtemp(dir)) fail_errno("mkdtemp");
-    const std::string sandbox = dir;
-    if (::mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) fail_errno("mount tmpfs");
-    for (const char* d : {"/src", "/stale", "/t"})
-        if (::mkdir((sandbox + d).c_str(), 0755) != 0) fail_errno("mkdir");
-    if (int fd = ::open((sandbox + "/src/fresh").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644); fd >= 0) ::close(fd);
-    const int home_ns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-    if (home_ns < 0) fail_errno("open /proc/self/ns/mnt");
+    {
+        fh::test::Sandbox sb;
+        const std::string sandbox = sb.root();
+        // The live source (generation 2) and a dead one (generation 1,
+        // killed: its mount stays, the connection aborted).
+        fh::test::FuseDaemon source{sb, sandbox + "/src"}, dead{sb, sandbox + "/stale"};
+        source.start(2);
+        dead.start(1);
+        dead.kill9();
+        if (::mkdir((sandbox + "/t").c_str(), 0755) != 0) fail_errno("mkdir");
+        const dev_t source_device = device_of(sandbox + "/src"), stale_device = device_of(sandbox + "/stale");
+        const int home_ns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+        if (home_ns < 0) fail_errno("open /proc/self/ns/mnt");
+        const fh::KernelFeatures features = fh::detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+        if (!features.move_mount_beneath) fail("needs MOVE_MOUNT_BENEATH (Linux 6.5)");
+        fh::Executor executor(features, sb.kubelet());
 
-    std::printf("%s; %ld copies, %ld rounds each\n\n", fh::bench::machine_description().c_str(), copies, rounds);
-    std::printf("| busy loops | threads | all copies p50 / max (ms) | per copy p50 / p99 (ms) |\n|--:|--:|--|--|\n");
-    for (long b : busy) {
-        std::vector<pid_t> loops;
-        for (long k = 0; k < b; ++k) {
-            const pid_t p = ::fork();
-            if (p < 0) fail_errno("fork");
-            if (p == 0) {
-                ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-                for (;;) __asm__ volatile("" ::: "memory");  // spin on the CPU, in user mode
+        std::printf("%s; %ld copies, %ld rounds each\n\n", fh::bench::machine_description().c_str(), copies,
+                    rounds);
+        std::printf("| mode | busy loops | threads | all copies p50 / max (ms) | per copy p50 / p99 (ms) |\n"
+                    "|--|--:|--:|--|--|\n");
+        for (long b : busy) {
+            std::vector<pid_t> loops;
+            for (long k = 0; k < b; ++k) {
+                const pid_t p = ::fork();
+                if (p < 0) fail_errno("fork");
+                if (p == 0) {
+                    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+                    for (;;) __asm__ volatile("" ::: "memory");  // spin on the CPU, in user mode
+                }
+                loops.push_back(p);
             }
-            loops.push_back(p);
-        }
-        for (long t : threads) {
-            std::vector<double> all, per_copy;
-            for (long r = 0; r < rounds; ++r) {
-                std::vector<Holder> holders;
-                for (long c = 0; c < copies; ++c) holders.push_back(start_holder(sandbox));
-                const auto t0 = Clock::now();
-                std::vector<double> took = replace_all(sandbox, holders, t, home_ns);
-                all.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-                per_copy.insert(per_copy.end(), took.begin(), took.end());
-                // Every namespace must now show the source at t, not the stale mount.
-                for (const Holder& h : holders) {
-                    const std::string root = "/proc/" + std::to_string(h.pid) + "/root" + sandbox;
-                    if (::access((root + "/t/fresh").c_str(), F_OK) != 0)
-                        fail("a copy does not show the source: " + root + "/t");
-                    stop(h.pid);
-                    ::close(h.ns_fd);
+            for (const std::string& mode : modes) {
+                const bool with_executor = mode == "executor";
+                const std::vector<long> counts =
+                    with_executor ? std::vector<long>{static_cast<long>(fh::Executor::kNamespaceWorkerThreads)}
+                                  : threads;
+                for (long t : counts) {
+                    std::vector<double> all, per_copy;
+                    for (long r = 0; r < rounds; ++r) {
+                        std::vector<Holder> holders;
+                        for (long c = 0; c < copies; ++c) holders.push_back(start_holder(sandbox));
+                        const std::vector<fh::HealAction> actions =
+                            with_executor ? plan_copies(sandbox, holders, stale_device, source_device)
+                                          : std::vector<fh::HealAction>{};
+                        const auto t0 = Clock::now();
+                        std::vector<double> took = with_executor ? replace_all_with_executor(executor, actions)
+                                                                 : replace_all(sandbox, holders, t, home_ns);
+                        all.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+                        per_copy.insert(per_copy.end(), took.begin(), took.end());
+                        // Every namespace must now read the live source at t.
+                        for (const Holder& h : holders) {
+                            const std::string at = "/proc/" + std::to_string(h.pid) + "/root" + sandbox + "/t";
+                            if (fh::test::read_file(at + "/generation") != "2\n")
+                                fail("a copy does not show the source: " + at);
+                            stop(h.pid);
+                            ::close(h.ns_fd);
+                        }
+                    }
+                    progress("%s, busy loops %ld, threads %ld: all copies p50 %.2f ms", mode.c_str(), b, t,
+                             percentile(all, 50));
+                    std::printf("| %s | %ld | %ld | %.2f / %.2f | %.3f / %.3f |\n", mode.c_str(), b, t,
+                                percentile(all, 50), fh::bench::max_of(all), percentile(per_copy, 50),
+                                percentile(per_copy, 99));
+                    (void)std::fflush(stdout);
                 }
             }
-            progress("busy loops %ld, threads %ld: all copies p50 %.2f ms", b, t, percentile(all, 50));
-            std::printf("| %ld | %ld | %.2f / %.2f | %.3f / %.3f |\n", b, t, percentile(all, 50),
-                        fh::bench::max_of(all), percentile(per_copy, 50), percentile(per_copy, 99));
-            (void)std::fflush(stdout);
+            for (pid_t p : loops) stop(p);
         }
-        for (pid_t p : loops) stop(p);
+        ::close(home_ns);
     }
-    ::umount2(dir, MNT_DETACH);
-    ::rmdir(dir);
     return 0;
 }
