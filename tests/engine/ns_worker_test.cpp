@@ -146,5 +146,33 @@ TEST(NamespaceWorkers, AFailedEntryFailsOnlyItsJob) {
     EXPECT_TRUE(workers.run_all({}).empty());
 }
 
+// The caller is woken once, when the last job is done (not after each):
+// batches of many short jobs, some finishing at once on several threads,
+// each return only after every job ran exactly once. A lost wake-up would
+// hang here.
+TEST(NamespaceWorkers, RunAllReturnsOnceEveryJobOfManyIsDone) {
+    NamespaceWorkers workers(4);
+    for (int batch = 0; batch < 50; ++batch) {
+        constexpr int kJobs = 200;
+        std::vector<std::atomic<int>> runs(kJobs);
+        std::atomic<int> done{0};
+        std::vector<NamespaceWorkers::Job> jobs;
+        for (int i = 0; i < kJobs; ++i)
+            jobs.emplace_back([&, i](NamespaceWorkers::Entry&) -> Status {
+                if (i % 7 == batch % 7) std::this_thread::sleep_for(std::chrono::microseconds(50));
+                ++runs[i];
+                ++done;
+                return i % 3 == 0 ? Status{Error{"job", std::to_string(i), EIO, {}}} : Status{};
+            });
+        std::vector<Status> results = workers.run_all(jobs);
+        ASSERT_EQ(done.load(), kJobs) << "batch " << batch;
+        ASSERT_EQ(results.size(), static_cast<std::size_t>(kJobs));
+        for (int i = 0; i < kJobs; ++i) {
+            EXPECT_EQ(runs[i].load(), 1) << "batch " << batch << ", job " << i;
+            EXPECT_EQ(static_cast<bool>(results[i]), i % 3 != 0) << "batch " << batch << ", job " << i;
+        }
+    }
+}
+
 } // namespace
 } // namespace fh
