@@ -71,6 +71,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -652,31 +653,50 @@ private:
 // each reads the expected generation, on every mount event of that
 // container's namespace (POLLPRI on its mountinfo, through epoll) and at
 // least every --probe-interval-us; records when each first did.
+//
+// Alongside, on a thread of its own with its own epoll (a mountinfo fd's
+// POLLPRI state is per open file, so it has its own fds too), the mount
+// view: when each copy's /proc/<pid>/root/vJ is first on the new source's
+// superblock, by statx(AT_STATX_DONT_SYNC), which asks the FUSE daemon
+// nothing. The reads take FUSE requests (lookup, open, read, release), one
+// copy after another on one thread: when copies are healed faster than the
+// new FUSE daemon answers that reader, the read times measure the reader.
 class CopyProber {
 public:
     struct Copy {
         int container;       // index in Containers::list()
         std::string path;    // /proc/<pid>/root/vJ/generation
+        std::string mount;   // /proc/<pid>/root/vJ
     };
     struct Result {
-        std::vector<std::int64_t> seen_mono_us;  // per copy, 0 when never
+        std::vector<std::int64_t> seen_mono_us;      // per copy, 0 when never
+        std::vector<std::int64_t> switched_mono_us;  // per copy: on the new superblock; 0 when never
         long sweeps = 0;
-        long by_timer = 0;  // copies first seen by a timer sweep
+        long by_timer = 0;           // copies first seen by a timer sweep
+        long switched_by_timer = 0;  // copies first seen switched by a timer sweep (or the last one)
     };
 
     explicit CopyProber(std::vector<Container>& ctrs) : ctrs_(ctrs) {
         ep_ = epoll_create1(EPOLL_CLOEXEC);
-        if (ep_ < 0) fail_errno("epoll_create1");
+        switch_ep_ = epoll_create1(EPOLL_CLOEXEC);
+        if (ep_ < 0 || switch_ep_ < 0) fail_errno("epoll_create1");
         for (size_t k = 0; k < ctrs_.size(); k++) {
             epoll_event ev{};
             ev.events = EPOLLPRI;
             ev.data.u64 = k;
             if (epoll_ctl(ep_, EPOLL_CTL_ADD, ctrs_[k].mountinfo_fd, &ev) != 0)
                 fail_errno("epoll_ctl ADD container mountinfo");
+            const std::string mi = "/proc/" + std::to_string(ctrs_[k].pid) + "/mountinfo";
+            const int fd = open(mi.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) fail_errno("open " + mi);
+            switch_fds_.push_back(fd);
+            if (epoll_ctl(switch_ep_, EPOLL_CTL_ADD, fd, &ev) != 0) fail_errno("epoll_ctl ADD container mountinfo");
         }
     }
     ~CopyProber() {
         if (ep_ >= 0) close(ep_);
+        if (switch_ep_ >= 0) close(switch_ep_);
+        for (int fd : switch_fds_) close(fd);
     }
 
     // Consumes pending mount events (so that old ones do not count).
@@ -684,14 +704,20 @@ public:
         epoll_event evs[256];
         while (epoll_wait(ep_, evs, 256, 0) > 0) {
         }
+        while (epoll_wait(switch_ep_, evs, 256, 0) > 0) {
+        }
     }
 
     // Probes `copies` until all read `expected` or `deadline`; calls
-    // `on_tick` between rounds (log scanning).
-    Result run(const std::vector<Copy>& copies, const std::string& expected, Clock::time_point deadline,
-               long interval_us, const std::function<void()>& on_tick) {
+    // `on_tick` between rounds (log scanning). The mount view waits for
+    // `new_device` at each copy.
+    Result run(const std::vector<Copy>& copies, const std::string& expected, dev_t new_device,
+               Clock::time_point deadline, long interval_us, const std::function<void()>& on_tick) {
         Result r;
         r.seen_mono_us.assign(copies.size(), 0);
+        r.switched_mono_us.assign(copies.size(), 0);
+        std::atomic<bool> stop{false};
+        std::thread switches([&] { watch_switches(copies, new_device, deadline, interval_us, stop, r); });
         std::map<int, std::vector<size_t>> pending;  // container -> copies not yet seen
         size_t left = copies.size();
         for (size_t i = 0; i < copies.size(); i++) pending[copies[i].container].push_back(i);
@@ -746,12 +772,61 @@ public:
             if (on_tick) on_tick();
             if (left > 0 && Clock::now() >= deadline) break;
         }
+        // A copy that reads the new generation is on the new superblock:
+        // the watcher has seen it by now, or sees it in its last sweep.
+        stop = true;
+        switches.join();
         return r;
     }
 
 private:
+    // The mount view (see the class comment); ends when every copy is on
+    // `new_device`, at `deadline`, or at `stop` after a last sweep.
+    void watch_switches(const std::vector<Copy>& copies, dev_t new_device, Clock::time_point deadline,
+                        long interval_us, const std::atomic<bool>& stop, Result& r) {
+        std::map<int, std::vector<size_t>> pending;  // container -> copies not yet switched
+        size_t left = copies.size();
+        for (size_t i = 0; i < copies.size(); i++) pending[copies[i].container].push_back(i);
+        auto sweep = [&](std::vector<size_t>& list, bool by_timer) {
+            for (size_t j = 0; j < list.size();) {
+                struct statx sx {};
+                if (statx(AT_FDCWD, copies[list[j]].mount.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) ==
+                        0 &&
+                    makedev(sx.stx_dev_major, sx.stx_dev_minor) == new_device) {
+                    r.switched_mono_us[list[j]] = ft::monotonic_usec();
+                    if (by_timer) r.switched_by_timer++;
+                    list[j] = list.back();
+                    list.pop_back();
+                    left--;
+                } else {
+                    j++;
+                }
+            }
+        };
+        auto last_full = Clock::now();
+        epoll_event evs[256];
+        while (left > 0) {
+            const bool last = stop.load() || Clock::now() >= deadline;
+            if (last) {
+                for (auto& [k, list] : pending) sweep(list, true);
+                break;
+            }
+            int n = epoll_wait(switch_ep_, evs, 256, 5);
+            for (int i = 0; i < n; i++) {
+                auto it = pending.find(static_cast<int>(evs[i].data.u64));
+                if (it != pending.end()) sweep(it->second, false);
+            }
+            if (Clock::now() - last_full >= std::chrono::microseconds(interval_us)) {
+                for (auto& [k, list] : pending) sweep(list, true);
+                last_full = Clock::now();
+            }
+        }
+    }
+
     std::vector<Container>& ctrs_;
     int ep_ = -1;
+    int switch_ep_ = -1;
+    std::vector<int> switch_fds_;  // a second /proc/<pid>/mountinfo per container, for switch_ep_
 };
 
 // ---- results -----------------------------------------------------------------------------
@@ -769,6 +844,8 @@ struct HealCycle {
     double answer_ms = NAN;         // t0 -> the new mount answers a stat (its daemon's INIT and a LOOKUP)
     double first_ms = NAN;          // t0 -> first container copy reads the new generation
     double all_ms = NAN;            // t0 -> every container copy does
+    double first_switch_ms = NAN;   // t0 -> first container copy on the new superblock (mount view, no read)
+    double all_switch_ms = NAN;     // t0 -> every container copy is
     double host_ms = NAN;           // t0 -> the daemon's last "mount healed" line of the source (log time)
     double event_delay_ms = NAN;    // t0 -> the daemon's trigger (log time - since_event_us, earliest)
     double probe_after_event_ms = NAN;  // min probe_after_event_us > 0
@@ -778,6 +855,7 @@ struct HealCycle {
     int healed = 0;
     int ns_healed = 0;
     long by_timer = 0;
+    long switched_by_timer = 0;
     bool fifo = false;
     std::string load;
     double machine_busy_pct = NAN;  // both CPUs, during the cycle
@@ -1194,7 +1272,8 @@ private:
         std::set<std::string> source_targets;
         for (size_t t = 0; t < targets_.size(); t++)
             if (targets_[t].source == cr.source) {
-                copies.push_back({targets_[t].container, targets_[t].copy_path});
+                copies.push_back({targets_[t].container, targets_[t].copy_path,
+                                  targets_[t].copy_path.substr(0, targets_[t].copy_path.rfind('/'))});
                 source_targets.insert(targets_[t].path);
             }
         const int n = static_cast<int>(copies.size());
@@ -1272,17 +1351,31 @@ private:
         cr.spawn_to_mount_ms = ms(t0 - spawn_mono);
 
         const std::string expected = std::to_string(gen) + "\n";
-        auto res = prober_->run(copies, expected, Clock::now() + timeout, o_.probe_interval_us, [&] { scan_log(); });
-        std::int64_t first = INT64_MAX, last = 0;
-        int unseen = 0;
-        for (auto t : res.seen_mono_us) {
-            if (t == 0) {
-                ++unseen;
-                continue;
+        // The new superblock, from the mount the watcher saw (AT_STATX_DONT_SYNC
+        // asks its FUSE daemon nothing).
+        struct statx nsx {};
+        if (statx(AT_FDCWD, src.path().c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &nsx) != 0)
+            fail_errno("statx " + src.path());
+        const dev_t new_device = makedev(nsx.stx_dev_major, nsx.stx_dev_minor);
+        auto res = prober_->run(copies, expected, new_device, Clock::now() + timeout, o_.probe_interval_us,
+                                [&] { scan_log(); });
+        auto span = [](const std::vector<std::int64_t>& times, std::int64_t& first, std::int64_t& last) {
+            first = INT64_MAX;
+            last = 0;
+            int unseen = 0;
+            for (auto t : times) {
+                if (t == 0) {
+                    ++unseen;
+                    continue;
+                }
+                first = std::min(first, t);
+                last = std::max(last, t);
             }
-            first = std::min(first, t);
-            last = std::max(last, t);
-        }
+            return unseen;
+        };
+        std::int64_t first = 0, last = 0, first_switch = 0, last_switch = 0;
+        const int unseen = span(res.seen_mono_us, first, last);
+        const int unswitched = span(res.switched_mono_us, first_switch, last_switch);
         if (unseen > 0)
             fail("source " + src.path() + " generation " + std::to_string(gen) + ": after " +
                  std::to_string(o_.cycle_timeout_s) + " s, " + std::to_string(unseen) +
@@ -1290,9 +1383,15 @@ private:
                  std::to_string(n) + " healed lines, " + std::to_string(heal_failures_) + " heal failures:\n" +
                  tail(d.log()));
         cr.answer_ms = ms(seen->answered_mono_us - t0);
+        if (unswitched > 0)
+            fail("source " + src.path() + " generation " + std::to_string(gen) + ": every copy reads it, but " +
+                 std::to_string(unswitched) + " were never seen on its superblock by statx");
         cr.first_ms = ms(first - t0);
         cr.all_ms = ms(last - t0);
+        cr.first_switch_ms = ms(first_switch - t0);
+        cr.all_switch_ms = ms(last_switch - t0);
         cr.by_timer = res.by_timer;
+        cr.switched_by_timer = res.switched_by_timer;
         // The daemon's side: every target healed on the host too.
         auto dl = Clock::now() + timeout;
         while (count("mount healed:") < n) {
@@ -1504,6 +1603,14 @@ void report(const Options& o, const Results& r) {
         std::printf("| %s: all %d copies healthy | <= 50 ms | p50 %s, p99 %s, max %s ms | |\n", what,
                     o.pods * o.targets_per_pod / o.sources, fmt("%.2f", percentile(all, 50)).c_str(),
                     fmt("%.2f", percentile(all, 99)).c_str(), fmt("%.2f", max_of(all)).c_str());
+        auto first_switch = col(v, &HealCycle::first_switch_ms), all_switch = col(v, &HealCycle::all_switch_ms);
+        std::printf("| %s, mount view (statx, no read): first copy on the new superblock | <= 2 ms | p50 %s, p99 %s, "
+                    "max %s ms | |\n",
+                    what, fmt("%.2f", percentile(first_switch, 50)).c_str(),
+                    fmt("%.2f", percentile(first_switch, 99)).c_str(), fmt("%.2f", max_of(first_switch)).c_str());
+        std::printf("| %s, mount view: all %d copies on it | <= 50 ms | p50 %s, p99 %s, max %s ms | |\n", what,
+                    o.pods * o.targets_per_pod / o.sources, fmt("%.2f", percentile(all_switch, 50)).c_str(),
+                    fmt("%.2f", percentile(all_switch, 99)).c_str(), fmt("%.2f", max_of(all_switch)).c_str());
     };
     heal_row("heal after the source is back (outage already logged)", clean, r.cycles_phase);
     heal_row("heal, supervisor restarts at once", sup, r.supervisor_phase);
@@ -1583,6 +1690,8 @@ void report(const Options& o, const Results& r) {
         row("t0 -> the new source answers a stat (its FUSE daemon's start)", &HealCycle::answer_ms, "%.2f");
         row("t0 -> first container copy healthy", &HealCycle::first_ms, "%.2f");
         row("t0 -> all container copies healthy", &HealCycle::all_ms, "%.2f");
+        row("t0 -> first container copy on the new superblock (mount view)", &HealCycle::first_switch_ms, "%.2f");
+        row("t0 -> all container copies on it (mount view)", &HealCycle::all_switch_ms, "%.2f");
         row("t0 -> last host target healed (daemon log)", &HealCycle::host_ms, "%.2f");
         row("t0 -> the daemon's event (log time - since_event_us)", &HealCycle::event_delay_ms, "%.3f");
         row("event -> probe of the new source (probe_after_event_us)", &HealCycle::probe_after_event_ms, "%.3f");
@@ -1592,18 +1701,19 @@ void report(const Options& o, const Results& r) {
         row("fh_testfs started -> its mount appeared", &HealCycle::spawn_to_mount_ms, "%.2f");
         row("daemon CPU per cycle", &HealCycle::daemon_cpu_ms, "%.0f");
         row("both CPUs busy during the cycle, %", &HealCycle::machine_busy_pct, "%.0f");
-        long timer = 0;
+        long timer = 0, switch_timer = 0;
         int ns = 0, healed = 0;
         bool fifo = true;
         for (auto* c : v) {
             timer += c->by_timer;
+            switch_timer += c->switched_by_timer;
             ns += c->ns_healed;
             healed += c->healed;
             fifo = fifo && c->fifo;
         }
         std::printf("\n%d healed lines with %d container copies healed in all; %ld copies first seen by a timer "
-                    "sweep; t0 watcher at SCHED_FIFO: %s.\n",
-                    healed, ns, timer, fifo ? "yes" : "no (t0 may be late under load)");
+                    "sweep (mount view: %ld); t0 watcher at SCHED_FIFO: %s.\n",
+                    healed, ns, timer, switch_timer, fifo ? "yes" : "no (t0 may be late under load)");
     };
     detail("Heal after the source is back, the outage logged first (kill -9, umount -l, all targets broken, then "
            "the new mount)",
