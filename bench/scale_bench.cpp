@@ -721,27 +721,16 @@ public:
         std::map<int, std::vector<size_t>> pending;  // container -> copies not yet seen
         size_t left = copies.size();
         for (size_t i = 0; i < copies.size(); i++) pending[copies[i].container].push_back(i);
-        auto sweep = [&](std::vector<size_t>& list, bool by_timer) {
+        auto reads_expected = [&](size_t i) {
             char b[64];
-            for (size_t j = 0; j < list.size();) {
-                const Copy& c = copies[list[j]];
-                int fd = open(c.path.c_str(), O_RDONLY | O_CLOEXEC);
-                bool ok = false;
-                if (fd >= 0) {
-                    ssize_t n = read(fd, b, sizeof b);
-                    ok = n == static_cast<ssize_t>(expected.size()) && std::memcmp(b, expected.data(), n) == 0;
-                    close(fd);
-                }
-                if (ok) {
-                    r.seen_mono_us[list[j]] = ft::monotonic_usec();
-                    if (by_timer) r.by_timer++;
-                    list[j] = list.back();
-                    list.pop_back();
-                    left--;
-                } else {
-                    j++;
-                }
-            }
+            int fd = open(copies[i].path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) return false;
+            ssize_t n = read(fd, b, sizeof b);
+            close(fd);
+            return n == static_cast<ssize_t>(expected.size()) && std::memcmp(b, expected.data(), n) == 0;
+        };
+        auto sweep = [&](std::vector<size_t>& list, bool by_timer) {
+            left -= take_done(list, reads_expected, r.seen_mono_us, by_timer, r.by_timer);
         };
         auto sweep_all = [&](bool by_timer) {
             r.sweeps++;
@@ -780,6 +769,27 @@ public:
     }
 
 private:
+    // Removes from `list` (indexes of copies) those `done` says are done,
+    // stamping each in `times` (monotonic µs) and counting it in `timer_count`
+    // when found `by_timer`. Returns how many it removed.
+    template <class Done>
+    static size_t take_done(std::vector<size_t>& list, Done done, std::vector<std::int64_t>& times, bool by_timer,
+                            long& timer_count) {
+        size_t removed = 0;
+        for (size_t j = 0; j < list.size();) {
+            if (!done(list[j])) {
+                j++;
+                continue;
+            }
+            times[list[j]] = ft::monotonic_usec();
+            if (by_timer) timer_count++;
+            list[j] = list.back();
+            list.pop_back();
+            removed++;
+        }
+        return removed;
+    }
+
     // The mount view (see the class comment); ends when every copy is on
     // `new_device`, at `deadline`, or at `stop` after a last sweep.
     void watch_switches(const std::vector<Copy>& copies, dev_t new_device, Clock::time_point deadline,
@@ -787,21 +797,13 @@ private:
         std::map<int, std::vector<size_t>> pending;  // container -> copies not yet switched
         size_t left = copies.size();
         for (size_t i = 0; i < copies.size(); i++) pending[copies[i].container].push_back(i);
+        auto on_new_device = [&](size_t i) {
+            struct statx sx {};
+            return statx(AT_FDCWD, copies[i].mount.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) == 0 &&
+                   makedev(sx.stx_dev_major, sx.stx_dev_minor) == new_device;
+        };
         auto sweep = [&](std::vector<size_t>& list, bool by_timer) {
-            for (size_t j = 0; j < list.size();) {
-                struct statx sx {};
-                if (statx(AT_FDCWD, copies[list[j]].mount.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) ==
-                        0 &&
-                    makedev(sx.stx_dev_major, sx.stx_dev_minor) == new_device) {
-                    r.switched_mono_us[list[j]] = ft::monotonic_usec();
-                    if (by_timer) r.switched_by_timer++;
-                    list[j] = list.back();
-                    list.pop_back();
-                    left--;
-                } else {
-                    j++;
-                }
-            }
+            left -= take_done(list, on_new_device, r.switched_mono_us, by_timer, r.switched_by_timer);
         };
         auto last_full = Clock::now();
         epoll_event evs[256];
