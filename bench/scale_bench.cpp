@@ -83,6 +83,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -404,6 +405,7 @@ public:
         // daemon has answered INIT and a LOOKUP. No copy can read before
         // that, whatever heals it.
         std::int64_t answered_mono_us = 0;
+        dev_t device = 0;  // the new mount's superblock
     };
 
     ~MountWatcher() { stop(); }
@@ -414,6 +416,7 @@ public:
         stop();
         stop_ = false;
         armed_ = false;
+        device_ = 0;
         result_.reset();
         thread_ = std::thread([this, path, old_id] { run(path, old_id); });
         while (!armed_.load()) std::this_thread::sleep_for(50us);
@@ -430,6 +433,10 @@ public:
         stop_ = true;
         if (thread_.joinable()) thread_.join();
     }
+    // The new mount's device number as soon as the watcher has seen it (at
+    // t0, before its stat waits for the new FUSE daemon), 0 before; safe
+    // to call from any thread.
+    dev_t device() const { return device_.load(); }
 
 private:
     void run(const std::string& path, std::optional<std::uint64_t> old_id) {
@@ -451,6 +458,12 @@ private:
             Seen s{ft::monotonic_usec(), realtime_usec(), fifo};
             auto id = mount_id(path);
             if (id && id != old_id) {
+                // AT_STATX_DONT_SYNC asks the new FUSE daemon nothing.
+                struct statx sx {};
+                if (statx(AT_FDCWD, path.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) == 0) {
+                    s.device = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+                    device_ = s.device;
+                }
                 struct stat st{};
                 (void)!stat((path + "/generation").c_str(), &st);
                 s.answered_mono_us = ft::monotonic_usec();
@@ -466,6 +479,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> armed_{false};
     std::atomic<bool> done_{false};
+    std::atomic<dev_t> device_{0};
     std::string error_;
     std::optional<Seen> result_;
 };
@@ -661,6 +675,10 @@ private:
 // nothing. The reads take FUSE requests (lookup, open, read, release), one
 // copy after another on one thread: when copies are healed faster than the
 // new FUSE daemon answers that reader, the read times measure the reader.
+//
+// A copy is stamped when one of these threads sees it, so both must already
+// be waiting when the daemon heals the first one: the cycle starts run() on
+// a thread of its own before it starts the new source (see Run::cycle).
 class CopyProber {
 public:
     struct Copy {
@@ -708,11 +726,13 @@ public:
         }
     }
 
-    // Probes `copies` until all read `expected` or `deadline`; calls
-    // `on_tick` between rounds (log scanning). The mount view waits for
-    // `new_device` at each copy.
-    Result run(const std::vector<Copy>& copies, const std::string& expected, dev_t new_device,
-               Clock::time_point deadline, long interval_us, const std::function<void()>& on_tick) {
+    // Probes `copies` until all read `expected`, `deadline` or `cancel`;
+    // calls `on_tick` between rounds (log scanning). The mount view waits
+    // for the device `new_device` returns at each copy (0: not known yet,
+    // no copy is on it).
+    Result run(const std::vector<Copy>& copies, const std::string& expected,
+               const std::function<dev_t()>& new_device, Clock::time_point deadline, long interval_us,
+               const std::atomic<bool>& cancel, const std::function<void()>& on_tick) {
         Result r;
         r.seen_mono_us.assign(copies.size(), 0);
         r.switched_mono_us.assign(copies.size(), 0);
@@ -759,7 +779,7 @@ public:
                 last_full = Clock::now();
             }
             if (on_tick) on_tick();
-            if (left > 0 && Clock::now() >= deadline) break;
+            if (left > 0 && (Clock::now() >= deadline || cancel.load())) break;
         }
         // A copy that reads the new generation is on the new superblock:
         // the watcher has seen it by now, or sees it in its last sweep.
@@ -792,15 +812,17 @@ private:
 
     // The mount view (see the class comment); ends when every copy is on
     // `new_device`, at `deadline`, or at `stop` after a last sweep.
-    void watch_switches(const std::vector<Copy>& copies, dev_t new_device, Clock::time_point deadline,
-                        long interval_us, const std::atomic<bool>& stop, Result& r) {
+    void watch_switches(const std::vector<Copy>& copies, const std::function<dev_t()>& new_device,
+                        Clock::time_point deadline, long interval_us, const std::atomic<bool>& stop, Result& r) {
         std::map<int, std::vector<size_t>> pending;  // container -> copies not yet switched
         size_t left = copies.size();
         for (size_t i = 0; i < copies.size(); i++) pending[copies[i].container].push_back(i);
         auto on_new_device = [&](size_t i) {
+            const dev_t want = new_device();
             struct statx sx {};
-            return statx(AT_FDCWD, copies[i].mount.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) == 0 &&
-                   makedev(sx.stx_dev_major, sx.stx_dev_minor) == new_device;
+            return want != 0 &&
+                   statx(AT_FDCWD, copies[i].mount.c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &sx) == 0 &&
+                   makedev(sx.stx_dev_major, sx.stx_dev_minor) == want;
         };
         auto sweep = [&](std::vector<size_t>& list, bool by_timer) {
             left -= take_done(list, on_new_device, r.switched_mono_us, by_timer, r.switched_by_timer);
@@ -1341,26 +1363,44 @@ private:
             old_id = mount_id(src.path());
         }
 
-        // The source comes back.
+        // The source comes back. The copies are watched from before it
+        // starts: run() stamps a copy when it sees it, and the watcher's
+        // wait below returns only once the new FUSE daemon has answered its
+        // stat, by when the daemon may have healed the first copies.
         prober_->drain();
         watcher_.arm(src.path(), old_id);
+        const std::string expected = std::to_string(gen) + "\n";
+        CopyProber::Result res;
+        std::exception_ptr probe_error;
+        std::atomic<bool> cancel_probe{false};
+        std::thread probing([&] {
+            try {
+                res = prober_->run(copies, expected, [&] { return watcher_.device(); }, Clock::now() + timeout,
+                                   o_.probe_interval_us, cancel_probe, [&] { scan_log(); });
+            } catch (...) {
+                probe_error = std::current_exception();
+            }
+        });
+        // Joined on every way out; its errors are thrown here.
+        struct JoinProbing {
+            std::thread& t;
+            std::atomic<bool>& cancel;
+            ~JoinProbing() {
+                if (!t.joinable()) return;
+                cancel = true;
+                t.join();
+            }
+        } join_probing{probing, cancel_probe};
         const std::int64_t spawn_mono = ft::monotonic_usec();
         src.start(gen);
         auto seen = watcher_.wait(10s);
         if (!seen) fail("the new mount of " + src.path() + " did not appear within 10 s");
+        if (seen->device == 0) fail("statx of the new mount at " + src.path() + " failed");
         cr.fifo = seen->fifo;
         const std::int64_t t0 = seen->mono_us, t0_rt = seen->realtime_us;
         cr.spawn_to_mount_ms = ms(t0 - spawn_mono);
-
-        const std::string expected = std::to_string(gen) + "\n";
-        // The new superblock, from the mount the watcher saw (AT_STATX_DONT_SYNC
-        // asks its FUSE daemon nothing).
-        struct statx nsx {};
-        if (statx(AT_FDCWD, src.path().c_str(), AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &nsx) != 0)
-            fail_errno("statx " + src.path());
-        const dev_t new_device = makedev(nsx.stx_dev_major, nsx.stx_dev_minor);
-        auto res = prober_->run(copies, expected, new_device, Clock::now() + timeout, o_.probe_interval_us,
-                                [&] { scan_log(); });
+        probing.join();
+        if (probe_error) std::rethrow_exception(probe_error);
         auto span = [](const std::vector<std::int64_t>& times, std::int64_t& first, std::int64_t& last) {
             first = INT64_MAX;
             last = 0;
