@@ -508,7 +508,7 @@ LivenessMap Engine::check_liveness(const MountTable& host, const Classification&
 Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& actions,
                                        const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
                                        std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum,
-                                       const std::map<std::string, LivenessProber::Probe>* early_probes) {
+                                       const std::map<std::string, EarlyProbe>* early_probes) {
     // Each host swap completes before the next action begins. Consecutive
     // actions in containers' namespaces, one per namespace, run together
     // (Executor::execute_in_namespaces): they cannot touch each other's
@@ -518,37 +518,56 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
     // tables again.
     BatchOutcome out;
     enum class Admit { Go, Skip, Stop };
-    // Whether actions[k] may run now: not backing off, its new source has
-    // answered a probe (probed here, once per clone path per step), and the
-    // step's budget is not spent.
-    auto admit = [&](std::size_t k) -> Admit {
+    // Books actions[k] as not carried out: its new source failed the probe
+    // of its clone path with `e`.
+    auto refuse_unserved = [&](std::size_t k, const Error& e) {
         const HealAction& a = *actions[k];
         Track& tr = track(a.target);
-        const TargetVerdict* v = verdicts[k];
+        back_off(tr, Clock::now());
+        // ENOENT: a subPath target's directory is missing from the new
+        // source (never an empty directory in its place).
+        emit(HealEvent::Kind::HealFailed, tr, verdicts[k],
+             (e.err == ENOENT ? "the new source has no " + a.clone_path + " (the directory this target binds): "
+                              : "the new source does not serve " + a.clone_path + ": ") +
+                 e.message(),
+             Clock::now(), trigger);
+        tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
+    };
+    // Clone paths whose early probe (started by fire_armed_heals) was not
+    // waited for at admission: the container actions of one batch wait for
+    // it in their gate instead, once everything before their first change
+    // is done, so that the first copies are ready to move the moment the
+    // new FUSE daemon answers. Only mount roots (EarlyProbe): what comes
+    // before the gate must not wait for that FUSE daemon. Read by the
+    // workers during the batch.
+    std::map<std::string, const LivenessProber::Probe*> gated;
+    // Whether actions[k] may run now: not backing off, its new source has
+    // answered a probe (probed here, once per clone path per step), and the
+    // step's budget is not spent. With `may_gate` (a container action) and
+    // an early probe of a mount root, the probe is left to the action's
+    // gate (`gated`).
+    auto admit = [&](std::size_t k, bool may_gate) -> Admit {
+        const HealAction& a = *actions[k];
+        Track& tr = track(a.target);
         if (tr.failures > 0 && Clock::now() < tr.retry_at) return Admit::Skip;
         if (!a.clone_path.empty() && !ready_sources.count(a.clone_path)) {
-            const LivenessProber::Probe* early = nullptr;
+            const EarlyProbe* early = nullptr;
             if (early_probes)
                 if (auto it = early_probes->find(a.clone_path); it != early_probes->end()) early = &it->second;
-            const auto probe_start = early ? early->started() : Clock::now();
+            const auto probe_start = early ? early->probe.started() : Clock::now();
             if (tr.probe_started == Clock::time_point{}) tr.probe_started = probe_start;
-            Status s = early ? prober_.wait_probe(*early) : prober_.probe_path(a.clone_path);
-            spdlog::debug("probed {} before cloning it ({} us): {}", a.clone_path, micros(Clock::now() - probe_start),
-                          s ? "ok" : s.error().message());
-            if (!s) {
-                back_off(tr, Clock::now());
-                // ENOENT: a subPath target's directory is missing from the
-                // new source (never an empty directory in its place).
-                emit(HealEvent::Kind::HealFailed, tr, v,
-                     (s.error().err == ENOENT ? "the new source has no " + a.clone_path +
-                                                    " (the directory this target binds): "
-                                              : "the new source does not serve " + a.clone_path + ": ") +
-                         s.error().message(),
-                     Clock::now(), trigger);
-                tr.heal_started = tr.probe_started = {};  // the next attempt is timed from its own event
-                return Admit::Skip;
+            if (early && early->at_mount_root && may_gate) {
+                gated.emplace(a.clone_path, &early->probe);
+            } else {
+                Status s = early ? prober_.wait_probe(early->probe) : prober_.probe_path(a.clone_path);
+                spdlog::debug("probed {} before cloning it ({} us): {}", a.clone_path,
+                              micros(Clock::now() - probe_start), s ? "ok" : s.error().message());
+                if (!s) {
+                    refuse_unserved(k, s.error());
+                    return Admit::Skip;
+                }
+                ready_sources.insert(a.clone_path);
             }
-            ready_sources.insert(a.clone_path);
         }
         if (budget-- == 0) {
             spdlog::error("reconcile step did not converge; stopping it here");
@@ -636,7 +655,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
 
     for (std::size_t k = 0; k < actions.size(); ++k) {
         const HealAction& a = *actions[k];
-        const Admit admitted = admit(k);
+        const Admit admitted = admit(k, !a.in_host());
         if (admitted == Admit::Stop) break;
         if (admitted == Admit::Skip) continue;
 
@@ -650,7 +669,7 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
             for (; next < actions.size() && !actions[next]->in_host() &&
                    !namespaces.count(actions[next]->ns_inode);
                  ++next) {
-                const Admit more = admit(next);
+                const Admit more = admit(next, true);
                 if (more == Admit::Stop) {
                     stop = true;
                     break;
@@ -665,11 +684,35 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                 group_actions.push_back(actions[i]);
                 out.changed_namespaces.insert(actions[i]->ns_inode);
             }
+            Executor::Gate gate;
+            if (!gated.empty())
+                gate = [this, &gated](const HealAction& a) -> Status {
+                    auto it = gated.find(a.clone_path);
+                    return it == gated.end() ? Status{} : prober_.wait_probe(*it->second);
+                };
             const auto t0 = Clock::now();
-            std::vector<Executor::NamespaceOutcome> results = executor_.execute_in_namespaces(group_actions);
+            std::vector<Executor::NamespaceOutcome> results = executor_.execute_in_namespaces(group_actions, gate);
+            // The gated probes have answered (or timed out) by now; each
+            // gives the same answer again at once.
+            std::map<std::string, Error> unserved;
+            for (const auto& [path, probe] : gated) {
+                Status s = prober_.wait_probe(*probe);
+                spdlog::debug("probed {} before moving clones of it ({} us; the container copies were prepared "
+                              "meanwhile): {}",
+                              path, micros(Clock::now() - probe->started()), s ? "ok" : s.error().message());
+                if (s) ready_sources.insert(path);
+                else unserved.emplace(path, s.error());
+            }
+            gated.clear();
             bool moved = false;
-            for (std::size_t g = 0; g < group.size(); ++g)
+            for (std::size_t g = 0; g < group.size(); ++g) {
+                if (results[g].refused_at_gate) {
+                    auto e = unserved.find(actions[group[g]]->clone_path);
+                    refuse_unserved(group[g], e != unserved.end() ? e->second : results[g].status.error());
+                    continue;
+                }
                 moved = !settle(group[g], results[g].status, t0 + results[g].started, results[g].took, {}) || moved;
+            }
             if (moved || stop) break;
             k = next - 1;
             continue;
@@ -711,7 +754,7 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
     // anything.)
     std::vector<bool> back(armed_.sources.size(), false);
     std::vector<dev_t> new_device(armed_.sources.size(), 0);
-    std::map<std::string, LivenessProber::Probe> early_probes;
+    std::map<std::string, EarlyProbe> early_probes;
     bool any = false;
     for (std::size_t i = 0; i < armed_.sources.size(); ++i) {
         const AwaitedSource& src = armed_.sources[i];
@@ -739,7 +782,7 @@ Engine::BatchOutcome Engine::fire_armed_heals(Clock::time_point trigger, std::se
         for (std::size_t k = 0; k < armed_.actions.size(); ++k) {
             const std::string& clone = armed_.actions[k].clone_path;
             if (armed_.action_source[k] != i || clone.empty() || early_probes.count(clone)) continue;
-            early_probes.emplace(clone, prober_.start_probe(clone));
+            early_probes.emplace(clone, EarlyProbe{prober_.start_probe(clone), clone == src.source_path});
             started.push_back(clone);
         }
         auto m = settings_.source_lookup.describe(id->unique_mount_id);

@@ -324,6 +324,15 @@ private:
         bool host_changed = false;   // an action ran in the daemon's namespace
         std::set<std::uint64_t> changed_namespaces;  // inodes of the other namespaces acted in
     };
+    // A probe of a clone path started before run_batch (fire_armed_heals).
+    struct EarlyProbe {
+        LivenessProber::Probe probe;
+        // The clone path is the root of the new source's mount: reaching it
+        // and cloning it ask its FUSE daemon nothing (a subdirectory takes a
+        // lookup, which a hung daemon never answers), so container copies
+        // of it may be prepared while the probe travels (run_batch's gate).
+        bool at_mount_root = false;
+    };
     // Carries out `actions` in order, one mountpoint at a time, skipping
     // targets that back off or whose source does not answer a probe
     // (`ready_sources` remembers the clone paths that did in this step).
@@ -333,7 +342,7 @@ private:
     BatchOutcome run_batch(const std::vector<const HealAction*>& actions,
                            const std::vector<const TargetVerdict*>& verdicts, Clock::time_point trigger,
                            std::set<std::string>& ready_sources, int& budget, ReconcileSummary& sum,
-                           const std::map<std::string, LivenessProber::Probe>* early_probes = nullptr);
+                           const std::map<std::string, EarlyProbe>* early_probes = nullptr);
     // Checks the awaited sources of the armed heals with source_lookup and
     // runs the actions of those that are back and alive (the new source's
     // probes start before its statmount, so the two overlap). Returns the

@@ -155,7 +155,8 @@ Status Executor::check_still_dead_in_batch(const HealAction& a, int target_fd, D
     return {};
 }
 
-std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const std::vector<const HealAction*>& actions) {
+std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const std::vector<const HealAction*>& actions,
+                                                                        const Gate& gate) {
     std::vector<NamespaceOutcome> out(actions.size());
     if (!features_.open_tree) {
         for (std::size_t i = 0; i < actions.size(); ++i)
@@ -188,12 +189,24 @@ std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const st
     std::vector<NamespaceWorkers::Job> jobs;
     jobs.reserve(actions.size());
     for (std::size_t i = 0; i < actions.size(); ++i) {
-        jobs.emplace_back([this, &a = *actions[i], &o = out[i], called,
-                           &batch](NamespaceWorkers::Entry& entry) -> Status {
-            const auto start = std::chrono::steady_clock::now();
+        jobs.emplace_back([this, &a = *actions[i], &o = out[i], called, &batch,
+                           &gate](NamespaceWorkers::Entry& entry) -> Status {
+            auto start = std::chrono::steady_clock::now();
+            // The action's time runs from its gate: what comes before it
+            // only reads, and may wait there for the gate's answer.
+            auto at_gate = [&]() -> Status {
+                Status g = gate(a);
+                if (!g) {
+                    o.refused_at_gate = true;
+                    return g;
+                }
+                start = std::chrono::steady_clock::now();
+                return {};
+            };
+            Status s = act_in_namespace(a, entry, batch, gate ? std::function<Status()>(at_gate) : nullptr);
+            const auto end = std::chrono::steady_clock::now();
             o.started = start - called;
-            Status s = act_in_namespace(a, entry, batch);
-            o.took = std::chrono::steady_clock::now() - start;
+            o.took = end - start;
             return s;
         });
     }
@@ -202,7 +215,8 @@ std::vector<Executor::NamespaceOutcome> Executor::execute_in_namespaces(const st
     return out;
 }
 
-Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& entry, DeadInBatch& batch) {
+Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& entry, DeadInBatch& batch,
+                                  const std::function<Status()>& before_change) {
     // Each job starts in the daemon's namespace: the host-side steps (the
     // namespace's identity, the clone) come first. The connection is checked
     // in act_at, once the target's mount is known to be on its superblock.
@@ -234,10 +248,11 @@ Status Executor::act_in_namespace(const HealAction& a, NamespaceWorkers::Entry& 
     // This thread has its own fs_struct (see NamespaceWorkers), so
     // the cwd change is invisible to the rest of the daemon.
     if (::fchdir(proc_self_fd_.get()) != 0) return errno_error("fchdir", "/proc/self");
-    return act_at(a, clone.get(), false, &batch);
+    return act_at(a, clone.get(), false, &batch, before_change);
 }
 
-Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host, DeadInBatch* batch) {
+Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host, DeadInBatch* batch,
+                        const std::function<Status()>& before_change) {
     auto target = sys::open_path_nofollow(a.mountpoint, features_.openat2);
     // Gone since the plan (kubelet unmounted the target and removed its
     // directory): the table moved, not a failed heal.
@@ -277,6 +292,9 @@ Status Executor::act_at(const HealAction& a, int clone_fd, bool in_host, DeadInB
         if (Status s = check_still_dead_in_batch(a, target->get(), *batch); !s) return s;
     const std::string top = fd_path(target->get(), in_host);
     const std::string where = in_host ? a.mountpoint : a.mountpoint + " (ns pid " + std::to_string(a.ns_pid) + ")";
+    // Everything above only read (the clone is detached, visible nowhere).
+    if (before_change)
+        if (Status s = before_change(); !s) return s;
 
     if (a.kind == ActionKind::UnmountDeadLayer) {
         if (::umount2(top.c_str(), MNT_DETACH) != 0) return errno_error("umount dead layer", where);

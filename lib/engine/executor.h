@@ -33,15 +33,25 @@ public:
 
     // What one action of execute_in_namespaces did, and when.
     struct NamespaceOutcome {
-        Status status;  // as execute() would return it
-        std::chrono::steady_clock::duration started{};  // from the call to the action's start
-        std::chrono::steady_clock::duration took{};     // the action's own time
+        Status status;  // as execute() would return it, or the gate's refusal
+        // From the call to the action's start: when it may change mounts
+        // (its gate passed), or when it failed before.
+        std::chrono::steady_clock::duration started{};
+        std::chrono::steady_clock::duration took{};  // the action's own time from `started`
+        bool refused_at_gate = false;                // status is the gate's: nothing was changed
     };
+    // Asked by an action of execute_in_namespaces once everything before
+    // its first change is done (the checks, the clone, the setns), from the
+    // worker thread: ok lets it go on; an Error stops it with nothing
+    // changed, and becomes its status. Called from several threads at once.
+    using Gate = std::function<Status(const HealAction&)>;
     // Carries out actions in other mount namespaces (none in_host()) at
     // the same time, on kNamespaceWorkerThreads threads: nothing orders
     // them, so they must not depend on each other (the engine passes at
-    // most one per namespace). Returns each one's outcome, in order.
-    std::vector<NamespaceOutcome> execute_in_namespaces(const std::vector<const HealAction*>& actions);
+    // most one per namespace). Each waits for `gate`, when given, right
+    // before its first change. Returns each one's outcome, in order.
+    std::vector<NamespaceOutcome> execute_in_namespaces(const std::vector<const HealAction*>& actions,
+                                                        const Gate& gate = {});
     static constexpr std::size_t kNamespaceWorkerThreads = 4;
 
     // Returns an O_PATH fd of the stale mount at the host action's
@@ -88,11 +98,15 @@ private:
     Status check_still_dead_in_batch(const HealAction& action, int target_fd, DeadInBatch& batch) const;
     // One action of execute_in_namespaces, on a worker thread: the host-side
     // steps, then `entry` into the namespace, then act_at there.
-    Status act_in_namespace(const HealAction& action, NamespaceWorkers::Entry& entry, DeadInBatch& batch);
+    Status act_in_namespace(const HealAction& action, NamespaceWorkers::Entry& entry, DeadInBatch& batch,
+                            const std::function<Status()>& before_change);
     // The steps after the clone exists (clone_fd -1 when there is none), in
     // the namespace the calling thread is in. `batch` is null for host
     // actions (execute() checked the connection before cloning).
-    Status act_at(const HealAction& action, int clone_fd, bool in_host, DeadInBatch* batch);
+    // `before_change`, when given, is asked after the checks and before the
+    // first change; its Error is returned with nothing changed.
+    Status act_at(const HealAction& action, int clone_fd, bool in_host, DeadInBatch* batch,
+                  const std::function<Status()>& before_change = {});
 
     KernelFeatures features_;
     std::string root_dir_;

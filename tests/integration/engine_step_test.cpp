@@ -3,6 +3,7 @@
 #include "heal_fixture.h"
 
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include <sys/mount.h>
@@ -85,6 +86,36 @@ protected:
     // Whether the fixture wants before_table_read called.
     virtual bool hooks_table_reads() const { return false; }
     std::function<void()> before_table_read;
+
+    // Binds `sub` of `fuse` (generation 1; "" for its root) read-only into
+    // pod-1, starts a private container there reading `file`, takes the
+    // steps through the death of `fuse` (the step that sees it and the walk
+    // after it), and restarts it as generation 2 holding every request for
+    // `held` (fh_testfs --gate) until `let_go` exists. Returns the target.
+    std::string outage_then_held_restart(FuseDaemon& fuse, Container& ctr, const std::string& sub,
+                                         const std::string& file, const std::string& held,
+                                         const std::string& let_go) {
+        fuse.start(1);
+        const std::string vol = sb.make_pod_volume("pod-1", "pvc-1");
+        csi_bind(fuse.source(), sub, vol, true);
+        ctr.start(vol, ContainerPropagation::Private, file);
+        const auto first = read_file(fuse.source() + "/" + (sub.empty() ? "" : sub + "/") + file);
+        EXPECT_TRUE(first && container_reads(ctr, *first, 1000ms));
+        engine->reconcile(Clock::now());
+        fuse.kill9();
+        engine->reconcile(Clock::now());  // the death
+        engine->reconcile(Clock::now());  // the walk after it
+        fuse.set_extra_args({"--gate", held + "=" + let_go});
+        fuse.supervisor_restart(2);
+        return vol;
+    }
+    // Lets the held requests go and returns the summary of the step after
+    // the back-off (100 ms after one failure).
+    ReconcileSummary let_go_and_step(const std::string& let_go) {
+        write_file(let_go, "");
+        std::this_thread::sleep_for(250ms);
+        return engine->reconcile(Clock::now());
+    }
 
     std::vector<HealEvent::Kind> kinds() const {
         std::vector<HealEvent::Kind> k;
@@ -176,6 +207,78 @@ TEST_P(EngineStep, ContainerCopiesAreCountedForTheirOwnPods) {
     EXPECT_EQ(copies, (std::map<std::string, int>{{vol1, 1}, {vol2, 1}}));
     EXPECT_TRUE(container_reads(ctr1, "2\n", 1000ms));
     EXPECT_TRUE(container_reads(ctr2, "2\n", 1000ms));
+}
+
+// Heals armed while the source is down prepare their container copies
+// while the probe of the new source travels (Executor::Gate), and move none
+// before it answers: a new source that does not answer gets no copy and no
+// host mount, and the failure is told as for any probe; once it answers,
+// the step after the back-off heals both.
+TEST_P(EngineStep, NothingIsMovedOntoANewSourceThatDoesNotAnswerItsProbe) {
+    const std::string let_go = sb.runtime() + "/root-getattr-may-go";
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    Container ctr{sb};
+    // Generation 2 holds the probe's getattr of its root (and nothing
+    // else).
+    const std::string vol = outage_then_held_restart(fuse, ctr, "", "generation", "/", let_go);
+    const auto stale_copy = ctr.mountinfo();
+    const auto stale_host = topmost_at(vol);
+    ASSERT_TRUE(stale_host);
+    events.clear();
+    auto refused = engine->reconcile(Clock::now());
+    EXPECT_EQ(refused.healed, 0);
+    EXPECT_EQ(refused.actions, 0) << "a mount action ran before the new source answered";
+    EXPECT_EQ(ctr.mountinfo(), stale_copy);
+    EXPECT_TRUE(container_broken(ctr));
+    ASSERT_TRUE(topmost_at(vol));
+    EXPECT_EQ(topmost_at(vol)->id, stale_host->id);
+    bool told = false;
+    std::string seen;
+    for (const HealEvent& e : events) {
+        seen += std::string(to_string(e.kind)) + " " + e.ctx.target + ": " + e.reason + "\n";
+        if (e.kind == HealEvent::Kind::HealFailed && e.ctx.target == vol)
+            told = e.reason.find("the new source does not serve " + fuse.source()) != std::string::npos;
+    }
+    // (Without armed heals the step's liveness check of every FUSE mount
+    // may find the new source unresponsive first: then no heal is planned,
+    // and nothing is told of the target, which stays broken.)
+    if (armed()) {
+        EXPECT_TRUE(told) << "no heal-failed event naming the unanswered probe; events:\n" << seen;
+    }
+    EXPECT_EQ(::access((let_go + ".held").c_str(), F_OK), 0) << "the probe never reached the new FUSE daemon";
+
+    auto healed = let_go_and_step(let_go);
+    EXPECT_EQ(healed.healed, 1);
+    EXPECT_EQ(healed.failures, 0);
+    EXPECT_TRUE(container_reads(ctr, "2\n", 1000ms));
+    EXPECT_EQ(read_file(vol + "/generation"), "2\n");
+    EXPECT_EQ(count_mounts_at("/data", ctr.mountinfo_path()), 1);
+}
+
+// Only copies of the new source's root are prepared before its probe
+// answers: reaching a subdirectory takes a lookup, which a hung FUSE daemon
+// would never answer, and a namespace worker blocked in it would stall the
+// heal past any probe timeout. Here the new daemon holds the lookup of the
+// subPath directory: the step ends within the probe timeout with nothing
+// moved, and heals once the lookup is answered.
+TEST_P(EngineStep, AHeldLookupOfASubPathDirectoryDoesNotStallTheStep) {
+    const std::string let_go = sb.runtime() + "/sub-lookup-may-go";
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    Container ctr{sb};
+    outage_then_held_restart(fuse, ctr, "sub", "inner", "/sub", let_go);
+    const auto stale_copy = ctr.mountinfo();
+    const auto started = Clock::now();
+    auto refused = engine->reconcile(Clock::now());
+    EXPECT_LT(Clock::now() - started, 5s) << "the step waited on the lookup the new FUSE daemon holds";
+    EXPECT_EQ(refused.healed, 0);
+    EXPECT_EQ(refused.actions, 0);
+    EXPECT_EQ(ctr.mountinfo(), stale_copy);
+    EXPECT_EQ(::access((let_go + ".held").c_str(), F_OK), 0) << "nothing looked the directory up";
+
+    auto healed = let_go_and_step(let_go);
+    EXPECT_EQ(healed.healed, 1);
+    EXPECT_TRUE(container_reads(ctr, "inner 2\n", 1000ms));
+    EXPECT_EQ(count_mounts_at("/data", ctr.mountinfo_path()), 1);
 }
 
 // The namespace cache: the first step walks /proc for the containers
@@ -901,6 +1004,30 @@ void plan_copy_heal(Container& c, const std::string& vol, FuseDaemon& fuse, dev_
     a.propagation = PropagationMode::Private;
 }
 
+// Binds the root of `fuse` (generation 1) read-only into pods pod-a and
+// pod-b, at `vol_a` and `vol_b`, and starts a private container on each,
+// reading it. (ASSERTs: call through ASSERT_NO_FATAL_FAILURE.)
+void two_pods_with_containers(Sandbox& sb, FuseDaemon& fuse, std::string& vol_a, std::string& vol_b, Container& ca,
+                              Container& cb) {
+    vol_a = sb.make_pod_volume("pod-a", "pvc-1");
+    vol_b = sb.make_pod_volume("pod-b", "pvc-1");
+    csi_bind(fuse.source(), "", vol_a, true);
+    csi_bind(fuse.source(), "", vol_b, true);
+    ca.start(vol_a, ContainerPropagation::Private, "generation");
+    cb.start(vol_b, ContainerPropagation::Private, "generation");
+    ASSERT_TRUE(container_reads(ca, gen(1)));
+    ASSERT_TRUE(container_reads(cb, gen(1)));
+}
+
+// Returns the device number of the topmost mount at `path` in the test's
+// namespace (0 when nothing is mounted there).
+dev_t device_at(const std::string& path) {
+    auto host = read_mountinfo(kSelfMountinfo);
+    EXPECT_TRUE(host) << host.error().message();
+    const MountEntry* m = host ? host->topmost_at(path) : nullptr;
+    return m ? m->device : 0;
+}
+
 // In containers, fusectl is read once per dead superblock per batch (the
 // executor pins the superblock meanwhile), so each copy's own check must
 // hold alone: the mount at its target must be the planned one, on the
@@ -917,18 +1044,12 @@ TEST_F(IntegrationTest, ExecutorInContainersChecksEachCopysMountAndSuperblock) {
         FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"}, other{sb, sb.runtime() + "/ds/other"};
         fuse.start(1);
         other.start(1);
-        const std::string vol_a = sb.make_pod_volume("pod-a", "pvc-1"), vol_b = sb.make_pod_volume("pod-b", "pvc-1");
-        csi_bind(fuse.source(), "", vol_a, true);
-        csi_bind(fuse.source(), "", vol_b, true);
+        std::string vol_a, vol_b;
         Container ca(sb), cb(sb);
-        ca.start(vol_a, ContainerPropagation::Private, "generation");
-        cb.start(vol_b, ContainerPropagation::Private, "generation");
-        ASSERT_TRUE(container_reads(ca, gen(1)));
-        ASSERT_TRUE(container_reads(cb, gen(1)));
-        auto host = read_mountinfo(kSelfMountinfo);
-        ASSERT_TRUE(host);
-        const dev_t fuse_dev = host->topmost_at(fuse.source())->device;
-        const dev_t other_dev = host->topmost_at(other.source())->device;
+        ASSERT_NO_FATAL_FAILURE(two_pods_with_containers(sb, fuse, vol_a, vol_b, ca, cb));
+        const dev_t fuse_dev = device_at(fuse.source()), other_dev = device_at(other.source());
+        ASSERT_NE(fuse_dev, 0u);
+        ASSERT_NE(other_dev, 0u);
 
         // Planned while the connection is alive: refused, nothing touched.
         HealAction a, b;
@@ -974,6 +1095,77 @@ TEST_F(IntegrationTest, ExecutorInContainersChecksEachCopysMountAndSuperblock) {
         EXPECT_EQ(count_mounts_at("/data", cb.mountinfo_path()), 1);
         EXPECT_EQ(count_mounts_at("/data", ca.mountinfo_path()), 1);
     }
+}
+
+// The gate of execute_in_namespaces: each copy asks it once, from inside
+// its container's namespace, after its checks and before any change. A
+// refusal leaves every copy as it was and is the copy's status; a gate that
+// lets them go heals them.
+TEST_F(IntegrationTest, ExecutorInContainersAsksTheGateBeforeItsFirstChange) {
+    Sandbox sb;
+    const KernelFeatures features = detect_kernel_features({}, "/sys/fs/fuse/connections", false);
+    if (!features.move_mount_beneath) GTEST_SKIP() << "needs MOVE_MOUNT_BENEATH";
+    Executor executor(features, sb.kubelet());
+    FuseDaemon fuse{sb, sb.runtime() + "/ds/fuse"};
+    fuse.start(1);
+    std::string vol_a, vol_b;
+    Container ca(sb), cb(sb);
+    ASSERT_NO_FATAL_FAILURE(two_pods_with_containers(sb, fuse, vol_a, vol_b, ca, cb));
+    const dev_t dead_dev = device_at(fuse.source());
+    ASSERT_NE(dead_dev, 0u);
+    fuse.kill9();
+    fuse.supervisor_restart(2);
+    HealAction a, b;
+    ASSERT_NO_FATAL_FAILURE(plan_copy_heal(ca, vol_a, fuse, dead_dev, a));
+    ASSERT_NO_FATAL_FAILURE(plan_copy_heal(cb, vol_b, fuse, dead_dev, b));
+
+    // Which namespace each call came from (its inode), per action: through
+    // the host's /proc, which a container need not have.
+    std::mutex mu;
+    std::map<const HealAction*, std::vector<ino_t>> asked_in;
+    const int proc = ::open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(proc, 0) << errno_name(errno);
+    auto note = [&](const HealAction& x) {
+        struct stat ns {};
+        EXPECT_EQ(::fstatat(proc, "thread-self/ns/mnt", &ns, 0), 0) << errno_name(errno);
+        std::lock_guard<std::mutex> l(mu);
+        asked_in[&x].push_back(ns.st_ino);
+    };
+    const auto stale_a = ca.mountinfo(), stale_b = cb.mountinfo();
+    auto refused = executor.execute_in_namespaces({&a, &b}, [&](const HealAction& x) -> Status {
+        note(x);
+        return Error{"probe", x.clone_path, ETIMEDOUT, "the FUSE daemon did not answer"};
+    });
+    ASSERT_EQ(refused.size(), 2u);
+    for (const auto& o : refused) {
+        EXPECT_TRUE(o.refused_at_gate);
+        ASSERT_FALSE(o.status);
+        EXPECT_EQ(o.status.error().err, ETIMEDOUT) << o.status.error().message();
+    }
+    EXPECT_EQ(asked_in[&a], std::vector<ino_t>{a.ns_inode});
+    EXPECT_EQ(asked_in[&b], std::vector<ino_t>{b.ns_inode});
+    EXPECT_EQ(ca.mountinfo(), stale_a);
+    EXPECT_EQ(cb.mountinfo(), stale_b);
+    EXPECT_TRUE(container_broken(ca));
+    EXPECT_TRUE(container_broken(cb));
+
+    asked_in.clear();
+    auto healed = executor.execute_in_namespaces({&a, &b}, [&](const HealAction& x) -> Status {
+        note(x);
+        return {};
+    });
+    ASSERT_EQ(healed.size(), 2u);
+    for (const auto& o : healed) {
+        EXPECT_FALSE(o.refused_at_gate);
+        EXPECT_TRUE(o.status) << o.status.error().message();
+    }
+    EXPECT_EQ(asked_in[&a], std::vector<ino_t>{a.ns_inode});
+    EXPECT_EQ(asked_in[&b], std::vector<ino_t>{b.ns_inode});
+    EXPECT_TRUE(container_reads(ca, gen(2)));
+    EXPECT_TRUE(container_reads(cb, gen(2)));
+    EXPECT_EQ(count_mounts_at("/data", ca.mountinfo_path()), 1);
+    EXPECT_EQ(count_mounts_at("/data", cb.mountinfo_path()), 1);
+    ::close(proc);
 }
 
 // A pinned dead superblock keeps its device number after its last mount
