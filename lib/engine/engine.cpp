@@ -692,8 +692,10 @@ Engine::BatchOutcome Engine::run_batch(const std::vector<const HealAction*>& act
                 };
             const auto t0 = Clock::now();
             std::vector<Executor::NamespaceOutcome> results = executor_.execute_in_namespaces(group_actions, gate);
-            // The gated probes have answered (or timed out) by now; each
-            // gives the same answer again at once.
+            // The gated probes have answered (or timed out) by now, unless
+            // every copy of a path failed before its gate: then this waits
+            // for that probe, as admission did before copies were prepared.
+            // A probe gives the same answer on every call.
             std::map<std::string, Error> unserved;
             for (const auto& [path, probe] : gated) {
                 Status s = prober_.wait_probe(*probe);
